@@ -1,6 +1,7 @@
 """The landing-zone store protocol: the few file operations the publisher and replayer need.
 
-Paths are relative to the landing-zone root and use "/" (e.g. ``sales.schema/orders/_metadata.json``).
+Paths are relative to the landing-zone root and use "/"
+(e.g. ``sales.schema/orders/_metadata.json``).
 Implementations: OneLake/ADLS Gen2 (DFS), Azure Blob, local folder. One contract test suite
 (tests/landing_zone/stores) holds them all to the same behaviour.
 """
