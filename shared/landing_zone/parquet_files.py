@@ -1,0 +1,44 @@
+"""Parquet bytes the replicator accepts: key first, every column nullable, row marker last."""
+
+from __future__ import annotations
+
+import io
+from enum import IntEnum
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.errors import MirrorError
+
+ROW_MARKER = "__rowMarker__"
+KEY_COLUMN = "_id"
+COMPRESSION = "zstd"
+
+
+class RowMarker(IntEnum):
+    INSERT = 0
+    UPDATE = 1
+    DELETE = 2
+    UPSERT = 4
+
+
+def encode(table: pa.Table) -> bytes:
+    """Serialise a batch for the landing zone, refusing anything the replicator would reject."""
+    names = table.schema.names
+    if not names or names[-1] != ROW_MARKER:
+        raise MirrorError(f"{ROW_MARKER} must be the last column, got {names[-1:]}")
+    if table.schema.field(ROW_MARKER).type != pa.int32():
+        raise MirrorError(f"{ROW_MARKER} must be int32")
+    if KEY_COLUMN not in names:
+        raise MirrorError(f"the key column {KEY_COLUMN} is missing")
+    # A column that is non-nullable in one file and nullable in the next is a SchemaMergeFailure.
+    nullable = pa.schema([field.with_nullable(True) for field in table.schema])
+    buffer = io.BytesIO()
+    pq.write_table(table.cast(nullable), buffer, compression=COMPRESSION)
+    return buffer.getvalue()
+
+
+def empty_file() -> bytes:
+    """A valid zero-row file, used to fill a sequence number whose data can never arrive."""
+    schema = pa.schema([pa.field(KEY_COLUMN, pa.string()), pa.field(ROW_MARKER, pa.int32())])
+    return encode(schema.empty_table())

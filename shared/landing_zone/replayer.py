@@ -1,0 +1,217 @@
+"""The replayer: what Fabric's replicator would make of a landing zone, without Fabric.
+
+It checks each table folder against the landing-zone contract and applies the files in sequence
+order with the row-marker semantics, in DuckDB, to produce the mirrored table. Tests compare
+that table with the source; users run it as ``mongo-fabric-mirror inspect``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER, RowMarker
+from shared.landing_zone.stores.base import LandingZoneStore, StoredFile
+from shared.landing_zone.tables import (
+    METADATA_FILE,
+    PROCESSED_FOLDER,
+    SCHEMA_SUFFIX,
+    TableRef,
+    sequence_of,
+)
+
+_SEQUENCE = "__replay_sequence__"
+_ROW = "__replay_row__"
+_VALID_MARKERS = tuple(int(marker) for marker in RowMarker)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One contract violation; ``code`` is stable for tests, ``message`` is for people."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class TableReport:
+    table: TableRef
+    files: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    rows: pa.Table | None = None
+
+    @property
+    def conforms(self) -> bool:
+        return not self.problems
+
+    @property
+    def row_count(self) -> int:
+        return 0 if self.rows is None else self.rows.num_rows
+
+    def add(self, code: str, message: str) -> None:
+        self.problems.append(Problem(code, message))
+
+
+def find_tables(store: LandingZoneStore) -> list[TableRef]:
+    """Every table folder: ``<table>`` or ``<schema>.schema/<table>`` below the root."""
+    tables: list[TableRef] = []
+    for folder in store.list_folders(""):
+        name = folder.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("_"):
+            continue
+        if name.endswith(SCHEMA_SUFFIX):
+            tables.extend(
+                TableRef.from_folder(inner)
+                for inner in store.list_folders(folder)
+                if not inner.rstrip("/").rsplit("/", 1)[-1].startswith("_")
+            )
+        else:
+            tables.append(TableRef.from_folder(folder))
+    return sorted(tables)
+
+
+def inspect_table(store: LandingZoneStore, table: TableRef) -> TableReport:
+    """Check one table folder against the contract and replay it if its files can be read."""
+    report = TableReport(table)
+    _check_metadata(store, table, report)
+    numbered = _numbered_files(store, table, report)
+    report.files = len(numbered)
+    batches: list[pa.Table] = []
+    established: dict[str, tuple[pa.DataType, int]] = {}
+    for number, stored in numbered:
+        batch = _read_data_file(store, number, stored, report)
+        if batch is None:
+            continue
+        _check_schema(number, batch.schema, established, report)
+        batches.append(
+            batch.append_column(_SEQUENCE, pa.array([number] * batch.num_rows, pa.int64()))
+            .append_column(_ROW, pa.array(range(batch.num_rows), pa.int64()))
+        )
+    if not any(problem.code in {"type-change", "unreadable"} for problem in report.problems):
+        report.rows = _apply(batches)
+    return report
+
+
+def _check_metadata(store: LandingZoneStore, table: TableRef, report: TableReport) -> None:
+    if store.size(table.metadata_file) is None:
+        report.add("missing-metadata", f"{METADATA_FILE} is missing")
+        return
+    try:
+        metadata = json.loads(store.read(table.metadata_file))
+    except ValueError:
+        report.add("invalid-metadata", f"{METADATA_FILE} is not valid JSON")
+        return
+    keys = metadata.get("keyColumns") if isinstance(metadata, dict) else None
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        report.add("invalid-metadata", f"{METADATA_FILE} has no valid keyColumns list")
+    elif keys != [KEY_COLUMN]:
+        report.add("invalid-metadata", f"{METADATA_FILE} keyColumns is {keys}, expected ['_id']")
+
+
+def _numbered_files(
+    store: LandingZoneStore, table: TableRef, report: TableReport
+) -> list[tuple[int, StoredFile]]:
+    # Files the replicator already processed move to _ProcessedFiles/ and still count.
+    candidates = store.list_files(table.folder)
+    candidates += store.list_files(f"{table.folder}/{PROCESSED_FOLDER}")
+    numbered: dict[int, StoredFile] = {}
+    for stored in candidates:
+        name = stored.path.rsplit("/", 1)[-1]
+        number = sequence_of(name)
+        if number is not None:
+            numbered.setdefault(number, stored)
+        elif not name.startswith("_"):
+            report.add("unexpected-file", f"{name} is not a 20-digit .parquet name")
+    expected = 1
+    for number in sorted(numbered):
+        if number > expected:
+            missing = f"{expected}" if number == expected + 1 else f"{expected}-{number - 1}"
+            report.add("gap", f"gap at {missing}: files after it will never be applied")
+        expected = number + 1
+    return sorted(numbered.items())
+
+
+def _read_data_file(
+    store: LandingZoneStore, number: int, stored: StoredFile, report: TableReport
+) -> pa.Table | None:
+    if stored.size == 0:
+        report.add("zero-byte", f"zero-byte file {number}")
+        return None
+    try:
+        batch = pq.read_table(io.BytesIO(store.read(stored.path)))
+    except (pa.ArrowException, OSError) as error:
+        report.add("unreadable", f"file {number} is not readable parquet: {error}")
+        return None
+    names = batch.schema.names
+    if ROW_MARKER in names and names[-1] != ROW_MARKER:
+        report.add("marker-not-last", f"{ROW_MARKER} is not the last column in file {number}")
+    if KEY_COLUMN not in names:
+        report.add("missing-key", f"file {number} has no {KEY_COLUMN} column")
+        return None
+    if ROW_MARKER not in names:
+        return batch.append_column(ROW_MARKER, pa.array([0] * batch.num_rows, pa.int32()))
+    markers = batch.column(ROW_MARKER)
+    if not pa.types.is_integer(markers.type):
+        report.add("invalid-marker", f"{ROW_MARKER} in file {number} is {markers.type}, not int32")
+        return None
+    unknown = set(markers.to_pylist()) - set(_VALID_MARKERS)
+    if unknown:
+        report.add("invalid-marker", f"file {number} has row markers {sorted(unknown, key=str)}")
+        return None
+    return batch.set_column(names.index(ROW_MARKER), ROW_MARKER, markers.cast(pa.int32()))
+
+
+def _check_schema(
+    number: int,
+    schema: pa.Schema,
+    established: dict[str, tuple[pa.DataType, int]],
+    report: TableReport,
+) -> None:
+    for column in schema:
+        if not column.nullable:
+            report.add("not-nullable", f"column {column.name} is not nullable in file {number}")
+        first = established.setdefault(column.name, (column.type, number))
+        if first[0] != column.type:
+            report.add(
+                "type-change",
+                f"column {column.name} changes type from {first[0]} (file {first[1]}) "
+                f"to {column.type} in file {number}",
+            )
+
+
+def _apply(batches: list[pa.Table]) -> pa.Table:
+    """Apply rows in (file, row) order: 0 insert, 1 update, 2 delete, 4 upsert.
+
+    Per key, the last update/upsert/delete decides; a delete removes the key. Inserts (0) have no
+    duplicate check, so every insert after a key's last update/upsert/delete adds a row.
+    """
+    if not batches:
+        return pa.table({KEY_COLUMN: pa.array([], pa.string())})
+    history = pa.concat_tables(batches, promote_options="default")
+    keep = [name for name in history.schema.names if name not in {ROW_MARKER, _SEQUENCE, _ROW}]
+    columns = ", ".join('"' + name.replace('"', '""') + '"' for name in keep)
+    order = f"{_SEQUENCE}, {_ROW}"
+    query = f"""
+        WITH ranked AS (
+            SELECT *,
+                max(CASE WHEN {ROW_MARKER} <> 0 THEN ({order}) END)
+                    OVER (PARTITION BY {KEY_COLUMN}) AS last_change,
+                ({order}) AS position
+            FROM history
+        )
+        SELECT {columns} FROM ranked
+        WHERE (position = last_change AND {ROW_MARKER} IN (1, 4))
+           OR ({ROW_MARKER} = 0 AND (last_change IS NULL OR position > last_change))
+        ORDER BY {KEY_COLUMN}, {order}
+    """  # noqa: S608 - names come from parquet schemas and are quoted
+    connection = duckdb.connect()
+    try:
+        connection.register("history", history)
+        return connection.execute(query).to_arrow_table()
+    finally:
+        connection.close()
