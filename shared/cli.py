@@ -1,0 +1,128 @@
+"""The command-line front door: ``mongo-fabric-mirror <command>``.
+
+Each command parses flags, loads settings, calls one pipeline function and maps the result to an
+exit code. A user mistake prints one clear line (exit 2); nothing here prints a traceback for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from shared.config import SPECS, Settings, load_settings
+from shared.errors import ConfigError, MirrorError
+
+log = logging.getLogger("mongo_fabric_mirror")
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = {name: getattr(args, name.lower(), None) for name in SPECS}
+        settings = load_settings(os.environ, overrides)
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        command: Command = args.command
+        return command(args, settings)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except MirrorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.demo import publish_demo
+    from shared.pipeline.wiring import open_publisher
+
+    publisher = open_publisher(settings)
+    files = publish_demo(publisher)
+    print(f"published {files} files to {publisher.store.description}")
+    return _print_inspection(publisher.store, None)
+
+
+def _inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.wiring import open_landing_zone_store
+
+    return _print_inspection(open_landing_zone_store(settings), args.table)
+
+
+def _print_inspection(store: object, table: str | None) -> int:
+    from shared.landing_zone.stores.base import LandingZoneStore
+    from shared.pipeline.inspect import format_report, inspect_landing_zone
+
+    assert isinstance(store, LandingZoneStore)
+    reports = inspect_landing_zone(store, table)
+    if not reports:
+        print(f"no tables in {store.description}")
+    for report in reports:
+        print(format_report(report))
+    return 0 if all(report.conforms for report in reports) else 1
+
+
+def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.sandbox import serve_forever
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("--port", "must be between 0 and 65535")
+    if args.oplog_size is not None and args.oplog_size < 1:
+        raise ConfigError("--oplog-size", "must be a positive number of events")
+    serve_forever(args.port, args.oplog_size)
+    return 0
+
+
+def _add_settings(parser: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        spec = SPECS[name]
+        default = f" (default {spec.default})" if spec.default else ""
+        parser.add_argument(
+            spec.flag, dest=name.lower(), metavar=name, help=f"{spec.help}{default} [env {name}]"
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mongo-fabric-mirror",
+        description="Mirror MongoDB collections into a Fabric open-mirroring landing zone.",
+    )
+    parser.add_argument(
+        "--log-level", dest="log_level", metavar="LEVEL", help=SPECS["LOG_LEVEL"].help
+    )
+    commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="publish a sample table to a local folder and inspect it"
+    )
+    demo.set_defaults(command=_demo, landing_zone="demo-landing-zone", state_store=None)
+    _add_settings(demo, "LANDING_ZONE", "STATE_STORE")
+
+    inspect = commands.add_parser(
+        "inspect", help="check a landing zone against the Fabric contract and replay its tables"
+    )
+    inspect.set_defaults(command=_inspect)
+    inspect.add_argument("--table", help="only this table (<table> or <schema>.<table>)")
+    _add_settings(inspect, "LANDING_ZONE", "AZURE_AUTH")
+
+    sandbox = commands.add_parser(
+        "sandbox", help="run the MongoDB wire-protocol sandbox (for trying and testing only)"
+    )
+    sandbox.set_defaults(command=_sandbox)
+    sandbox.add_argument("--port", type=int, default=27017, help="TCP port (default 27017)")
+    sandbox.add_argument(
+        "--oplog-size", type=int, default=None, help="keep only the last N change events"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Settings: read from environment variables (Functions app settings) and CLI flags, validated once.
+
+Every setting has one name, used both as the environment variable and (lower-case, dashed) as the
+CLI flag. Validation happens at start-up and names the setting on failure; a secret's value is
+never echoed. Nothing here touches the network or the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    help: str
+    default: str | None = None
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.lower().replace("_", "-")
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(
+        "LANDING_ZONE",
+        "Where files go: a OneLake URL "
+        "(https://onelake.dfs.fabric.microsoft.com/<workspace>/<item>/Files/LandingZone), "
+        "a blob URL, a storage connection string with ;Container=<name>, or a local folder.",
+        secret=True,  # a connection string carries an account key
+    ),
+    SettingSpec(
+        "STATE_STORE",
+        "Where checkpoints and file sequences live: a SQLite file path, or an Azure Table Storage "
+        "connection string / account URL.",
+        default=".mirror-state/state.db",
+        secret=True,
+    ),
+    SettingSpec(
+        "AZURE_AUTH",
+        "How to authenticate to OneLake/Azure Storage when no connection string is given: "
+        "auto, service-principal, managed-identity or default (DefaultAzureCredential).",
+        default="auto",
+    ),
+    SettingSpec("AZURE_CLIENT_ID", "Service principal or user-assigned identity client id."),
+    SettingSpec("AZURE_TENANT_ID", "Service principal tenant id."),
+    SettingSpec("AZURE_CLIENT_SECRET", "Service principal secret (use Key Vault).", secret=True),
+    SettingSpec(
+        "MONGODB_URI", "MongoDB connection string (mongodb:// or mongodb+srv://).", secret=True
+    ),
+    SettingSpec("MONGODB_DATABASE", "The database to mirror."),
+    SettingSpec(
+        "MONGODB_COLLECTIONS",
+        'Collections to mirror: all, one name, a comma list or a JSON list ["c1","c2"].',
+        default="all",
+    ),
+    SettingSpec("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO"),
+)
+SPECS = {spec.name: spec for spec in SETTINGS}
+AUTH_MODES = ("auto", "service-principal", "managed-identity", "default")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class AzureAuth:
+    mode: str
+    client_id: str | None = None
+    tenant_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+
+    def credential(self) -> TokenCredential:
+        """The azure-identity credential for this mode; built lazily (it may reach the network)."""
+        from azure.identity import (
+            ClientSecretCredential,
+            DefaultAzureCredential,
+            ManagedIdentityCredential,
+        )
+
+        if self.mode == "service-principal":
+            assert self.client_id and self.tenant_id and self.client_secret
+            return ClientSecretCredential(self.tenant_id, self.client_id, self.client_secret)
+        if self.mode == "managed-identity":
+            return ManagedIdentityCredential(client_id=self.client_id)
+        return DefaultAzureCredential()
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: Mapping[str, str] = field(repr=False)
+    auth: AzureAuth
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def require(self, name: str) -> str:
+        value = self.values.get(name)
+        if value is None:
+            spec = SPECS[name]
+            raise ConfigError(name, f"is required: {spec.help} (env {name} or {spec.flag})")
+        return value
+
+    @property
+    def log_level(self) -> int:
+        return int(logging.getLevelName(self.values["LOG_LEVEL"]))
+
+    def collections(self) -> list[str] | None:
+        """None means every collection of the database."""
+        return parse_collections(self.values["MONGODB_COLLECTIONS"])
+
+    def __repr__(self) -> str:
+        shown = {
+            name: ("***" if SPECS[name].secret else value) for name, value in self.values.items()
+        }
+        return f"Settings({shown})"
+
+
+def load_settings(
+    environ: Mapping[str, str], overrides: Mapping[str, str | None] | None = None
+) -> Settings:
+    """Merge environment and CLI values (CLI wins), apply defaults and validate every value."""
+    values: dict[str, str] = {}
+    for spec in SETTINGS:
+        raw = (overrides or {}).get(spec.name)
+        if raw is None:
+            raw = environ.get(spec.name)
+        if raw is not None and raw.strip():
+            values[spec.name] = raw.strip()
+        elif spec.default is not None:
+            values[spec.name] = spec.default
+    _validate(values)
+    return Settings(values, _auth(values, environ))
+
+
+def parse_collections(text: str) -> list[str] | None:
+    import json
+
+    if text == "all":
+        return None
+    if text.startswith("["):
+        try:
+            names = json.loads(text)
+        except ValueError:
+            raise ConfigError("MONGODB_COLLECTIONS", "is not a valid JSON list") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError("MONGODB_COLLECTIONS", "must be a JSON list of names")
+    else:
+        names = [name.strip() for name in text.split(",")]
+    if not names or any(not name or name.startswith("system.") for name in names):
+        raise ConfigError("MONGODB_COLLECTIONS", "has an empty or system.* collection name")
+    return list(dict.fromkeys(names))
+
+
+def _validate(values: Mapping[str, str]) -> None:
+    from shared.landing_zone.stores import parse_landing_zone
+    from shared.state import parse_state_location
+
+    if "LANDING_ZONE" in values:
+        parse_landing_zone(values["LANDING_ZONE"])
+    parse_state_location(values["STATE_STORE"])
+    if values["AZURE_AUTH"] not in AUTH_MODES:
+        raise ConfigError("AZURE_AUTH", f"must be one of {', '.join(AUTH_MODES)}")
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID"):
+        if name in values and not _GUID.match(values[name]):
+            raise ConfigError(name, "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+    uri = values.get("MONGODB_URI")
+    if uri is not None and not uri.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError("MONGODB_URI", "must start with mongodb:// or mongodb+srv://")
+    database = values.get("MONGODB_DATABASE")
+    if database is not None and (len(database) > 63 or re.search(r'[/\\. "$\x00]', database)):
+        raise ConfigError("MONGODB_DATABASE", "is not a valid MongoDB database name")
+    parse_collections(values["MONGODB_COLLECTIONS"])
+    if not isinstance(logging.getLevelName(values["LOG_LEVEL"].upper()), int):
+        raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
+
+
+def _auth(values: Mapping[str, str], environ: Mapping[str, str]) -> AzureAuth:
+    mode = values["AZURE_AUTH"]
+    client_id = values.get("AZURE_CLIENT_ID")
+    tenant_id = values.get("AZURE_TENANT_ID")
+    secret = values.get("AZURE_CLIENT_SECRET")
+    if mode == "auto":
+        if secret is not None:
+            mode = "service-principal"
+        elif "IDENTITY_ENDPOINT" in environ:  # set by App Service / Functions managed identity
+            mode = "managed-identity"
+        else:
+            mode = "default"
+    if mode == "service-principal":
+        for name, value in (
+            ("AZURE_CLIENT_ID", client_id),
+            ("AZURE_TENANT_ID", tenant_id),
+            ("AZURE_CLIENT_SECRET", secret),
+        ):
+            if value is None:
+                raise ConfigError(name, "is required for service-principal authentication")
+    return AzureAuth(mode, client_id, tenant_id, secret)

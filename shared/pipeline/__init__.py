@@ -1,0 +1,1 @@
+"""Pipeline steps shared by the two front doors (Functions triggers and the CLI)."""

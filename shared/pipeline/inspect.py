@@ -1,0 +1,24 @@
+"""The ``inspect`` step: check every table of a landing zone against the contract and replay it."""
+
+from __future__ import annotations
+
+from shared.errors import MirrorError
+from shared.landing_zone.replayer import TableReport, find_tables, inspect_table
+from shared.landing_zone.stores.base import LandingZoneStore
+
+
+def inspect_landing_zone(store: LandingZoneStore, table: str | None = None) -> list[TableReport]:
+    """Reports for every table, or for the one named ``<table>`` or ``<schema>.<table>``."""
+    tables = find_tables(store)
+    if table is not None:
+        tables = [ref for ref in tables if table in (str(ref), ref.name)]
+        if not tables:
+            raise MirrorError(f"no table {table!r} in {store.description}")
+    return [inspect_table(store, ref) for ref in tables]
+
+
+def format_report(report: TableReport) -> str:
+    verdict = "conforms" if report.conforms else "DOES NOT CONFORM"
+    lines = [f"{report.table}: {verdict}; {report.files} files, {report.row_count} rows replayed"]
+    lines += [f"  - {problem.message}" for problem in report.problems]
+    return "\n".join(lines)
