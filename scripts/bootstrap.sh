@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv with Python 3.13 (or $PYTHON) and installs the project; sourced by the other scripts.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3.13}"
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "error: $PYTHON not found; install Python 3.13 or set PYTHON=/path/to/python3.13" >&2
+    exit 2
+fi
+version='import sys; print(sys.version_info[:2])'
+if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c "$version")" != "$("$PYTHON" -c "$version")" ]; then
+    rm -rf .venv  # made by another Python: rebuild rather than mix
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
