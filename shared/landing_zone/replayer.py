@@ -212,6 +212,6 @@ def _apply(batches: list[pa.Table]) -> pa.Table:
     connection = duckdb.connect()
     try:
         connection.register("history", history)
-        return connection.execute(query).to_arrow_table()
+        return connection.sql(query).to_arrow_table()
     finally:
         connection.close()
