@@ -72,7 +72,7 @@ def find_tables(store: LandingZoneStore) -> list[TableRef]:
             )
         else:
             tables.append(TableRef.from_folder(folder))
-    return sorted(tables)
+    return sorted(tables, key=lambda table: table.folder)
 
 
 def inspect_table(store: LandingZoneStore, table: TableRef) -> TableReport:

@@ -17,7 +17,7 @@ DATA_FILE_PATTERN = re.compile(r"^(\d{20})\.parquet$")
 _UNUSABLE_NAME = re.compile(r"[/\\\x00-\x1f]|^_|^\.{1,2}$")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class TableRef:
     """A table folder: ``<schema>.schema/<name>`` (schema = database) or ``<name>``."""
 

@@ -1,0 +1,154 @@
+"""The replayer finds each contract defect in hand-made folders and applies row markers right."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared.landing_zone.replayer import find_tables, inspect_table
+from shared.landing_zone.stores.local import LocalStore
+from shared.landing_zone.tables import TableRef
+
+TABLE = TableRef("shop", "orders")
+
+
+def parquet(columns: dict[str, pa.Array], nullable: bool = True) -> bytes:
+    schema = pa.schema([pa.field(n, a.type, nullable=nullable) for n, a in columns.items()])
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns, schema), buffer)
+    return buffer.getvalue()
+
+
+def rows(ids: list[str], markers: list[int], **extra: pa.Array) -> bytes:
+    return parquet(
+        {"_id": pa.array(ids, pa.string()), **extra, "__rowMarker__": pa.array(markers, pa.int32())}
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    store = LocalStore(tmp_path)
+    store.write(TABLE.metadata_file, b'{"keyColumns": ["_id"]}')
+    return store
+
+
+def put(store: LocalStore, number: int, data: bytes) -> None:
+    store.write(TABLE.data_file(number), data)
+
+
+def codes(store: LocalStore) -> list[str]:
+    return [problem.code for problem in inspect_table(store, TABLE).problems]
+
+
+def test_valid_folder_conforms_and_replays(store: LocalStore):
+    put(store, 1, rows(["a", "b", "c"], [4, 4, 4], n=pa.array([1, 2, 3])))
+    put(store, 2, rows(["a", "b"], [4, 2], n=pa.array([10, None])))
+    store.write(f"{TABLE.folder}/_staging-1-x.parquet", b"ignored: underscore")
+    report = inspect_table(store, TABLE)
+    assert report.conforms, report.problems
+    assert report.files == 2
+    assert report.rows is not None
+    assert report.rows.to_pydict() == {"_id": ["a", "c"], "n": [10, 3]}
+
+
+def test_gap_is_named(store: LocalStore):
+    for number in (1, 2, 5):
+        put(store, number, rows(["a"], [4]))
+    report = inspect_table(store, TABLE)
+    assert [p.code for p in report.problems] == ["gap"]
+    assert "gap at 3-4" in report.problems[0].message
+
+
+def test_sequence_must_start_at_one(store: LocalStore):
+    put(store, 2, rows(["a"], [4]))
+    assert codes(store) == ["gap"]
+
+
+def test_zero_byte_file_is_named(store: LocalStore):
+    put(store, 1, rows(["a"], [4]))
+    put(store, 2, b"")
+    report = inspect_table(store, TABLE)
+    assert [p.code for p in report.problems] == ["zero-byte"]
+    assert "zero-byte file 2" in report.problems[0].message
+
+
+def test_unreadable_file_is_named(store: LocalStore):
+    put(store, 1, b"PAR1 not really")
+    assert codes(store) == ["unreadable"]
+
+
+def test_marker_not_last_is_named(store: LocalStore):
+    put(store, 1, parquet({"__rowMarker__": pa.array([4], pa.int32()), "_id": pa.array(["a"])}))
+    assert codes(store) == ["marker-not-last"]
+
+
+def test_missing_metadata_is_named(tmp_path: Path):
+    store = LocalStore(tmp_path)
+    put(store, 1, rows(["a"], [4]))
+    assert codes(store) == ["missing-metadata"]
+
+
+def test_invalid_metadata_is_named(store: LocalStore):
+    store.write(TABLE.metadata_file, b"{keyColumns: [_id]}")
+    assert codes(store) == ["invalid-metadata"]
+
+
+def test_type_change_between_files_is_named(store: LocalStore):
+    put(store, 1, rows(["a"], [4], price=pa.array([1], pa.int64())))
+    put(store, 2, rows(["b"], [4], price=pa.array([1.5], pa.float64())))
+    report = inspect_table(store, TABLE)
+    assert [p.code for p in report.problems] == ["type-change"]
+    assert "price" in report.problems[0].message and "file 2" in report.problems[0].message
+
+
+def test_non_nullable_column_is_named(store: LocalStore):
+    put(
+        store,
+        1,
+        parquet({"_id": pa.array(["a"]), "__rowMarker__": pa.array([4], pa.int32())}, False),
+    )
+    assert set(codes(store)) == {"not-nullable"}
+
+
+def test_unknown_marker_and_stray_file_are_named(store: LocalStore):
+    put(store, 1, rows(["a"], [3]))
+    store.write(f"{TABLE.folder}/notes.txt", b"hello")
+    assert sorted(codes(store)) == ["invalid-marker", "unexpected-file"]
+
+
+def test_marker_semantics(store: LocalStore):
+    # 0 inserts without a duplicate check; 1 updates (inserting if missing); 2 deletes; 4 upserts.
+    put(store, 1, rows(["a", "a", "b", "c"], [0, 0, 4, 1], v=pa.array([1, 2, 3, 4])))
+    put(store, 2, rows(["b", "c", "d", "d"], [2, 4, 4, 2], v=pa.array([None, 5, 6, None])))
+    report = inspect_table(store, TABLE)
+    assert report.conforms, report.problems
+    assert report.rows is not None
+    assert report.rows.to_pydict() == {"_id": ["a", "a", "c"], "v": [1, 2, 5]}
+
+
+def test_files_without_marker_are_inserts_and_added_columns_merge(store: LocalStore):
+    put(store, 1, parquet({"_id": pa.array(["a", "a"])}))
+    put(store, 2, rows(["b"], [4], extra=pa.array(["x"])))
+    report = inspect_table(store, TABLE)
+    assert report.conforms, report.problems
+    assert report.rows is not None
+    assert report.rows.to_pydict() == {"_id": ["a", "a", "b"], "extra": [None, None, "x"]}
+
+
+def test_processed_files_still_count(store: LocalStore):
+    store.write(f"{TABLE.folder}/_ProcessedFiles/00000000000000000001.parquet", rows(["a"], [4]))
+    put(store, 2, rows(["b"], [4]))
+    report = inspect_table(store, TABLE)
+    assert report.conforms, report.problems
+    assert report.row_count == 2
+
+
+def test_find_tables_reads_schema_folders(tmp_path: Path):
+    store = LocalStore(tmp_path)
+    for folder in ("plain", "shop.schema/orders", "shop.schema/users", "_scratchPad/x"):
+        store.write(f"{folder}/_metadata.json", b"{}")
+    assert [str(t) for t in find_tables(store)] == ["plain", "shop.orders", "shop.users"]
