@@ -36,6 +36,7 @@ _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _ACCOUNT_HOST = re.compile(r"[a-z0-9]{3,24}\.table\.[a-z0-9.-]+")
+_CONNECTION_STRING_START = re.compile(r"[A-Za-z]+=")
 _SECRET_VALUES = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig)=[^;&\s]*")
 
 
@@ -72,10 +73,10 @@ def parse_state_location(location: str) -> StateLocation:
         raise _problem("is empty; give a SQLite file path or an Azure Table Storage location")
     if text.lower().startswith("sqlite:"):
         return _parse_sqlite_url(text)
+    if _CONNECTION_STRING_START.match(text):
+        return _parse_connection_string(text)
     if "://" in text:
         return _parse_url(text)
-    if "=" in text:
-        return _parse_connection_string(text)
     if text.lower().endswith(SQLITE_SUFFIXES):
         return StateLocation("sqlite", path=Path(text).expanduser())
     raise _problem(
