@@ -59,7 +59,7 @@ def split_documents(raw_docs: RawDocs) -> list[bytes]:
             out.append(buf[pos : pos + size])
             pos += size
         return out
-    return [d.raw if isinstance(d, RawBSONDocument) else bytes(d) for d in raw_docs]
+    return [bytes(d.raw) if isinstance(d, RawBSONDocument) else bytes(d) for d in raw_docs]
 
 
 def _json_element(value: Any) -> bytes:

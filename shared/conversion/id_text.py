@@ -8,8 +8,8 @@ Forms (``~`` starts every tagged form; a plain string never starts with ``~``):
 - number (int32, int64, double, Decimal128): ``~n:<canonical decimal>``. MongoDB compares
   numbers by value, so 5, Int64(5), 5.0 and Decimal128("5.00") are one ``_id`` and share one
   text ``~n:5``; -0 is ``0``; every NaN is ``~n:NaN``; ``~n:Infinity``, ``~n:-Infinity``.
-  Doubles are written exactly (0.1 is ``~n:0.1000000000000000055511151231257827021181583404541015625``),
-  so they never meet a different Decimal128.
+  Doubles are written exactly (0.1 is ``~n:0.1000000000000000055511151231257827...``), so they
+  never meet a different Decimal128.
 - date: ``~d:<milliseconds since epoch>``.
 - binary subtype 4 of 16 bytes: ``~u:<canonical UUID>``.
 - embedded document: ``~o:`` + JSON array of ``[key, id_text(value)]`` pairs in field order.
@@ -39,7 +39,9 @@ _TAG = "~"
 _HEX24 = re.compile(r"[0-9a-f]{24}")
 # Normalising through BSON makes equal BSON values equal Python values whatever the caller
 # decoded them with (datetime vs DatetimeMS, dict vs SON vs RawBSONDocument, uuid.UUID...).
-_NORMALISE = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
+_NORMALISE: CodecOptions[dict[str, Any]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_MS
+)
 _EXT_JSON: JSONOptions = CANONICAL_JSON_OPTIONS.with_options(
     datetime_conversion=DatetimeConversion.DATETIME_MS
 )

@@ -37,7 +37,7 @@ def _decoder(spec: FieldSpec) -> Callable[[Any], Any]:
     if spec.kind == UUID:
         return lambda text: Binary(uuid.UUID(text).bytes, 4)
     if spec.kind == BINARY:
-        subtype = spec.binary_subtype
+        subtype = spec.binary_subtype or 0
         return lambda b: b if subtype == 0 else Binary(b, subtype)
     if spec.kind == TIMESTAMP:
         return lambda us: DatetimeMS(us // 1000)

@@ -1,0 +1,42 @@
+"""Comparison helpers: BSON values up to the documented equivalences."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import bson
+from bson import Binary, Int64, Regex
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
+
+DECODE: CodecOptions[dict[str, Any]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+
+
+def norm(value: Any) -> Any:
+    """Comparable form: int32≡int64, RawBSONDocument≡dict, bytes≡Binary subtype 0, NaN≡NaN."""
+    t = type(value)
+    if isinstance(value, RawBSONDocument):
+        return norm(bson.decode(value.raw, DECODE))
+    if t is dict:
+        return ("doc", [(k, norm(v)) for k, v in value.items()])
+    if t is list:
+        return ("arr", [norm(v) for v in value])
+    if t is int or t is Int64:
+        return ("int", int(value))
+    if t is float:
+        return ("float", "nan" if math.isnan(value) else value.hex())
+    if t is bytes:
+        return ("bin", 0, value)
+    if t is Binary:
+        return ("bin", value.subtype, bytes(value))
+    if t is Regex:
+        return ("regex", value.pattern, int(value.flags))
+    return (t.__name__, repr(value))
+
+
+def doc_norm(doc: dict[str, Any]) -> Any:
+    """A top-level document: null fields dropped (null ≡ missing), _id excluded."""
+    return {k: norm(v) for k, v in doc.items() if v is not None and k != "_id"}
