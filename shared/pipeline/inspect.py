@@ -22,3 +22,13 @@ def format_report(report: TableReport) -> str:
     lines = [f"{report.table}: {verdict}; {report.files} files, {report.row_count} rows replayed"]
     lines += [f"  - {problem.message}" for problem in report.problems]
     return "\n".join(lines)
+
+
+def report_to_json(report: TableReport) -> dict[str, object]:
+    return {
+        "table": str(report.table),
+        "conforms": report.conforms,
+        "files": report.files,
+        "rows": report.row_count,
+        "problems": [{"code": p.code, "message": p.message} for p in report.problems],
+    }

@@ -3,28 +3,64 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from shared.config import Settings
+from shared.errors import ConfigError
 from shared.landing_zone.publisher import Publisher
-from shared.landing_zone.stores import open_landing_zone
+from shared.landing_zone.stores import open_landing_zone, parse_landing_zone
 from shared.landing_zone.stores.base import LandingZoneStore
-from shared.state import open_state_store
+from shared.state import open_state_store, parse_state_location
 from shared.state.base import StateStore
 
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
 log = logging.getLogger(__name__)
+STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
-def open_landing_zone_store(settings: Settings) -> LandingZoneStore:
-    store = open_landing_zone(settings.require("LANDING_ZONE"), settings.auth.credential())
+def open_landing_zone_store(
+    settings: Settings, credential: TokenCredential | None = None
+) -> LandingZoneStore:
+    location = settings.require("LANDING_ZONE")
+    parsed = parse_landing_zone(location)
+    needs_token = parsed.kind != "local" and parsed.connection_string is None
+    if needs_token and (parsed.account_url or "").startswith("https://"):
+        credential = credential or checked_credential(settings)
+    store = open_landing_zone(location, credential)
     log.info("landing zone: %s", store.description)
     return store
 
 
-def open_state(settings: Settings) -> StateStore:
-    state = open_state_store(settings.require("STATE_STORE"), settings.auth.credential())
+def open_state(settings: Settings, credential: TokenCredential | None = None) -> StateStore:
+    location = settings.require("STATE_STORE")
+    parsed = parse_state_location(location)
+    if parsed.kind == "table" and parsed.connection_string is None:
+        credential = credential or checked_credential(settings)
+    state = open_state_store(location, credential)
     log.info("state store: %s", state.description)
     return state
 
 
 def open_publisher(settings: Settings) -> Publisher:
     return Publisher(open_landing_zone_store(settings), open_state(settings))
+
+
+def checked_credential(settings: Settings) -> TokenCredential:
+    """The configured Azure credential, proven to work by taking one storage token now.
+
+    Failing here, before anything is written, beats failing on the first upload.
+    """
+    from azure.core.exceptions import ClientAuthenticationError
+
+    credential = settings.auth.credential()
+    try:
+        credential.get_token(STORAGE_SCOPE)
+    except ClientAuthenticationError as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            "AZURE_AUTH",
+            f"no usable Azure credential for mode {settings.auth.mode!r}: {reason}",
+        ) from None
+    return credential

@@ -52,6 +52,10 @@ class StateStore(Protocol):
         """Remove a record (only if unchanged when ``etag`` is given); no error if absent."""
         ...
 
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...
+
 
 def update(
     store: StateStore,

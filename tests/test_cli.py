@@ -1,0 +1,88 @@
+"""The console script as a real process: exit codes, messages, nothing written on errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("mongo-fabric-mirror")
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"LANDING_ZONE", "STATE_STORE"}}
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_publishes_and_inspects_a_conforming_table(tmp_path: Path):
+    result = run("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "demo.orders: conforms; 4 files, 999 rows replayed" in result.stdout
+    assert (tmp_path / "demo-landing-zone" / "demo.schema" / "orders" / "_metadata.json").exists()
+
+    again = run("demo", cwd=tmp_path)  # resumes from recorded progress: publishes nothing twice
+    assert again.returncode == 0, again.stderr
+    assert "published 0 files" in again.stdout
+    assert "4 files, 999 rows" in again.stdout
+
+
+def test_inspect_exits_non_zero_and_names_the_defect(tmp_path: Path):
+    folder = tmp_path / "lz" / "orders"
+    folder.mkdir(parents=True)
+    (folder / "00000000000000000001.parquet").write_bytes(b"")
+    result = run("inspect", "--landing-zone", str(tmp_path / "lz"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "orders: DOES NOT CONFORM" in result.stdout
+    assert "_metadata.json is missing" in result.stdout
+    assert "zero-byte file 1" in result.stdout
+
+
+def test_inspect_unknown_table_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "lz").mkdir()
+    result = run("inspect", "--landing-zone", str(tmp_path / "lz"), "--table", "nope", cwd=tmp_path)
+    assert result.returncode == 1
+    expected = f"error: no table 'nope' in local folder {tmp_path / 'lz'}"
+    assert result.stderr.splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [
+        (["demo", "--landing-zone", "gopher://host/lz"], "LANDING_ZONE"),
+        (["demo", "--landing-zone", "https://onelake.dfs.fabric.microsoft.com/ws"], "LANDING_ZONE"),
+        (["demo", "--state-store", "mysql://x"], "STATE_STORE"),
+        (["--log-level", "CHATTY", "demo"], "LOG_LEVEL"),
+        (["inspect"], "LANDING_ZONE"),
+    ],
+)
+def test_bad_configuration_fails_fast_without_traceback_or_writes(
+    tmp_path: Path, args: list[str], setting: str
+):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"configuration error: {setting}")
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_service_principal_secret_fails_fast(tmp_path: Path):
+    env = {
+        "AZURE_AUTH": "service-principal",
+        "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    }
+    result = run("inspect", "--landing-zone", str(tmp_path), cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "AZURE_TENANT_ID" in result.stderr

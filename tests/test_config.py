@@ -1,0 +1,88 @@
+"""Settings: every user mistake fails fast with the setting's name, and no secret is echoed."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import load_settings, parse_collections
+from shared.errors import ConfigError
+
+SECRET = "s3cr3t-value-never-printed"
+
+
+def settings_error(**env: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert SECRET not in str(caught.value)
+    return caught.value
+
+
+def test_defaults_apply():
+    settings = load_settings({"LANDING_ZONE": "/tmp/lz"})
+    assert settings.get("STATE_STORE") == ".mirror-state/state.db"
+    assert settings.collections() is None
+    assert settings.auth.mode == "default"
+
+
+def test_cli_values_override_environment():
+    settings = load_settings({"LOG_LEVEL": "DEBUG"}, {"LOG_LEVEL": "ERROR", "LANDING_ZONE": None})
+    assert settings.get("LOG_LEVEL") == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"LANDING_ZONE": "ftp://example.com/x"}, "LANDING_ZONE"),
+        ({"LANDING_ZONE": "https://example.com/not/onelake"}, "LANDING_ZONE"),
+        ({"LANDING_ZONE": f"AccountName=a;AccountKey={SECRET}"}, "LANDING_ZONE"),
+        ({"STATE_STORE": "postgres://db/state"}, "STATE_STORE"),
+        ({"AZURE_AUTH": "password"}, "AZURE_AUTH"),
+        ({"AZURE_CLIENT_ID": "not-a-guid"}, "AZURE_CLIENT_ID"),
+        ({"MONGODB_URI": f"http://user:{SECRET}@host"}, "MONGODB_URI"),
+        ({"MONGODB_DATABASE": "bad/name"}, "MONGODB_DATABASE"),
+        ({"MONGODB_COLLECTIONS": "[1, 2]"}, "MONGODB_COLLECTIONS"),
+        ({"MONGODB_COLLECTIONS": "a,,b"}, "MONGODB_COLLECTIONS"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ],
+)
+def test_invalid_values_name_the_setting(env: dict[str, str], setting: str):
+    assert settings_error(**env).setting == setting
+
+
+def test_service_principal_needs_all_three_values():
+    error = settings_error(
+        AZURE_CLIENT_SECRET=SECRET, AZURE_TENANT_ID="0" * 8 + "-0000-0000-0000-" + "0" * 12
+    )
+    assert error.setting == "AZURE_CLIENT_ID"
+
+
+def test_explicit_service_principal_without_secret_fails():
+    assert settings_error(AZURE_AUTH="service-principal").setting == "AZURE_CLIENT_ID"
+
+
+def test_required_setting_missing_is_named():
+    settings = load_settings({})
+    with pytest.raises(ConfigError, match=r"LANDING_ZONE.*required"):
+        settings.require("LANDING_ZONE")
+
+
+def test_repr_hides_secrets():
+    settings = load_settings(
+        {
+            "MONGODB_URI": f"mongodb://u:{SECRET}@h",
+            "AZURE_CLIENT_SECRET": SECRET,
+            "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+            "AZURE_TENANT_ID": "11111111-2222-3333-4444-555555555555",
+        }
+    )
+    assert SECRET not in repr(settings)
+    assert SECRET not in repr(settings.auth)
+    assert settings.auth.mode == "service-principal"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("all", None), ("orders", ["orders"]), ("a, b,a", ["a", "b"]), ('["x","y"]', ["x", "y"])],
+)
+def test_collection_lists(text: str, expected: list[str] | None):
+    assert parse_collections(text) == expected

@@ -1,0 +1,72 @@
+"""The Functions front door, called through ``app.get_functions()``.
+
+The Functions host (func start) cannot be installed here, so the registered functions are invoked
+directly with real ``azure.functions`` request objects: a stand-in for the host only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from function_app import app
+from shared.landing_zone.publisher import Publisher
+from shared.landing_zone.stores.local import LocalStore
+from shared.pipeline.demo import publish_demo
+from shared.state.sqlite import SqliteStateStore
+
+# get_functions() may be called once per app: it indexes the bindings as the host does.
+FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
+
+
+def function(name: str):
+    return FUNCTIONS[name].get_user_function()
+
+
+def get(route: str, **params: str) -> func.HttpRequest:
+    return func.HttpRequest("GET", f"http://localhost/api/{route}", params=params, body=b"")
+
+
+@pytest.fixture
+def landing_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LANDING_ZONE", str(tmp_path / "lz"))
+    monkeypatch.setenv("STATE_STORE", str(tmp_path / "state.db"))
+    state = SqliteStateStore(tmp_path / "state.db")
+    publish_demo(Publisher(LocalStore(tmp_path / "lz"), state), count=50, batch_size=20)
+    state.close()
+    return tmp_path / "lz"
+
+
+def test_inspect_reports_a_conforming_landing_zone(landing_zone: Path):
+    response = function("inspect")(get("landing-zone/inspect"))
+    assert response.status_code == 200
+    body = json.loads(response.get_body())
+    assert body["conforms"] is True
+    assert body["tables"] == [
+        {"table": "demo.orders", "conforms": True, "files": 4, "rows": 49, "problems": []}
+    ]
+
+
+def test_inspect_answers_409_with_named_problems(landing_zone: Path):
+    (landing_zone / "demo.schema" / "orders" / "00000000000000000002.parquet").unlink()
+    response = function("inspect")(get("landing-zone/inspect", table="demo.orders"))
+    assert response.status_code == 409
+    problems = json.loads(response.get_body())["tables"][0]["problems"]
+    assert problems == [
+        {"code": "gap", "message": "gap at 2: files after it will never be applied"}
+    ]
+
+
+def test_inspect_unknown_table_is_404(landing_zone: Path):
+    response = function("inspect")(get("landing-zone/inspect", table="missing"))
+    assert response.status_code == 404
+
+
+def test_bad_setting_is_a_500_naming_it(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LANDING_ZONE", "gopher://nowhere")
+    response = function("inspect")(get("landing-zone/inspect"))
+    assert response.status_code == 500
+    assert json.loads(response.get_body())["error"].startswith("configuration error: LANDING_ZONE")
