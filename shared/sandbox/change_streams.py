@@ -1,0 +1,327 @@
+"""Change streams over the sandbox oplog: event shapes, resume tokens, invalidation, splitting.
+
+Resume tokens are `{"_data": hex}` where the hex spells the cluster time, the oplog sequence
+number, a kind (event < invalidate < high-water mark) and a fragment number, all fixed width, so
+comparing tokens as strings orders them like the positions they encode.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
+
+from shared.sandbox import query, storage
+from shared.sandbox.cursors import MAX_BATCH_BYTES, Batch
+from shared.sandbox.errors import CommandError
+from shared.sandbox.oplog import Entry, Oplog
+
+EVENT, INVALIDATE, HIGH_WATER = 0, 1, 2
+DEFAULT_AWAIT_MS = 1000
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+_TOKEN = re.compile(r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})([0-9A-F]{2})([0-9A-F]{4})")
+_SYSTEM_DATABASES = ("admin", "config", "local")
+
+
+def make_token(cluster_time: Timestamp, seq: int, kind: int, fragment: int = 0) -> dict[str, str]:
+    """A resume token encoding a position in the oplog."""
+    data = f"82{cluster_time.time:08X}{cluster_time.inc:08X}{seq:016X}{kind:02X}{fragment:04X}"
+    return {"_data": data}
+
+
+@dataclass(frozen=True)
+class Position:
+    seq: int
+    kind: int
+    fragment: int
+
+
+def parse_token(token: Any) -> Position:
+    data = token.get("_data") if isinstance(token, Mapping) else None
+    match = _TOKEN.fullmatch(data) if isinstance(data, str) else None
+    if match is None:
+        raise CommandError(260, f"Bad resume token: {token!r} was not issued by this server")
+    return Position(int(match[3], 16), int(match[4], 16), int(match[5], 16))
+
+
+def history_lost(during: str) -> CommandError:
+    return CommandError(
+        286,
+        f"{during} :: caused by :: Resume of change stream was not possible, as the resume "
+        "point may no longer be in the oplog.",
+        ("NonResumableChangeStreamError",),
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a stream watches: the deployment (db None), a database (coll None) or a collection."""
+
+    db: str | None
+    coll: str | None
+
+    def sees(self, entry: Entry) -> bool:
+        if self.db is None:
+            return entry.db not in _SYSTEM_DATABASES
+        if entry.db != self.db:
+            return False
+        # A collection stream learns of dropDatabase through the per-collection drop before it.
+        return self.coll is None or (entry.coll == self.coll and entry.operation != "dropDatabase")
+
+    def invalidated_by(self, entry: Entry) -> bool:
+        if self.coll is not None:
+            return entry.operation in ("drop", "rename")
+        return self.db is not None and entry.operation == "dropDatabase"
+
+
+Lookup = Callable[[str, str, Any], RawBSONDocument | None]
+
+
+class ChangeStreamCursor:
+    """A tailable, awaitable cursor reading oplog entries after `position`."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        scope: Scope,
+        spec: Mapping[str, Any],
+        stages: list[Mapping[str, Any]],
+        oplog: Oplog,
+        lookup: Lookup,
+        max_event_bytes: int,
+    ) -> None:
+        self.namespace = namespace
+        self._scope = scope
+        self._oplog = oplog
+        self._lookup = lookup
+        self._max_event_bytes = max_event_bytes
+        self._full_document = spec.get("fullDocument", "default")
+        if self._full_document not in ("default", "updateLookup", "whenAvailable"):
+            raise CommandError(
+                72,
+                "the sandbox keeps no post-images: use fullDocument 'default', "
+                "'updateLookup' or 'whenAvailable'",
+            )
+        self._split = bool(stages) and "$changeStreamSplitLargeEvent" in stages[-1]
+        self._stages = stages[:-1] if self._split else stages
+        for stage in self._stages:
+            if next(iter(stage)) not in ("$match", "$project"):
+                raise CommandError(
+                    280, f"{next(iter(stage))} is not supported in a change stream pipeline"
+                )
+        self._pending: list[tuple[RawBSONDocument, dict[str, str]]] = []
+        self._skip_fragments = 0
+        self._invalidated = False
+        self._last_token: dict[str, str] | None = None
+        self._last_token_is_current = False
+        self._position = self._start(spec)
+
+    def _start(self, spec: Mapping[str, Any]) -> int:
+        if "resumeAfter" in spec or "startAfter" in spec:
+            use_after = "startAfter" in spec
+            position = parse_token(spec["startAfter"] if use_after else spec["resumeAfter"])
+            if position.kind == INVALIDATE and not use_after:
+                raise CommandError(
+                    260,
+                    "Attempting to resume a change stream using 'resumeAfter' is not allowed "
+                    "from an invalidate notification.",
+                )
+            if self._oplog.lost_after(position.seq):
+                raise history_lost("PlanExecutor error during aggregation")
+            if position.kind == EVENT and position.fragment:
+                # Resuming inside a split event: replay that event, skipping delivered fragments.
+                self._skip_fragments = position.fragment
+                return position.seq - 1
+            return position.seq
+        if "startAtOperationTime" in spec:
+            start = spec["startAtOperationTime"]
+            if not isinstance(start, Timestamp):
+                raise CommandError(14, "startAtOperationTime must be a timestamp")
+            seq = self._oplog.first_seq_at(start)
+            if seq is None:
+                raise history_lost("PlanExecutor error during aggregation")
+            return seq
+        return self._oplog.last_seq
+
+    def next_batch(self, batch_size: int | None, max_time_ms: int | None, first: bool) -> Batch:
+        limit = batch_size if batch_size and batch_size > 0 else None
+        if first and batch_size == 0:
+            limit = 0
+        deadline = time.monotonic() + (max_time_ms or DEFAULT_AWAIT_MS) / 1000
+        condition = self._oplog.condition
+        with condition:
+            while True:
+                documents = self._collect(limit)
+                remaining = deadline - time.monotonic()
+                if documents or first or self._invalidated or remaining <= 0 or limit == 0:
+                    break
+                condition.wait(remaining)
+            if not documents and not first:
+                # Idle: advance cluster time so the post-batch token moves on, like the
+                # periodic no-op writes of a real replica set.
+                self._oplog.clock.tick()
+            token = self._post_batch_token(documents)
+        return Batch(documents, exhausted=self._invalidated, extra={"postBatchResumeToken": token})
+
+    def _post_batch_token(self, documents: list[RawBSONDocument]) -> dict[str, str]:
+        if self._pending or self._invalidated or (documents and self._last_token_is_current):
+            assert self._last_token is not None
+            return self._last_token
+        return make_token(self._oplog.clock.current(), self._position, HIGH_WATER)
+
+    def _collect(self, limit: int | None) -> list[RawBSONDocument]:
+        out: list[RawBSONDocument] = []
+        size = 0
+        self._last_token_is_current = False
+        while self._pending or not self._invalidated:
+            if limit is not None and len(out) >= limit:
+                break
+            if not self._pending:
+                if self._oplog.lost_after(self._position):
+                    raise history_lost("Executor error during getMore")
+                entries = self._oplog.after(self._position)
+                if not entries:
+                    break
+                entry = entries[0]
+                self._position = entry.seq
+                self._pending = self._render(entry)
+                self._last_token_is_current = False
+                continue
+            raw, token = self._pending[0]
+            if out and size + len(raw.raw) > MAX_BATCH_BYTES:
+                break
+            self._pending.pop(0)
+            out.append(raw)
+            size += len(raw.raw)
+            self._last_token = token
+            self._last_token_is_current = True
+        return out
+
+    def _render(self, entry: Entry) -> list[tuple[RawBSONDocument, dict[str, str]]]:
+        if not self._scope.sees(entry):
+            return []
+        rendered: list[tuple[RawBSONDocument, dict[str, str]]] = []
+        event = self._apply_stages(self._event(entry))
+        if event is not None:
+            rendered.extend(self._encode(event, entry))
+        if self._scope.invalidated_by(entry):
+            token = make_token(entry.cluster_time, entry.seq, INVALIDATE)
+            invalidate = {
+                "_id": token,
+                "operationType": "invalidate",
+                "clusterTime": entry.cluster_time,
+                "wallTime": entry.wall_time,
+            }
+            rendered.append((storage.encode(invalidate), token))
+            self._invalidated = True
+        return rendered
+
+    def _event(self, entry: Entry) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "_id": make_token(entry.cluster_time, entry.seq, EVENT),
+            "operationType": entry.operation,
+            "clusterTime": entry.cluster_time,
+            "wallTime": entry.wall_time,
+        }
+        full_document: RawBSONDocument | None = entry.full_document
+        if entry.operation == "update" and self._full_document == "updateLookup":
+            assert entry.coll is not None and entry.document_key is not None
+            full_document = self._lookup(entry.db, entry.coll, entry.document_key["_id"])
+            event["fullDocument"] = full_document
+        elif entry.operation == "update" and self._full_document == "whenAvailable":
+            event["fullDocument"] = None
+        elif full_document is not None:
+            event["fullDocument"] = full_document
+        event["ns"] = (
+            {"db": entry.db} if entry.coll is None else {"db": entry.db, "coll": entry.coll}
+        )
+        if entry.to is not None:
+            event["to"] = entry.to
+        if entry.document_key is not None:
+            event["documentKey"] = entry.document_key
+        if entry.update_description is not None:
+            event["updateDescription"] = entry.update_description
+        return event
+
+    def _apply_stages(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        if not self._stages:
+            return event
+        token = event["_id"]
+        document = storage.decode(storage.encode(event))
+        for stage in self._stages:
+            if "$match" in stage:
+                if not query.matches(document, stage["$match"]):
+                    return None
+            else:
+                document = query.project(document, stage["$project"])
+        if document.get("_id") != token:
+            raise CommandError(
+                280,
+                "Encountered an event whose _id field, which contains the resume token, was "
+                "modified by the pipeline. Modifying the _id field of an event makes it "
+                "impossible to resume the stream from that point.",
+            )
+        return document
+
+    def _encode(
+        self, event: dict[str, Any], entry: Entry
+    ) -> list[tuple[RawBSONDocument, dict[str, str]]]:
+        raw = storage.encode(event)
+        if len(raw.raw) <= self._max_event_bytes:
+            return [(raw, event["_id"])]
+        if not self._split:
+            raise too_large(len(raw.raw), self._max_event_bytes, event["_id"])
+        fragments = split_event(event, entry, self._max_event_bytes)
+        skipped, self._skip_fragments = self._skip_fragments, 0
+        return fragments[skipped:]
+
+
+def too_large(size: int, limit: int, token: Mapping[str, str]) -> CommandError:
+    return CommandError(
+        10334,
+        f"Executor error during getMore :: caused by :: BSONObj size: {size} ({size:#x}) is "
+        f"invalid. Size must be between 0 and {limit}({limit // (1024 * 1024)}MB) First element: "
+        f'_id: {{ _data: "{token["_data"]}" }}',
+    )
+
+
+def _field_size(name: str, value: Any) -> int:
+    # An element's size is the size of a one-field document less its 5 bytes of framing.
+    return len(bson.encode({name: value}, codec_options=storage.DECODE_OPTIONS)) - 5
+
+
+def split_event(
+    event: dict[str, Any], entry: Entry, limit: int
+) -> list[tuple[RawBSONDocument, dict[str, str]]]:
+    """Fragments of an oversized event as `$changeStreamSplitLargeEvent` produces them."""
+    sample_token = make_token(entry.cluster_time, entry.seq, EVENT, 1)
+    overhead = (
+        _field_size("_id", sample_token) + _field_size("splitEvent", {"fragment": 1, "of": 1}) + 5
+    )
+    groups: list[list[tuple[str, Any]]] = [[]]
+    used = overhead
+    for name, value in event.items():
+        if name == "_id":
+            continue
+        size = _field_size(name, value)
+        if size + overhead > limit:
+            raise too_large(size + overhead, limit, event["_id"])
+        if used + size > limit and groups[-1]:
+            groups.append([])
+            used = overhead
+        groups[-1].append((name, value))
+        used += size
+    fragments = []
+    for number, group in enumerate(groups, start=1):
+        token = make_token(entry.cluster_time, entry.seq, EVENT, number)
+        fragment = {"_id": token, "splitEvent": {"fragment": number, "of": len(groups)}}
+        fragment.update(group)
+        fragments.append((storage.encode(fragment), token))
+    return fragments

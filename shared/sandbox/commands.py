@@ -1,0 +1,888 @@
+"""Command dispatch: MongoDB command documents in, reply documents out.
+
+`Sandbox` owns the state (store, oplog, cursors, fault injector) and answers each command the
+way a MongoDB 7.0 replica-set primary would, within what the sandbox supports. One re-entrant
+lock, shared with the oplog's condition variable, serialises every read and write of the state;
+cursor batches are built outside it from already-materialised results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson.binary import Binary
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
+
+from shared.sandbox import aggregation, change_streams, ordering, query, storage
+from shared.sandbox.cursors import CursorRegistry, ListCursor, cursor_reply
+from shared.sandbox.errors import CommandError, unsupported
+from shared.sandbox.faults import FaultInjector
+from shared.sandbox.oplog import Oplog
+
+logger = logging.getLogger(__name__)
+
+MAX_WIRE_VERSION = 21  # MongoDB 7.0
+MAX_BSON_OBJECT_SIZE = 16 * 1024 * 1024
+MAX_MESSAGE_SIZE = 48_000_000
+MAX_WRITE_BATCH_SIZE = 100_000
+VERSION = "7.0.0"
+_ID_INDEX = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+# Databases every replica set reports, whatever the sandbox holds.
+_BUILTIN_DATABASES = ("admin", "config", "local")
+
+
+@dataclass
+class Connection:
+    """What the server knows about one client connection."""
+
+    connection_id: int
+    app_name: str | None = None
+
+
+Handler = Callable[["Sandbox", str, dict[str, Any], Connection], dict[str, Any]]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def command(*names: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        for name in names:
+            _HANDLERS[name] = handler
+        return handler
+
+    return register
+
+
+class Sandbox:
+    """The whole server state, independent of sockets."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        set_name: str,
+        oplog_size: int | None,
+        max_event_bytes: int = change_streams.MAX_EVENT_BYTES,
+    ) -> None:
+        self.address = address
+        self.set_name = set_name
+        self.max_event_bytes = max_event_bytes
+        self.condition = threading.Condition(threading.RLock())
+        self.store = storage.Store()
+        self.oplog = Oplog(self.condition, oplog_size)
+        self.cursors = CursorRegistry()
+        self.faults = FaultInjector()
+        self.stopping = threading.Event()
+        self.process_id = ObjectId()
+        self.election_id = ObjectId.from_datetime(
+            datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+        )
+        self.started = time.monotonic()
+
+    def handle(self, body: dict[str, Any], connection: Connection) -> dict[str, Any]:
+        """Answer one command; failures become `{ok: 0}` replies (CloseConnection propagates)."""
+        try:
+            if not body:
+                raise CommandError(59, "no command given")
+            name = next(iter(body))
+            db = body.get("$db", "admin")
+            if not isinstance(db, str):
+                raise CommandError(73, "$db must be a string")
+            handler = _HANDLERS.get(name)
+            if handler is None:
+                raise CommandError(59, f"no such command: '{name}'")
+            if body.get("autocommit") is False or body.get("startTransaction"):
+                raise unsupported("multi-document transactions")
+            self.faults.check(name, connection.app_name)
+            reply = handler(self, db, body, connection)
+        except CommandError as error:
+            reply = error.reply()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            # A malformed command must not take the server down: answer like MongoDB would.
+            reply = CommandError(2, f"malformed command: {type(error).__name__}: {error}").reply()
+        cluster_time = self.oplog.clock.current()
+        reply["$clusterTime"] = {
+            "clusterTime": cluster_time,
+            "signature": {"hash": Binary(b"\x00" * 20), "keyId": Int64(0)},
+        }
+        reply["operationTime"] = cluster_time
+        return reply
+
+    # -- helpers shared by the write commands --------------------------------------------------
+
+    def insert_document(self, collection: storage.Collection, raw: RawBSONDocument) -> None:
+        if len(raw.raw) > MAX_BSON_OBJECT_SIZE:
+            raise CommandError(10334, f"object to insert too large. size in bytes: {len(raw.raw)}")
+        doc = storage.decode(raw)
+        if "_id" not in doc:
+            doc = {"_id": ObjectId(), **doc}
+            raw = storage.encode(doc)
+        collection.insert(doc["_id"], raw)
+        self.oplog.append(
+            "insert",
+            collection.db,
+            collection.name,
+            document_key={"_id": doc["_id"]},
+            full_document=raw,
+        )
+
+    def modify(
+        self, collection: storage.Collection, raw: RawBSONDocument, update: Any
+    ) -> RawBSONDocument:
+        """Apply an update or replacement to one stored document and log the change."""
+        old = storage.decode(raw)
+        now = datetime.datetime.now(datetime.UTC)
+        if query.is_update_document(update):
+            new = query.apply_update(storage.decode(raw), update, inserting=False, now=now)
+            operation = "update"
+        else:
+            new = {"_id": old["_id"], **{k: v for k, v in update.items() if k != "_id"}}
+            if "_id" in update and ordering.sort_key(update["_id"]) != ordering.sort_key(
+                old["_id"]
+            ):
+                raise _immutable_id()
+            operation = "replace"
+        if ordering.sort_key(new.get("_id")) != ordering.sort_key(old["_id"]):
+            raise _immutable_id()
+        new_raw = storage.encode(new)
+        if new_raw.raw == raw.raw:
+            return raw
+        if len(new_raw.raw) > MAX_BSON_OBJECT_SIZE:
+            raise CommandError(10334, "Resulting document after update is larger than 16777216")
+        collection.replace(storage.id_key(old["_id"]), new_raw)
+        fields: dict[str, Any] = {"document_key": {"_id": old["_id"]}}
+        if operation == "update":
+            fields["update_description"] = update_description(old, new)
+        else:
+            fields["full_document"] = new_raw
+        self.oplog.append(operation, collection.db, collection.name, **fields)
+        return new_raw
+
+    def upsert(
+        self, collection: storage.Collection, filter_: Mapping[str, Any], update: Any
+    ) -> RawBSONDocument:
+        seed = query.upsert_seed(filter_)
+        if query.is_update_document(update):
+            now = datetime.datetime.now(datetime.UTC)
+            doc = query.apply_update(seed, update, inserting=True, now=now)
+        else:
+            doc = {**({"_id": seed["_id"]} if "_id" in seed else {}), **update}
+        if "_id" not in doc:
+            doc = {"_id": ObjectId(), **doc}
+        elif next(iter(doc)) != "_id":
+            doc = {"_id": doc["_id"], **doc}
+        raw = storage.encode(doc)
+        self.insert_document(collection, raw)
+        return raw
+
+    def lookup(self, db: str, coll: str, id_value: Any) -> RawBSONDocument | None:
+        collection = self.store.get(db, coll)
+        return collection.get(ordering.sort_key(id_value)) if collection else None
+
+    def read_source(
+        self, db: str, name: str, pipeline: list[Mapping[str, Any]]
+    ) -> list[RawBSONDocument]:
+        """Run a pipeline over a collection or view, starting from an indexed selection."""
+        collection = self.store.get(db, name)
+        if collection is None:
+            return aggregation.run([], pipeline)
+        if collection.kind == "view":
+            return self.read_source(
+                db, collection.options["viewOn"], [*collection.options["pipeline"], *pipeline]
+            )
+        filter_: Mapping[str, Any] = {}
+        sort: Mapping[str, Any] | None = None
+        rest = list(pipeline)
+        if rest and "$match" in rest[0]:
+            filter_ = rest.pop(0)["$match"]
+        if rest and "$sort" in rest[0]:
+            sort = rest.pop(0)["$sort"]
+        selected: list[Any] = collection.select(filter_, sort)
+        return aggregation.run(selected, rest)
+
+
+def _immutable_id() -> CommandError:
+    return CommandError(
+        66, "Performing an update on the path '_id' would modify the immutable field '_id'"
+    )
+
+
+def update_description(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """MongoDB's delta between two versions of a document (arrays are reported whole)."""
+    updated: dict[str, Any] = {}
+    removed: list[str] = []
+
+    def walk(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str) -> None:
+        for key, value in after.items():
+            path = prefix + key
+            if key not in before:
+                updated[path] = value
+            elif isinstance(value, Mapping) and isinstance(before[key], Mapping):
+                walk(before[key], value, path + ".")
+            elif ordering.sort_key(value) != ordering.sort_key(before[key]) or type(
+                value
+            ) is not type(before[key]):
+                updated[path] = value
+        removed.extend(prefix + key for key in before if key not in after)
+
+    walk(old, new, "")
+    return {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []}
+
+
+def _collection_name(body: Mapping[str, Any]) -> str:
+    name = next(iter(body.values()))
+    if not isinstance(name, str):
+        raise CommandError(73, "collection name must be a string")
+    return name
+
+
+def _write_error(index: int, error: CommandError, raw: Any = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"index": index, "code": error.code, "errmsg": error.message}
+    if error.code == 11000 and raw is not None:
+        entry["keyPattern"] = {"_id": 1}
+        entry["keyValue"] = {"_id": storage.decode(raw).get("_id")}
+    return entry
+
+
+def _write_reply(n: int, errors: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    reply: dict[str, Any] = {"n": n, **extra}
+    if errors:
+        reply["writeErrors"] = errors
+    reply["ok"] = 1.0
+    return reply
+
+
+def _raw_documents(items: Any) -> list[RawBSONDocument]:
+    """Documents from an OP_MSG sequence (already raw) or embedded in the command body."""
+    if not isinstance(items, list):
+        raise CommandError(2, "documents must be an array")
+    return [d if isinstance(d, RawBSONDocument) else storage.encode(d) for d in items]
+
+
+# -- handshake and server information ---------------------------------------------------------
+
+
+@command("hello", "isMaster", "ismaster")
+def _hello(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    if "topologyVersion" in body and "maxAwaitTimeMS" in body:
+        # Awaitable hello (the driver's streaming monitor): answer when the wait expires, as
+        # the topology of a single-member set never changes.
+        sandbox.stopping.wait(int(body["maxAwaitTimeMS"]) / 1000)
+    client = body.get("client")
+    if isinstance(client, Mapping):
+        application = client.get("application")
+        if isinstance(application, Mapping):
+            connection.app_name = application.get("name")
+    last_write = sandbox.oplog.clock.current()
+    name = next(iter(body))
+    reply: dict[str, Any] = {
+        "topologyVersion": {"processId": sandbox.process_id, "counter": Int64(0)},
+        "hosts": [sandbox.address],
+        "setName": sandbox.set_name,
+        "setVersion": 1,
+        "isWritablePrimary" if name == "hello" else "ismaster": True,
+        "secondary": False,
+        "primary": sandbox.address,
+        "me": sandbox.address,
+        "electionId": sandbox.election_id,
+        "lastWrite": {
+            "opTime": {"ts": last_write, "t": Int64(1)},
+            "lastWriteDate": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        },
+        "maxBsonObjectSize": MAX_BSON_OBJECT_SIZE,
+        "maxMessageSizeBytes": MAX_MESSAGE_SIZE,
+        "maxWriteBatchSize": MAX_WRITE_BATCH_SIZE,
+        "localTime": datetime.datetime.now(datetime.UTC),
+        "logicalSessionTimeoutMinutes": 30,
+        "connectionId": connection.connection_id,
+        "minWireVersion": 0,
+        "maxWireVersion": MAX_WIRE_VERSION,
+        "readOnly": False,
+        "ok": 1.0,
+    }
+    if body.get("helloOk"):
+        reply["helloOk"] = True
+    return reply
+
+
+@command("ping", "endSessions", "refreshSessions", "killSessions")
+def _ok(sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection) -> dict[str, Any]:
+    return {"ok": 1.0}
+
+
+@command("buildInfo", "buildinfo")
+def _build_info(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "versionArray": [7, 0, 0, 0],
+        "gitVersion": "sandbox",
+        "bits": 64,
+        "maxBsonObjectSize": MAX_BSON_OBJECT_SIZE,
+        "storageEngines": ["sandbox"],
+        "modules": [],
+        "ok": 1.0,
+    }
+
+
+@command("getParameter")
+def _get_parameter(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    return {"featureCompatibilityVersion": {"version": "7.0"}, "ok": 1.0}
+
+
+@command("hostInfo")
+def _host_info(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    return {
+        "system": {"hostname": sandbox.address, "numCores": os.cpu_count() or 1},
+        "os": {"type": "sandbox"},
+        "extra": {},
+        "ok": 1.0,
+    }
+
+
+@command("serverStatus")
+def _server_status(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    return {
+        "host": sandbox.address,
+        "version": VERSION,
+        "process": "mongod",
+        "uptime": time.monotonic() - sandbox.started,
+        "repl": {"setName": sandbox.set_name, "isWritablePrimary": True},
+        "ok": 1.0,
+    }
+
+
+@command("configureFailPoint")
+def _configure_fail_point(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    if db != "admin":
+        raise CommandError(13, "configureFailPoint may only be run against the admin database.")
+    if body["configureFailPoint"] != "failCommand":
+        raise unsupported(f"fail point {body['configureFailPoint']!r}")
+    sandbox.faults.configure(body.get("mode"), body.get("data", {}))
+    return {"count": 0, "ok": 1.0}
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+@command("insert")
+def _insert(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    documents = _raw_documents(body.get("documents", []))
+    ordered = body.get("ordered", True)
+    errors: list[dict[str, Any]] = []
+    inserted = 0
+    with sandbox.condition:
+        collection = sandbox.store.writable(db, _collection_name(body))
+        for index, raw in enumerate(documents):
+            try:
+                sandbox.insert_document(collection, raw)
+                inserted += 1
+            except CommandError as error:
+                errors.append(_write_error(index, error, raw))
+                if ordered:
+                    break
+    return _write_reply(inserted, errors)
+
+
+@command("update")
+def _update(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    ordered = body.get("ordered", True)
+    errors: list[dict[str, Any]] = []
+    upserted: list[dict[str, Any]] = []
+    matched = modified = 0
+    with sandbox.condition:
+        collection = sandbox.store.writable(db, _collection_name(body))
+        for index, spec in enumerate(body.get("updates", [])):
+            try:
+                if spec.get("arrayFilters"):
+                    raise unsupported("arrayFilters")
+                filter_ = spec.get("q", {})
+                update = spec["u"]
+                if spec.get("multi") and not query.is_update_document(update):
+                    raise CommandError(
+                        9, "multi update is not supported for replacement-style update"
+                    )
+                targets = collection.select(filter_, None)
+                if not spec.get("multi"):
+                    targets = targets[:1]
+                for raw in targets:
+                    matched += 1
+                    if sandbox.modify(collection, raw, update) is not raw:
+                        modified += 1
+                if not targets and spec.get("upsert"):
+                    raw = sandbox.upsert(collection, filter_, update)
+                    upserted.append({"index": index, "_id": storage.decode(raw)["_id"]})
+            except CommandError as error:
+                errors.append(_write_error(index, error))
+                if ordered:
+                    break
+    extra: dict[str, Any] = {"nModified": modified}
+    if upserted:
+        extra["upserted"] = upserted
+    return _write_reply(matched + len(upserted), errors, **extra)
+
+
+@command("delete")
+def _delete(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    ordered = body.get("ordered", True)
+    errors: list[dict[str, Any]] = []
+    deleted = 0
+    with sandbox.condition:
+        collection = sandbox.store.writable(db, _collection_name(body))
+        for index, spec in enumerate(body.get("deletes", [])):
+            try:
+                targets = collection.select(spec.get("q", {}), None)
+                if spec.get("limit"):
+                    targets = targets[:1]
+                for raw in targets:
+                    _delete_one(sandbox, collection, raw)
+                    deleted += 1
+            except CommandError as error:
+                errors.append(_write_error(index, error))
+                if ordered:
+                    break
+    return _write_reply(deleted, errors)
+
+
+def _delete_one(sandbox: Sandbox, collection: storage.Collection, raw: RawBSONDocument) -> None:
+    id_value = storage.decode(raw)["_id"]
+    collection.delete(storage.id_key(id_value))
+    sandbox.oplog.append("delete", collection.db, collection.name, document_key={"_id": id_value})
+
+
+@command("findAndModify", "findandmodify")
+def _find_and_modify(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    filter_ = body.get("query") or {}
+    last_error: dict[str, Any] = {"n": 0}
+    value: RawBSONDocument | None = None
+    with sandbox.condition:
+        collection = sandbox.store.writable(db, _collection_name(body))
+        targets = collection.select(filter_, body.get("sort"))[:1]
+        if body.get("remove"):
+            if targets:
+                _delete_one(sandbox, collection, targets[0])
+                value = targets[0]
+                last_error["n"] = 1
+        elif "update" in body:
+            if targets:
+                new_raw = sandbox.modify(collection, targets[0], body["update"])
+                value = new_raw if body.get("new") else targets[0]
+                last_error.update(n=1, updatedExisting=True)
+            elif body.get("upsert"):
+                new_raw = sandbox.upsert(collection, filter_, body["update"])
+                value = new_raw if body.get("new") else None
+                last_error.update(
+                    n=1, updatedExisting=False, upserted=storage.decode(new_raw)["_id"]
+                )
+        else:
+            raise CommandError(9, "Either an update or remove=true must be specified")
+    if value is not None and body.get("fields"):
+        value = storage.encode(query.project(storage.decode(value), body["fields"]))
+    return {"lastErrorObject": last_error, "value": value, "ok": 1.0}
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+@command("find")
+def _find(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    name = _collection_name(body)
+    filter_ = body.get("filter") or {}
+    sort = body.get("sort") or None
+    skip = int(body.get("skip") or 0)
+    limit = int(body.get("limit") or 0)
+    with sandbox.condition:
+        collection = sandbox.store.get(db, name)
+        if collection is not None and collection.kind == "view":
+            stages: list[Mapping[str, Any]] = [{"$match": filter_}]
+            if sort:
+                stages.append({"$sort": sort})
+            documents = sandbox.read_source(db, name, stages)
+        elif collection is not None:
+            documents = collection.select(filter_, sort)
+        else:
+            documents = []
+    documents = documents[skip:]
+    if limit:
+        documents = documents[: abs(limit)]
+    if body.get("projection"):
+        projection = body["projection"]
+        documents = [
+            storage.encode(query.project(storage.decode(d), projection)) for d in documents
+        ]
+    cursor = ListCursor(f"{db}.{name}", documents)
+    batch_size = body.get("batchSize")
+    if body.get("singleBatch") or limit < 0:
+        batch_size = len(documents)
+    reply = cursor_reply(sandbox.cursors, cursor, batch_size)
+    if body.get("singleBatch") or limit < 0:
+        sandbox.cursors.kill(int(reply["cursor"]["id"]))
+        reply["cursor"]["id"] = Int64(0)
+    return reply
+
+
+@command("getMore")
+def _get_more(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    cursor_id = int(body["getMore"])
+    cursor = sandbox.cursors.get(cursor_id)
+    try:
+        return cursor_reply(
+            sandbox.cursors, cursor, body.get("batchSize"), body.get("maxTimeMS"), cursor_id
+        )
+    except CommandError:
+        sandbox.cursors.kill(cursor_id)
+        raise
+
+
+@command("killCursors")
+def _kill_cursors(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    killed: list[Any] = []
+    not_found: list[Any] = []
+    for cursor_id in body.get("cursors", []):
+        (killed if sandbox.cursors.kill(int(cursor_id)) else not_found).append(cursor_id)
+    return {
+        "cursorsKilled": killed,
+        "cursorsNotFound": not_found,
+        "cursorsAlive": [],
+        "cursorsUnknown": [],
+        "ok": 1.0,
+    }
+
+
+@command("count")
+def _count(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    name = _collection_name(body)
+    filter_ = body.get("query") or {}
+    with sandbox.condition:
+        collection = sandbox.store.get(db, name)
+        if collection is None:
+            total = 0
+        elif not filter_ and collection.kind != "view":
+            total = len(collection)
+        else:
+            total = len(sandbox.read_source(db, name, [{"$match": filter_}]))
+    total = max(total - int(body.get("skip") or 0), 0)
+    limit = abs(int(body.get("limit") or 0))
+    return {"n": min(total, limit) if limit else total, "ok": 1.0}
+
+
+@command("distinct")
+def _distinct(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    name = _collection_name(body)
+    key = body["key"]
+    with sandbox.condition:
+        documents = sandbox.read_source(db, name, [{"$match": body.get("query") or {}}])
+    values: dict[ordering.SortKey, Any] = {}
+    for doc in documents:
+        for value in query.resolve(storage.decode(doc), key.split(".")):
+            for item in value if isinstance(value, list) else [value]:
+                values.setdefault(ordering.sort_key(item), item)
+    return {"values": [values[k] for k in sorted(values)], "ok": 1.0}
+
+
+@command("aggregate")
+def _aggregate(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    pipeline = body.get("pipeline")
+    if not isinstance(pipeline, list):
+        raise CommandError(14, "'pipeline' option must be specified as an array")
+    if "cursor" not in body and not body.get("explain"):
+        raise CommandError(9, "The 'cursor' option is required")
+    if body.get("explain"):
+        raise unsupported("explain")
+    batch_size = body.get("cursor", {}).get("batchSize")
+    target = body["aggregate"]
+    if pipeline and isinstance(pipeline[0], Mapping) and "$changeStream" in pipeline[0]:
+        return _open_change_stream(sandbox, db, target, pipeline, batch_size)
+    if not isinstance(target, str):
+        raise unsupported("collection-less aggregation")
+    if any(isinstance(s, Mapping) and ("$out" in s or "$merge" in s) for s in pipeline):
+        raise unsupported("$out and $merge")
+    with sandbox.condition:
+        documents = sandbox.read_source(db, target, pipeline)
+    return cursor_reply(sandbox.cursors, ListCursor(f"{db}.{target}", documents), batch_size)
+
+
+def _open_change_stream(
+    sandbox: Sandbox, db: str, target: Any, pipeline: list[Any], batch_size: int | None
+) -> dict[str, Any]:
+    spec = pipeline[0]["$changeStream"]
+    if isinstance(target, str):
+        scope = change_streams.Scope(db, target)
+        collection = sandbox.store.get(db, target)
+        if collection is not None and collection.kind != "collection":
+            raise CommandError(
+                166, f"Namespace {db}.{target} is a {collection.kind}: it has no change stream"
+            )
+    elif spec.get("allChangesForCluster"):
+        if db != "admin":
+            raise CommandError(73, "allChangesForCluster may only be set on the admin database")
+        scope = change_streams.Scope(None, None)
+    elif db == "admin":
+        raise CommandError(73, "a database change stream cannot watch the admin database")
+    else:
+        scope = change_streams.Scope(db, None)
+    namespace = f"{db}.{target}" if isinstance(target, str) else f"{db}.$cmd.aggregate"
+    with sandbox.condition:
+        cursor = change_streams.ChangeStreamCursor(
+            namespace=namespace,
+            scope=scope,
+            spec=spec,
+            stages=pipeline[1:],
+            oplog=sandbox.oplog,
+            lookup=sandbox.lookup,
+            max_event_bytes=sandbox.max_event_bytes,
+        )
+    return cursor_reply(sandbox.cursors, cursor, batch_size)
+
+
+# -- catalogue ---------------------------------------------------------------------------------
+
+
+@command("listDatabases")
+def _list_databases(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    with sandbox.condition:
+        sizes = {
+            name: sum(c.data_size() for c in collections.values())
+            for name, collections in sandbox.store.databases.items()
+        }
+    for name in _BUILTIN_DATABASES:
+        sizes.setdefault(name, 0)
+    entries: list[dict[str, Any]] = [
+        {"name": name, "sizeOnDisk": size, "empty": False} for name, size in sorted(sizes.items())
+    ]
+    if body.get("filter"):
+        entries = [e for e in entries if query.matches(e, body["filter"])]
+    if body.get("nameOnly"):
+        return {"databases": [{"name": e["name"]} for e in entries], "ok": 1.0}
+    total = sum(e["sizeOnDisk"] for e in entries)
+    return {"databases": entries, "totalSize": total, "totalSizeMb": total >> 20, "ok": 1.0}
+
+
+def _collection_info(collection: storage.Collection) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "name": collection.name,
+        "type": collection.kind,
+        "options": collection.options,
+        "info": {"readOnly": collection.kind == "view"},
+    }
+    if collection.kind != "view":
+        info["info"]["uuid"] = collection.uuid
+    if collection.kind == "collection":
+        info["idIndex"] = _ID_INDEX
+    return info
+
+
+@command("listCollections")
+def _list_collections(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    with sandbox.condition:
+        entries = [_collection_info(c) for c in sandbox.store.databases.get(db, {}).values()]
+    if body.get("filter"):
+        entries = [e for e in entries if query.matches(e, body["filter"])]
+    if body.get("nameOnly"):
+        entries = [{"name": e["name"], "type": e["type"]} for e in entries]
+    cursor = ListCursor(f"{db}.$cmd.listCollections", [storage.encode(e) for e in entries])
+    return cursor_reply(sandbox.cursors, cursor, body.get("cursor", {}).get("batchSize"))
+
+
+@command("listIndexes")
+def _list_indexes(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    name = _collection_name(body)
+    with sandbox.condition:
+        collection = sandbox.store.get(db, name)
+        if collection is None or collection.kind == "view":
+            raise CommandError(26, f"ns does not exist: {db}.{name}")
+        specs = [_ID_INDEX, *collection.indexes.values()]
+    cursor = ListCursor(f"{db}.{name}", [storage.encode(s) for s in specs])
+    return cursor_reply(sandbox.cursors, cursor, body.get("cursor", {}).get("batchSize"))
+
+
+@command("createIndexes")
+def _create_indexes(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    with sandbox.condition:
+        created = sandbox.store.get(db, _collection_name(body)) is None
+        collection = sandbox.store.writable(db, _collection_name(body))
+        before = len(collection.indexes) + 1
+        for spec in body.get("indexes", []):
+            if spec.get("unique") and dict(spec["key"]) != {"_id": 1}:
+                raise unsupported("unique secondary indexes")
+            if spec["name"] != "_id_":
+                collection.indexes[spec["name"]] = {"v": 2, **spec}
+        after = len(collection.indexes) + 1
+    return {
+        "numIndexesBefore": before,
+        "numIndexesAfter": after,
+        "createdCollectionAutomatically": created,
+        "ok": 1.0,
+    }
+
+
+@command("dropIndexes")
+def _drop_indexes(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    name = _collection_name(body)
+    with sandbox.condition:
+        collection = sandbox.store.get(db, name)
+        if collection is None:
+            raise CommandError(26, f"ns not found {db}.{name}")
+        before = len(collection.indexes) + 1
+        target = body.get("index")
+        if target == "*":
+            collection.indexes.clear()
+        else:
+            names = [n for n, s in collection.indexes.items() if target in (n, s.get("key"))]
+            if not names:
+                raise CommandError(27, f"index not found with name [{target}]")
+            for index_name in names:
+                del collection.indexes[index_name]
+    return {"nIndexesWas": before, "ok": 1.0}
+
+
+_CREATE_GENERIC_FIELDS = {
+    "create",
+    "$db",
+    "lsid",
+    "$clusterTime",
+    "writeConcern",
+    "$readPreference",
+    "comment",
+}
+
+
+@command("create")
+def _create(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    name = _collection_name(body)
+    options = {k: v for k, v in body.items() if k not in _CREATE_GENERIC_FIELDS}
+    kind = "collection"
+    if "viewOn" in options:
+        kind = "view"
+        options.setdefault("pipeline", [])
+    elif "timeseries" in options:
+        kind = "timeseries"
+        if "timeField" not in options["timeseries"]:
+            raise CommandError(40414, "BSON field 'timeseries.timeField' is missing but required")
+        options["timeseries"] = {
+            "granularity": "seconds",
+            "bucketMaxSpanSeconds": 3600,
+            **options["timeseries"],
+        }
+    with sandbox.condition:
+        sandbox.store.create(db, name, kind, options)
+    return {"ok": 1.0}
+
+
+@command("drop")
+def _drop(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    name = _collection_name(body)
+    with sandbox.condition:
+        dropped = sandbox.store.drop(db, name)
+        if dropped is not None and dropped.kind != "view":
+            sandbox.oplog.append("drop", db, name)
+    # Since 7.0 dropping a missing collection succeeds.
+    return {"ns": f"{db}.{name}", "nIndexesWas": 1, "ok": 1.0}
+
+
+@command("dropDatabase")
+def _drop_database(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    with sandbox.condition:
+        collections = list(sandbox.store.databases.get(db, {}).values())
+        for collection in collections:
+            sandbox.store.drop(db, collection.name)
+            if collection.kind != "view":
+                sandbox.oplog.append("drop", db, collection.name)
+        if collections:
+            sandbox.oplog.append("dropDatabase", db, None)
+    return {"dropped": db, "ok": 1.0}
+
+
+def _split_namespace(namespace: Any) -> tuple[str, str]:
+    if not isinstance(namespace, str) or "." not in namespace:
+        raise CommandError(73, f"Invalid namespace specified '{namespace}'")
+    db, _, name = namespace.partition(".")
+    return db, name
+
+
+@command("renameCollection")
+def _rename_collection(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    if db != "admin":
+        raise CommandError(13, "renameCollection may only be run against the admin database.")
+    source_db, source_name = _split_namespace(body["renameCollection"])
+    target_db, target_name = _split_namespace(body.get("to"))
+    with sandbox.condition:
+        source = sandbox.store.get(source_db, source_name)
+        if source is None:
+            raise CommandError(26, "Source collection does not exist")
+        if source.kind == "view":
+            raise CommandError(166, "cannot rename a view")
+        target = sandbox.store.get(target_db, target_name)
+        if target is not None:
+            if not body.get("dropTarget"):
+                raise CommandError(48, "target namespace exists")
+            sandbox.store.drop(target_db, target_name)
+            sandbox.oplog.append("drop", target_db, target_name)
+        sandbox.store.rename(source, target_db, target_name)
+        sandbox.oplog.append(
+            "rename", source_db, source_name, to={"db": target_db, "coll": target_name}
+        )
+    return {"ok": 1.0}
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    """Encode a reply (which may embed stored RawBSONDocuments, copied as bytes)."""
+    return bson.encode(reply, codec_options=storage.DECODE_OPTIONS)

@@ -1,0 +1,133 @@
+"""Fault injection modelled on MongoDB's `failCommand` fail point.
+
+Tests configure it with the same admin command they would send to a real test-enabled server
+(`{configureFailPoint: "failCommand", mode: {times: n}, data: {failCommands: [...], ...}}`), or
+through `SandboxServer.fail_command`. Supported data fields: errorCode, errorLabels,
+closeConnection, blockConnection/blockTimeMS and appName.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.sandbox.errors import CommandError
+
+# Commands the real fail point refuses to fail, so drivers can always connect and reset it.
+EXEMPT = frozenset({"hello", "isMaster", "ismaster", "configureFailPoint"})
+_WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
+# Codes MongoDB labels RetryableWriteError on writes and ResumableChangeStreamError on getMore.
+RETRYABLE_CODES = frozenset(
+    {6, 7, 89, 91, 133, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 234}
+)
+
+
+class CloseConnection(Exception):
+    """Raised to make the server drop the client's connection without answering."""
+
+
+@dataclass
+class FailCommand:
+    commands: frozenset[str]
+    remaining: int | None
+    error_code: int | None = None
+    error_labels: tuple[str, ...] | None = None
+    close_connection: bool = False
+    block_ms: int = 0
+    app_name: str | None = None
+
+
+class FaultInjector:
+    """Holds the active `failCommand` configuration and applies it to incoming commands."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: FailCommand | None = None
+
+    def configure(self, mode: Any, data: Mapping[str, Any]) -> None:
+        """Apply a `configureFailPoint` request (mode "alwaysOn", "off" or {times: n})."""
+        if mode == "off":
+            self.set(None)
+            return
+        if mode == "alwaysOn":
+            remaining = None
+        elif isinstance(mode, Mapping) and isinstance(mode.get("times"), int):
+            remaining = mode["times"]
+        else:
+            raise CommandError(2, "mode must be 'alwaysOn', 'off' or {times: <int>}")
+        commands = data.get("failCommands")
+        if not isinstance(commands, list) or not commands:
+            raise CommandError(2, "data.failCommands must be a non-empty array")
+        labels = data.get("errorLabels")
+        self.set(
+            FailCommand(
+                commands=frozenset(commands),
+                remaining=remaining,
+                error_code=data.get("errorCode"),
+                error_labels=tuple(labels) if labels is not None else None,
+                close_connection=bool(data.get("closeConnection", False)),
+                block_ms=int(data.get("blockTimeMS", 0)) if data.get("blockConnection") else 0,
+                app_name=data.get("appName"),
+            )
+        )
+
+    def set(self, fail: FailCommand | None) -> None:
+        with self._lock:
+            self._active = fail
+
+    def fail_command(
+        self,
+        commands: Iterable[str],
+        *,
+        error_code: int | None = None,
+        times: int | None = 1,
+        close_connection: bool = False,
+        error_labels: Iterable[str] | None = None,
+    ) -> None:
+        self.set(
+            FailCommand(
+                commands=frozenset(commands),
+                remaining=times,
+                error_code=error_code,
+                error_labels=tuple(error_labels) if error_labels is not None else None,
+                close_connection=close_connection,
+            )
+        )
+
+    def _take(self, command: str, app_name: str | None) -> FailCommand | None:
+        with self._lock:
+            fail = self._active
+            if fail is None or command not in fail.commands or command in EXEMPT:
+                return None
+            if fail.app_name is not None and fail.app_name != app_name:
+                return None
+            if fail.remaining is not None:
+                fail.remaining -= 1
+                if fail.remaining <= 0:
+                    self._active = None
+            return fail
+
+    def check(self, command: str, app_name: str | None) -> None:
+        """Raise the configured failure if this command should fail now."""
+        fail = self._take(command, app_name)
+        if fail is None:
+            return
+        if fail.block_ms:
+            time.sleep(fail.block_ms / 1000)
+        if fail.close_connection:
+            raise CloseConnection
+        if fail.error_code is None:
+            return
+        labels = fail.error_labels
+        if labels is None:
+            labels = ()
+            if fail.error_code in RETRYABLE_CODES and command in _WRITES:
+                labels = ("RetryableWriteError",)
+            elif fail.error_code in RETRYABLE_CODES and command == "getMore":
+                labels = ("ResumableChangeStreamError",)
+        raise CommandError(
+            fail.error_code, "Failing command via 'failCommand' failpoint", tuple(labels)
+        )

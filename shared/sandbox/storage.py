@@ -1,0 +1,234 @@
+"""In-memory databases and collections holding documents as encoded BSON.
+
+Documents stay as `RawBSONDocument` (the bytes the client sent), so answering a `find` is a copy
+of bytes rather than a re-encode. Only `_id` is indexed: documents are keyed by the `_id`'s
+ordering key (MongoDB's unique `_id_` index), and a sorted list of those keys, rebuilt lazily,
+serves `_id`-ordered scans and `_id` range filters without decoding any document.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from bson.binary import Binary
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
+from bson.regex import Regex
+
+from shared.sandbox import ordering, query
+from shared.sandbox.errors import CommandError
+
+# Out-of-range dates must survive a decode/encode round trip, hence DATETIME_AUTO; UUIDs stay
+# Binary (the default UUID representation) so every subtype round-trips unchanged.
+DECODE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    document_class=dict,
+    tz_aware=True,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
+    document_class=RawBSONDocument,
+    tz_aware=True,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+
+
+def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
+    """A plain dict from encoded BSON."""
+    data = raw.raw if isinstance(raw, RawBSONDocument) else raw
+    return bson.decode(data, DECODE_OPTIONS)
+
+
+def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
+    """Encoded BSON for a document (the storage and wire representation)."""
+    return RawBSONDocument(bson.encode(doc, codec_options=DECODE_OPTIONS), RAW_OPTIONS)
+
+
+def id_key(value: Any) -> ordering.SortKey:
+    """The identity of an `_id` value, rejecting the types MongoDB refuses as `_id`."""
+    if isinstance(value, list):
+        raise CommandError(53, "The '_id' value cannot be of type array")
+    if isinstance(value, Regex):
+        raise CommandError(53, "The '_id' value cannot be of type regex")
+    return ordering.sort_key(value)
+
+
+@dataclass
+class Collection:
+    """One namespace: a collection, a view (no documents) or a time-series collection."""
+
+    db: str
+    name: str
+    kind: str = "collection"
+    options: dict[str, Any] = field(default_factory=dict)
+    uuid: Binary = field(default_factory=lambda: Binary.from_uuid(uuid.uuid4()))
+    indexes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _docs: dict[ordering.SortKey, tuple[Any, RawBSONDocument]] = field(default_factory=dict)
+    _sorted: list[ordering.SortKey] | None = None
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.db}.{self.name}"
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def data_size(self) -> int:
+        return sum(len(raw.raw) for _, raw in self._docs.values())
+
+    def get(self, key: ordering.SortKey) -> RawBSONDocument | None:
+        entry = self._docs.get(key)
+        return entry[1] if entry else None
+
+    def insert(self, id_value: Any, raw: RawBSONDocument) -> ordering.SortKey:
+        key = id_key(id_value)
+        if key in self._docs:
+            raise duplicate_key_error(self.namespace, id_value)
+        self._docs[key] = (id_value, raw)
+        self._sorted = None
+        return key
+
+    def replace(self, key: ordering.SortKey, raw: RawBSONDocument) -> None:
+        self._docs[key] = (self._docs[key][0], raw)
+
+    def delete(self, key: ordering.SortKey) -> None:
+        del self._docs[key]
+        self._sorted = None
+
+    def _sorted_keys(self) -> list[ordering.SortKey]:
+        if self._sorted is None:
+            self._sorted = sorted(self._docs)
+        return self._sorted
+
+    def _candidate_keys(self, condition: Any) -> tuple[list[ordering.SortKey] | None, bool]:
+        """Keys an `_id` condition can possibly match, and whether they are in `_id` order."""
+        if condition is query.MISSING or isinstance(condition, Regex):
+            return None, False
+        if not query.is_operator_document(condition):
+            return [ordering.sort_key(condition)], True
+        if "$eq" in condition and not isinstance(condition["$eq"], Regex):
+            return [ordering.sort_key(condition["$eq"])], True
+        if isinstance(condition.get("$in"), list) and not any(
+            isinstance(v, Regex) for v in condition["$in"]
+        ):
+            return sorted({ordering.sort_key(v) for v in condition["$in"]}), True
+        keys = self._sorted_keys()
+        lo, hi = 0, len(keys)
+        for op, bound in condition.items():
+            if op not in ("$gt", "$gte", "$lt", "$lte"):
+                continue
+            bound_key = ordering.sort_key(bound)
+            low_edge, high_edge = ordering.bracket_bounds(bound_key[0])
+            if bound_key[0] in (ordering.MINKEY, ordering.MAXKEY):
+                low_edge, high_edge = (ordering.MINKEY,), (ordering.MAXKEY + 1,)
+            # Range operators never leave their bound's type bracket.
+            lo = max(lo, bisect.bisect_left(keys, low_edge))
+            hi = min(hi, bisect.bisect_right(keys, high_edge))
+            if op == "$gt":
+                lo = max(lo, bisect.bisect_right(keys, bound_key))
+            elif op == "$gte":
+                lo = max(lo, bisect.bisect_left(keys, bound_key))
+            elif op == "$lt":
+                hi = min(hi, bisect.bisect_left(keys, bound_key))
+            else:
+                hi = min(hi, bisect.bisect_right(keys, bound_key))
+        return keys[lo:hi], True
+
+    def select(
+        self, filter_: Mapping[str, Any], sort: Mapping[str, Any] | None
+    ) -> list[RawBSONDocument]:
+        """Matching documents, sorted when asked (otherwise in insertion order)."""
+        sort = sort or {}
+        by_id = list(sort) == ["_id"]
+        keys, ordered = self._candidate_keys(filter_.get("_id", query.MISSING))
+        if keys is None and by_id:
+            keys, ordered = self._sorted_keys(), True
+        entries: Iterator[tuple[Any, RawBSONDocument]]
+        if keys is None:
+            entries = iter(self._docs.values())
+        else:
+            entries = (self._docs[k] for k in keys if k in self._docs)
+        if filter_:
+            id_only = query.referenced_fields(filter_) <= {"_id"}
+            entries = (
+                (id_value, raw)
+                for id_value, raw in entries
+                if query.matches({"_id": id_value} if id_only else decode(raw), filter_)
+            )
+        if not sort:
+            return [raw for _, raw in entries]
+        if by_id:
+            docs = [raw for _, raw in entries] if ordered else None
+            if docs is None:
+                pairs = sorted(entries, key=lambda entry: ordering.sort_key(entry[0]))
+                docs = [raw for _, raw in pairs]
+            if sort["_id"] < 0:
+                docs.reverse()
+            return docs
+        return query.sort_documents([raw for _, raw in entries], sort, decode)
+
+    def documents(self) -> list[RawBSONDocument]:
+        return [raw for _, raw in self._docs.values()]
+
+
+def duplicate_key_error(namespace: str, id_value: Any) -> CommandError:
+    """MongoDB's E11000 error for a second document with the same `_id`."""
+    return CommandError(
+        11000,
+        f"E11000 duplicate key error collection: {namespace} index: _id_ dup key: "
+        f"{{ _id: {id_value!r} }}",
+    )
+
+
+class Store:
+    """All databases. Callers hold the server lock while using it."""
+
+    def __init__(self) -> None:
+        self.databases: dict[str, dict[str, Collection]] = {}
+
+    def get(self, db: str, name: str) -> Collection | None:
+        return self.databases.get(db, {}).get(name)
+
+    def create(
+        self, db: str, name: str, kind: str = "collection", options: dict[str, Any] | None = None
+    ) -> Collection:
+        validate_namespace(db, name)
+        if self.get(db, name) is not None:
+            raise CommandError(48, f"Collection {db}.{name} already exists.")
+        collection = Collection(db=db, name=name, kind=kind, options=options or {})
+        self.databases.setdefault(db, {})[name] = collection
+        return collection
+
+    def writable(self, db: str, name: str) -> Collection:
+        """The collection a write goes to, created implicitly as MongoDB does."""
+        collection = self.get(db, name)
+        if collection is None:
+            return self.create(db, name)
+        if collection.kind == "view":
+            raise CommandError(166, f"Namespace {db}.{name} is a view, not a collection")
+        return collection
+
+    def drop(self, db: str, name: str) -> Collection | None:
+        collections = self.databases.get(db, {})
+        dropped = collections.pop(name, None)
+        if not collections:
+            self.databases.pop(db, None)
+        return dropped
+
+    def rename(self, source: Collection, db: str, name: str) -> None:
+        validate_namespace(db, name)
+        self.drop(source.db, source.name)
+        source.db, source.name = db, name
+        self.databases.setdefault(db, {})[name] = source
+
+
+def validate_namespace(db: str, name: str) -> None:
+    """Reject names MongoDB rejects."""
+    if not db or any(c in db for c in '/\\. "$\x00'):
+        raise CommandError(73, f"Invalid database name: '{db}'")
+    if not name or name.startswith(".") or "$" in name or "\x00" in name:
+        raise CommandError(73, f"Invalid collection name: '{name}'")
