@@ -1,0 +1,189 @@
+"""A landing zone reached through the ADLS Gen2 (DFS) API: OneLake, or any ADLS Gen2 account.
+
+This is the path Microsoft documents for open mirroring: stage under a ``_`` name, then publish
+with the DFS rename, which is atomic and takes ``If-None-Match: *`` for the destination.
+
+About OneLake and the SDK's rename: Microsoft's open-mirroring Python sample found that
+``rename_file`` did not work against OneLake and sends a raw ``PUT <target>?mode=legacy`` with
+``x-ms-rename-source: /<workspace>/<item>/Files/...``. The sample's clients put
+``<workspace>/<item>/Files`` into the *account URL*, so the SDK, which builds the rename source as
+``/<file system>/<path>``, dropped those segments. We address OneLake as the service documents it:
+file system = workspace, path = ``<item>/Files/LandingZone/...``. The SDK then sends exactly the
+sample's request (plus the destination condition), through its own authenticated, retrying
+pipeline; tests/landing_zone/stores assert that request on the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.filedatalake import DataLakeServiceClient, FileSystemClient
+
+from shared.landing_zone.stores._common import (
+    SDK_OPTIONS,
+    azure_errors,
+    clean_path,
+    join,
+    parent,
+    relative,
+    require_credential,
+    staging_path,
+)
+from shared.landing_zone.stores.base import StoredFile
+from shared.landing_zone.stores.location import LandingZoneLocation
+
+# Destination condition for a create or rename that must never replace an existing path.
+_IF_ABSENT: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+
+
+class OneLakeStore:
+    """Paths ``<base_path>/<path>`` in one DFS file system (a OneLake workspace)."""
+
+    def __init__(
+        self, file_system: FileSystemClient, base_path: str, *, create_file_system: bool
+    ) -> None:
+        self._fs = file_system
+        self._base = clean_path(base_path, folder=True)
+        self._fs_ready = not create_file_system
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(
+        cls,
+        account_url: str,
+        file_system: str,
+        base_path: str,
+        credential: TokenCredential,
+        *,
+        create_file_system: bool,
+        **client_options: Any,
+    ) -> OneLakeStore:
+        """``client_options`` add to or override SDK_OPTIONS (tests: ``connection_verify``)."""
+        service = DataLakeServiceClient(
+            account_url, credential=credential, **{**SDK_OPTIONS, **client_options}
+        )
+        return cls(
+            service.get_file_system_client(file_system),
+            base_path,
+            create_file_system=create_file_system,
+        )
+
+    @classmethod
+    def from_location(
+        cls, location: LandingZoneLocation, credential: TokenCredential | None
+    ) -> OneLakeStore:
+        assert location.account_url is not None and location.filesystem is not None
+        return cls.connect(
+            location.account_url,
+            location.filesystem,
+            location.base_path,
+            require_credential(credential),
+            create_file_system=not location.is_onelake,
+        )
+
+    @property
+    def description(self) -> str:
+        return f"DFS file system {join(self._fs.url.split('?')[0], self._base)}"
+
+    def _full(self, path: str, *, folder: bool = False) -> str:
+        return join(self._base, clean_path(path, folder=folder))
+
+    def _prepare_file_system(self) -> None:
+        with self._lock:
+            if not self._fs_ready:
+                with contextlib.suppress(ResourceExistsError):
+                    self._fs.create_file_system()
+                self._fs_ready = True
+
+    def _rename(self, source: str, target: str, *, if_absent: bool) -> None:
+        """DFS rename (``mode=legacy``, atomic), optionally refusing to replace ``target``."""
+        conditions = _IF_ABSENT if if_absent else {}
+        with azure_errors(source, target):
+            self._fs.get_file_client(self._full(source)).rename_file(
+                f"{self._fs.file_system_name}/{self._full(target)}", **conditions
+            )
+
+    def _publish(self, path: str, data: bytes, *, if_absent: bool) -> None:
+        # Create + append + flush leave a 0-byte, then partial, file behind them: do that under
+        # a staging name so the final name only ever appears complete, by rename.
+        self._prepare_file_system()
+        staged = staging_path(clean_path(path))
+        staging_client = self._fs.get_file_client(self._full(staged))
+        if data:
+            staging_client.upload_data(data, overwrite=True)
+        else:
+            # upload_data sends no request at all for empty data.
+            staging_client.create_file()
+        try:
+            self._rename(staged, path, if_absent=if_absent)
+        except BaseException:
+            self.delete(staged)
+            raise
+
+    def write(self, path: str, data: bytes) -> None:
+        self._publish(path, data, if_absent=False)
+
+    def write_new(self, path: str, data: bytes) -> None:
+        self._publish(path, data, if_absent=True)
+
+    def read(self, path: str) -> bytes:
+        with azure_errors(path):
+            return self._fs.get_file_client(self._full(path)).download_file().readall()
+
+    def size(self, path: str) -> int | None:
+        try:
+            properties = self._fs.get_file_client(self._full(path)).get_file_properties()
+        except ResourceNotFoundError:
+            return None
+        return int(properties.size)
+
+    def _children(self, folder: str) -> list[tuple[str, bool, int]]:
+        """(path from the root, is a directory, size) of each entry directly in ``folder``."""
+        prefix = self._full(folder, folder=True)
+        try:
+            return sorted(
+                (relative(self._base, item.name), bool(item.is_directory), item.content_length or 0)
+                for item in self._fs.get_paths(path=prefix or None, recursive=False)
+            )
+        except ResourceNotFoundError:
+            return []
+
+    def list_files(self, folder: str) -> list[StoredFile]:
+        return [
+            StoredFile(path, size) for path, is_dir, size in self._children(folder) if not is_dir
+        ]
+
+    def list_folders(self, folder: str) -> list[str]:
+        return [path for path, is_dir, _ in self._children(folder) if is_dir]
+
+    def rename_new(self, source: str, target: str) -> None:
+        # The DFS rename fails if the destination's parent is missing; create it only when the
+        # rename leaves the source's folder, and without replacing an existing one.
+        target_folder = parent(clean_path(target))
+        if target_folder != parent(clean_path(source)) and target_folder:
+            with contextlib.suppress(ResourceExistsError):
+                self._fs.get_directory_client(self._full(target_folder)).create_directory(
+                    **_IF_ABSENT
+                )
+        self._rename(source, target, if_absent=True)
+
+    def delete(self, path: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._fs.get_file_client(self._full(path)).delete_file()
+
+    def delete_folder(self, folder: str) -> None:
+        if clean_path(folder, folder=True):
+            with contextlib.suppress(ResourceNotFoundError):
+                self._fs.get_directory_client(self._full(folder, folder=True)).delete_directory()
+            return
+        # The root (OneLake's LandingZone) stays: empty it entry by entry.
+        for path, is_dir, _ in self._children(""):
+            if is_dir:
+                self.delete_folder(path)
+            else:
+                self.delete(path)
