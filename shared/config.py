@@ -64,8 +64,33 @@ SETTINGS: tuple[SettingSpec, ...] = (
         'Collections to mirror: all, one name, a comma list or a JSON list ["c1","c2"].',
         default="all",
     ),
+    SettingSpec(
+        "SNAPSHOT_PARTITIONS",
+        "How many _id ranges the initial sync of one collection is split into "
+        "(auto: one per 250,000 documents, 1 to 256).",
+        default="auto",
+    ),
+    SettingSpec(
+        "SNAPSHOT_WORKERS",
+        "Local worker processes for the initial sync (auto: one per core).",
+        default="auto",
+    ),
+    SettingSpec("FILE_ROWS", "Most rows in one parquet file.", default="100000"),
+    SettingSpec("FILE_BYTES", "Most BSON bytes in one parquet file.", default="134217728"),
+    SettingSpec(
+        "QUEUE_STORAGE",
+        "Storage for the snapshot-partitions queue (Functions): a connection string or "
+        "https://<account>.queue.core.windows.net (default: the host's AzureWebJobsStorage).",
+        secret=True,
+    ),
     SettingSpec("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO"),
 )
+INTEGER_LIMITS = {
+    "SNAPSHOT_PARTITIONS": (1, 256),
+    "SNAPSHOT_WORKERS": (1, 64),
+    "FILE_ROWS": (1, 10_000_000),
+    "FILE_BYTES": (1024, 4 * 1024**3),
+}
 SPECS = {spec.name: spec for spec in SETTINGS}
 AUTH_MODES = ("auto", "service-principal", "managed-identity", "default")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -112,6 +137,11 @@ class Settings:
     @property
     def log_level(self) -> int:
         return int(logging.getLevelName(self.values["LOG_LEVEL"]))
+
+    def integer(self, name: str) -> int | None:
+        """A validated whole-number setting; None when it is ``auto``."""
+        value = self.values[name]
+        return None if value == "auto" else int(value)
 
     def collections(self) -> list[str] | None:
         """None means every collection of the database."""
@@ -179,6 +209,12 @@ def _validate(values: Mapping[str, str]) -> None:
     if database is not None and (len(database) > 63 or re.search(r'[/\\. "$\x00]', database)):
         raise ConfigError("MONGODB_DATABASE", "is not a valid MongoDB database name")
     parse_collections(values["MONGODB_COLLECTIONS"])
+    for name, (low, high) in INTEGER_LIMITS.items():
+        value = values[name]
+        if value == "auto" and SPECS[name].default == "auto":
+            continue
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ConfigError(name, f"must be a whole number from {low} to {high}")
     if not isinstance(logging.getLevelName(values["LOG_LEVEL"].upper()), int):
         raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
 

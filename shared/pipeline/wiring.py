@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+from pymongo.collection import Collection
 
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.stores import open_landing_zone, parse_landing_zone
 from shared.landing_zone.stores.base import LandingZoneStore
+from shared.source.client import connect
 from shared.state import open_state_store, parse_state_location
 from shared.state.base import StateStore
 
@@ -64,3 +70,28 @@ def checked_credential(settings: Settings) -> TokenCredential:
             f"no usable Azure credential for mode {settings.auth.mode!r}: {reason}",
         ) from None
     return credential
+
+
+@dataclass
+class MirrorContext:
+    """Everything one process needs to run pipeline steps; open once per process."""
+
+    settings: Settings
+    publisher: Publisher
+    mongo: MongoClient[RawBSONDocument]
+
+    @property
+    def state(self) -> StateStore:
+        return self.publisher.state
+
+    def collection(self, database: str, name: str) -> Collection[RawBSONDocument]:
+        return self.mongo[database][name]
+
+    def close(self) -> None:
+        self.mongo.close()
+        self.publisher.state.close()
+
+
+def open_context(settings: Settings) -> MirrorContext:
+    mongo = connect(settings.require("MONGODB_URI"))
+    return MirrorContext(settings, open_publisher(settings), mongo)

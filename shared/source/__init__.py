@@ -1,0 +1,1 @@
+"""The MongoDB side: client, collection selection, `_id` partitioning, snapshot and change reads."""

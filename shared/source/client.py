@@ -1,0 +1,48 @@
+"""Connecting to MongoDB with the options every reader here relies on."""
+
+from __future__ import annotations
+
+import re
+
+from bson.codec_options import DatetimeConversion
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+from pymongo.errors import ConfigurationError, PyMongoError
+
+from shared.errors import ConfigError, MirrorError
+
+APP_NAME = "mongo-fabric-mirror"
+_CREDENTIALS = re.compile(r"(?<=://)[^@/]*@")
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without its user and password, for messages and logs."""
+    return _CREDENTIALS.sub("***@", uri)
+
+
+def connect(uri: str, server_selection_timeout_ms: int = 10_000) -> MongoClient[RawBSONDocument]:
+    """A client that has proven it can reach the server (fail fast on a wrong URI or network)."""
+    try:
+        client: MongoClient[RawBSONDocument] = MongoClient(
+            uri,
+            appname=APP_NAME,
+            document_class=RawBSONDocument,
+            tz_aware=True,
+            datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+            serverSelectionTimeoutMS=server_selection_timeout_ms,
+            retryReads=True,
+        )
+    except (ConfigurationError, ValueError, TypeError) as error:
+        raise ConfigError("MONGODB_URI", _without_uri(str(error), uri)) from None
+    try:
+        client.admin.command("ping")
+    except PyMongoError as error:
+        client.close()
+        raise MirrorError(
+            f"cannot reach MongoDB at {redact_uri(uri)}: {_without_uri(str(error), uri)}"
+        ) from None
+    return client
+
+
+def _without_uri(message: str, uri: str) -> str:
+    return message.replace(uri, redact_uri(uri))

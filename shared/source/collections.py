@@ -1,0 +1,53 @@
+"""Which collections of a database are mirrored."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pymongo.database import Database
+
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceCollection:
+    database: str
+    name: str
+
+
+def select_collections(database: Database, wanted: list[str] | None) -> list[SourceCollection]:
+    """The collections to mirror: every plain collection (``wanted`` None) or exactly ``wanted``.
+
+    Views and ``system.*`` collections are never mirrored. Time-series collections cannot feed a
+    change stream, so a mirror of them would silently go stale: named ones are an error, and
+    ``all`` skips them with a warning.
+    """
+    kinds: dict[str, str] = {}
+    for info in database.list_collections():
+        name = str(info["name"])
+        if not name.startswith("system."):
+            kinds[name] = str(info.get("type", "collection"))
+    if wanted is None:
+        for name, kind in sorted(kinds.items()):
+            if kind != "collection":
+                log.warning("skipping %s.%s: a %s cannot be mirrored", database.name, name, kind)
+        chosen = sorted(name for name, kind in kinds.items() if kind == "collection")
+    else:
+        missing = [name for name in wanted if name not in kinds]
+        if missing:
+            raise ConfigError(
+                "MONGODB_COLLECTIONS",
+                f"no collection {', '.join(missing)} in database {database.name}",
+            )
+        unsupported = [f"{name} ({kinds[name]})" for name in wanted if kinds[name] != "collection"]
+        if unsupported:
+            raise ConfigError(
+                "MONGODB_COLLECTIONS",
+                f"cannot mirror {', '.join(unsupported)}: views and time-series collections "
+                "have no change stream",
+            )
+        chosen = list(wanted)
+    return [SourceCollection(database.name, name) for name in chosen]

@@ -1,0 +1,117 @@
+"""Splitting a collection into `_id` ranges of about equal size, covering every BSON type.
+
+Ranges are bounds on the `_id` index (cursor ``min``/``max`` with an `_id` hint), not `$gte`/`$lt`
+filters: index bounds follow MongoDB's cross-type order (numbers < strings < objects < ... <
+ObjectId < dates ...), while a filter only matches values of its bound's own type bracket. So a
+collection with mixed `_id` types is covered completely, and the first and last ranges are open.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bson import json_util
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
+
+from shared.errors import MirrorError
+
+SAMPLES_PER_RANGE = 16
+ID_INDEX = [("_id", 1)]
+_EXACT = json_util.CANONICAL_JSON_OPTIONS
+
+
+def id_to_json(value: Any) -> str:
+    """A type-exact text form of an `_id` for state records (canonical Extended JSON)."""
+    return json_util.dumps({"v": value}, json_options=_EXACT)
+
+
+def id_from_json(text: str) -> Any:
+    try:
+        return json_util.loads(text, json_options=_EXACT)["v"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise MirrorError(f"stored _id bound {text[:80]!r} is not valid: {error}") from None
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """``lower`` inclusive, ``upper`` exclusive; None means unbounded."""
+
+    lower: Any = None
+    upper: Any = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "lower": None if self.lower is None else id_to_json(self.lower),
+            "upper": None if self.upper is None else id_to_json(self.upper),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> IdRange:
+        if not isinstance(value, dict) or set(value) != {"lower", "upper"}:
+            raise MirrorError(f"stored _id range {value!r} is not valid")
+        lower, upper = value["lower"], value["upper"]
+        return cls(
+            None if lower is None else id_from_json(lower),
+            None if upper is None else id_from_json(upper),
+        )
+
+
+def split_ranges(collection: Collection[RawBSONDocument], partitions: int) -> list[IdRange]:
+    """``partitions`` ranges (fewer if the collection is small) from a random sample of `_id`s.
+
+    `$sample` reads a random subset, not the collection: the split costs a few thousand reads
+    however big the collection is. The server sorts the sample, so its cross-type order is used.
+    """
+    if partitions <= 1:
+        return [IdRange()]
+    sample = collection.aggregate(
+        [
+            {"$sample": {"size": partitions * SAMPLES_PER_RANGE}},
+            {"$project": {"_id": 1}},
+            {"$sort": {"_id": 1}},
+        ]
+    )
+    ids = [document["_id"] for document in sample]
+    if len(ids) < 2:
+        return [IdRange()]
+    points: list[Any] = []
+    for index in range(1, partitions):
+        candidate = ids[math.floor(index * len(ids) / partitions)]
+        if not points or not _same_id(points[-1], candidate):
+            points.append(candidate)
+    bounds = [None, *points, None]
+    return [IdRange(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def read_range(
+    collection: Collection[RawBSONDocument],
+    id_range: IdRange,
+    after: Any = None,
+    batch_size: int = 10_000,
+) -> Iterator[RawBSONDocument]:
+    """Documents of ``id_range`` in `_id` order, starting after ``after`` when resuming."""
+    cursor = collection.find({}, sort=ID_INDEX, batch_size=batch_size).hint(ID_INDEX)
+    lower = id_range.lower if after is None else after
+    if lower is not None:
+        cursor = cursor.min([("_id", lower)])
+    if id_range.upper is not None:
+        cursor = cursor.max([("_id", id_range.upper)])
+    for document in cursor:
+        if after is not None and _same_id(document["_id"], after):
+            continue  # min is inclusive; the resume point itself was published already
+        yield document
+
+
+def _same_id(left: Any, right: Any) -> bool:
+    # 5, 5.0 and Int64(5) are one `_id` to MongoDB; True == 1 in Python but not in BSON.
+    return (type(left) is type(right) and left == right) or (
+        _is_number(left) and _is_number(right) and left == right
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
