@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
+from shared.landing_zone.stores.base import LandingZoneStore
 
 log = logging.getLogger("mongo_fabric_mirror")
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -57,17 +58,29 @@ def _inspect(args: argparse.Namespace, settings: Settings) -> int:
     return _print_inspection(open_landing_zone_store(settings), args.table)
 
 
-def _print_inspection(store: object, table: str | None) -> int:
-    from shared.landing_zone.stores.base import LandingZoneStore
+def _print_inspection(store: LandingZoneStore, table: str | None) -> int:
     from shared.pipeline.inspect import format_report, inspect_landing_zone
 
-    assert isinstance(store, LandingZoneStore)
     reports = inspect_landing_zone(store, table)
     if not reports:
         print(f"no tables in {store.description}")
     for report in reports:
         print(format_report(report))
     return 0 if all(report.conforms for report in reports) else 1
+
+
+def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.local_snapshot import run_local_snapshot
+
+    summary = run_local_snapshot(settings)
+    rate = summary.documents / summary.seconds if summary.seconds else 0.0
+    for plan in summary.tables:
+        print(f"{plan.table}: {plan.phase}, {len(plan.ranges)} partitions")
+    print(
+        f"snapshot published {summary.documents:,} documents in {summary.files:,} files, "
+        f"{summary.seconds:.1f}s ({rate:,.0f} docs/s)"
+    )
+    return 0
 
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -86,7 +99,11 @@ def _add_settings(parser: argparse.ArgumentParser, *names: str) -> None:
         spec = SPECS[name]
         default = f" (default {spec.default})" if spec.default else ""
         parser.add_argument(
-            spec.flag, dest=name.lower(), metavar=name, help=f"{spec.help}{default} [env {name}]"
+            spec.flag,
+            *spec.aliases,
+            dest=name.lower(),
+            metavar=name,
+            help=f"{spec.help}{default} [env {name}]",
         )
 
 
@@ -112,6 +129,24 @@ def _parser() -> argparse.ArgumentParser:
     inspect.set_defaults(command=_inspect)
     inspect.add_argument("--table", help="only this table (<table> or <schema>.<table>)")
     _add_settings(inspect, "LANDING_ZONE", "AZURE_AUTH")
+
+    snapshot = commands.add_parser(
+        "snapshot", help="initial sync: publish every selected collection, resumably"
+    )
+    snapshot.set_defaults(command=_snapshot)
+    _add_settings(
+        snapshot,
+        "MONGODB_URI",
+        "MONGODB_DATABASE",
+        "MONGODB_COLLECTIONS",
+        "LANDING_ZONE",
+        "STATE_STORE",
+        "SNAPSHOT_PARTITIONS",
+        "SNAPSHOT_WORKERS",
+        "FILE_ROWS",
+        "FILE_BYTES",
+        "AZURE_AUTH",
+    )
 
     sandbox = commands.add_parser(
         "sandbox", help="run the MongoDB wire-protocol sandbox (for trying and testing only)"

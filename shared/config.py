@@ -25,6 +25,7 @@ class SettingSpec:
     help: str
     default: str | None = None
     secret: bool = False
+    aliases: tuple[str, ...] = ()  # shorter CLI flags
 
     @property
     def flag(self) -> str:
@@ -45,6 +46,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "connection string / account URL.",
         default=".mirror-state/state.db",
         secret=True,
+        aliases=("--state",),
     ),
     SettingSpec(
         "AZURE_AUTH",
@@ -58,17 +60,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "MONGODB_URI", "MongoDB connection string (mongodb:// or mongodb+srv://).", secret=True
     ),
-    SettingSpec("MONGODB_DATABASE", "The database to mirror."),
+    SettingSpec("MONGODB_DATABASE", "The database to mirror.", aliases=("--database",)),
     SettingSpec(
         "MONGODB_COLLECTIONS",
         'Collections to mirror: all, one name, a comma list or a JSON list ["c1","c2"].',
         default="all",
+        aliases=("--collections",),
     ),
     SettingSpec(
         "SNAPSHOT_PARTITIONS",
         "How many _id ranges the initial sync of one collection is split into "
         "(auto: one per 250,000 documents, 1 to 256).",
         default="auto",
+        aliases=("--partitions",),
     ),
     SettingSpec(
         "SNAPSHOT_WORKERS",
