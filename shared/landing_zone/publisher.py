@@ -41,6 +41,10 @@ ORPHAN_AGE_SECONDS = 3600
 METADATA = {"keyColumns": [parquet_files.KEY_COLUMN]}
 
 
+class Superseded(MirrorError):
+    """Another process claimed this writer; this one must stop without publishing."""
+
+
 @dataclass(frozen=True)
 class PartnerInfo:
     name: str = "mongo-fabric-mirror"
@@ -112,11 +116,38 @@ class Publisher:
             )
         self.repair(table)
 
-    def publish(self, table: TableRef, batch: pa.Table, writer: str, progress: JsonObject) -> int:
+    def claim(self, table: TableRef, writer: str) -> tuple[str, JsonObject]:
+        """Take over ``writer`` (fencing any earlier holder); returns the owner token and progress.
+
+        A process that lost its claim gets Superseded on its next publish, so two runs of the same
+        partition or stream (a redelivered message, a restarted worker) never interleave files.
+        """
+        owner = uuid.uuid4().hex
+        claimed: list[JsonObject] = []
+
+        def take(value: JsonObject | None) -> JsonObject:
+            current = SequenceState.from_json(value, table)
+            previous = {k: v for k, v in current.progress.get(writer, {}).items() if k != "owner"}
+            claimed[:] = [previous]
+            progress = {**current.progress, writer: {**previous, "owner": owner}}
+            return SequenceState(current.next_number, current.pending, progress).to_json()
+
+        update(self.state, SEQUENCE_KIND, table.folder, take)
+        return owner, claimed[0]
+
+    def publish(
+        self,
+        table: TableRef,
+        batch: pa.Table,
+        writer: str,
+        progress: JsonObject,
+        owner: str | None = None,
+    ) -> int:
         """Publish ``batch`` as the table's next file and record ``progress`` for ``writer``.
 
         Returns the file's sequence number. After a crash, ``progress(table, writer)`` tells the
         writer exactly which batches are in the landing zone (or will be, after ``repair``).
+        With ``owner`` (from ``claim``), raises Superseded if another process claimed the writer.
         """
         staged = f"{table.folder}/{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex}.parquet"
         self.store.write(staged, parquet_files.encode(batch))
@@ -124,14 +155,21 @@ class Publisher:
 
         def allocate(value: JsonObject | None) -> JsonObject:
             current = SequenceState.from_json(value, table)
+            if owner is not None and current.progress.get(writer, {}).get("owner") != owner:
+                raise Superseded(f"{table}: another process took over {writer}")
             taken[:] = [current.next_number]
+            recorded = progress if owner is None else {**progress, "owner": owner}
             return SequenceState(
                 current.next_number + 1,
                 {**current.pending, current.next_number: staged},
-                {**current.progress, writer: progress},
+                {**current.progress, writer: recorded},
             ).to_json()
 
-        update(self.state, SEQUENCE_KIND, table.folder, allocate)
+        try:
+            update(self.state, SEQUENCE_KIND, table.folder, allocate)
+        except Superseded:
+            self.store.delete(staged)
+            raise
         self._finish(table, taken[0], staged)
         return taken[0]
 

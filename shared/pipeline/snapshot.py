@@ -16,6 +16,7 @@ from bson.raw_bson import RawBSONDocument
 
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import RowMarker
+from shared.landing_zone.publisher import Superseded
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.schema_registry import SchemaRegistry
 from shared.pipeline.tables import (
@@ -113,7 +114,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         return PartitionResult(task, 0, 0, False)
     ctx.publisher.repair(task.table)
     writer = f"snapshot-{task.index:04d}"
-    progress = ctx.publisher.progress(task.table, writer) or {}
+    owner, progress = ctx.publisher.claim(task.table, writer)
     after = id_from_json(progress["after"]) if "after" in progress else None
     documents = int(progress.get("documents", 0))
     collection = ctx.collection(plan.database, plan.collection)
@@ -134,23 +135,31 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         table = registry.convert(batch, [RowMarker.UPSERT] * len(batch))
         documents += len(batch)
         ctx.publisher.publish(
-            task.table, table, writer, {"after": id_to_json(last["_id"]), "documents": documents}
+            task.table,
+            table,
+            writer,
+            {"after": id_to_json(last["_id"]), "documents": documents},
+            owner,
         )
         files += 1
         batch, size = [], 0
         record_status(ctx, task, "running", documents, expected)
 
-    for document in read_range(
-        collection, plan.ranges[task.index], after, batch_size=min(rows_per_file, 10_000)
-    ):
-        raw = bytes(document.raw)  # already bytes: no copy
-        batch.append(raw)
-        size += len(raw)
-        last = document
-        if len(batch) >= rows_per_file or size >= bytes_per_file:
+    try:
+        for document in read_range(
+            collection, plan.ranges[task.index], after, batch_size=min(rows_per_file, 10_000)
+        ):
+            raw = bytes(document.raw)  # already bytes: no copy
+            batch.append(raw)
+            size += len(raw)
+            last = document
+            if len(batch) >= rows_per_file or size >= bytes_per_file:
+                publish()
+        if batch:
             publish()
-    if batch:
-        publish()
+    except Superseded:
+        log.info("%s partition %d was taken over by another run; stopping", task.table, task.index)
+        return PartitionResult(task, documents, files, False)
     record_status(ctx, task, "done", documents, expected)
     finished = complete_partition(ctx.state, task.table, task.index)
     if finished:

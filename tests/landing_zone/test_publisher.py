@@ -16,7 +16,7 @@ import pytest
 
 from shared.errors import MirrorError
 from shared.landing_zone import parquet_files
-from shared.landing_zone.publisher import SEQUENCE_KIND, STAGING_PREFIX, Publisher
+from shared.landing_zone.publisher import SEQUENCE_KIND, STAGING_PREFIX, Publisher, Superseded
 from shared.landing_zone.replayer import inspect_table
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
@@ -184,3 +184,18 @@ def test_table_names_that_cannot_be_folders_are_refused():
     for bad in ("", "_hidden", "a/b", "..", "tab\x01"):
         with pytest.raises(MirrorError):
             TableRef(None, bad)
+
+
+def test_a_claimed_writer_fences_out_the_earlier_holder(publisher: Publisher, store: LocalStore):
+    publisher.prepare_table(TABLE)
+    first, _ = publisher.claim(TABLE, "p0")
+    publisher.publish(TABLE, batch("p0", 0, 2), "p0", {"batches": 1}, first)
+    second, progress = publisher.claim(TABLE, "p0")
+    assert progress == {"batches": 1}
+
+    with pytest.raises(Superseded):
+        publisher.publish(TABLE, batch("p0", 1, 2), "p0", {"batches": 2}, first)
+    assert publisher.allocated_count(TABLE) == 1
+    assert not [f for f in store.list_files(TABLE.folder) if STAGING_PREFIX in f.path]
+
+    assert publisher.publish(TABLE, batch("p0", 1, 2), "p0", {"batches": 2}, second) == 2
