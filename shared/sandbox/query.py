@@ -196,12 +196,20 @@ def _compile(pattern: Regex | re.Pattern[str], options: str = "") -> re.Pattern[
     return re.compile(str(pattern.pattern), flags | flag_bits)
 
 
+_NAN_KEY = ordering.sort_key(float("nan"))
+
+
 def _in_range(op: str, bound: Any, values: list[Any]) -> bool:
     bound_key = ordering.sort_key(bound)
     spans_all = bound_key[0] in (ordering.MINKEY, ordering.MAXKEY)
     for candidate in _candidates(values):
         key = ordering.sort_key(candidate)
         if not spans_all and key[0] != bound_key[0]:
+            continue
+        if not spans_all and _NAN_KEY in (key, bound_key):
+            # NaN sorts below all numbers but a range only matches it against a NaN bound.
+            if key == bound_key and op in ("$gte", "$lte"):
+                return True
             continue
         if (
             (op == "$gt" and key > bound_key)

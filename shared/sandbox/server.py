@@ -91,6 +91,11 @@ class SandboxServer:
         self.sandbox.stopping.set()
         with self.sandbox.condition:
             self.sandbox.condition.notify_all()
+        # close() alone does not wake a thread blocked in accept(); shutdown() does.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         self._listener = None
         self.drop_connections()
