@@ -1,0 +1,232 @@
+"""Change-stream behaviour the mirror relies on, through PyMongo's ChangeStream.
+
+Runs against the session sandbox, or unchanged against a real replica set with MONGODB_TEST_URI.
+Events are awaited with a bounded loop of `try_next` (each waits at most `AWAIT_MS`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from bson.timestamp import Timestamp
+from pymongo import MongoClient
+from pymongo.change_stream import ChangeStream
+from pymongo.errors import OperationFailure
+
+Client = MongoClient[dict[str, Any]]
+AWAIT_MS = 100
+MAX_ATTEMPTS = 50
+
+
+def next_event(stream: ChangeStream[Any]) -> dict[str, Any]:
+    for _ in range(MAX_ATTEMPTS):
+        event = stream.try_next()
+        if event is not None:
+            return event
+    raise AssertionError("no change event arrived")
+
+
+def events(stream: ChangeStream[Any], count: int) -> list[dict[str, Any]]:
+    return [next_event(stream) for _ in range(count)]
+
+
+def test_event_shapes(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_one({"_id": 0})  # the collection exists before the stream opens
+    with coll.watch(max_await_time_ms=AWAIT_MS) as stream:
+        coll.insert_one({"_id": 1, "a": 1, "b": {"c": 1}})
+        coll.update_one({"_id": 1}, {"$set": {"b.c": 2, "d": [1]}, "$unset": {"a": ""}})
+        coll.replace_one({"_id": 1}, {"z": 1})
+        coll.delete_one({"_id": 1})
+        insert, update, replace, delete = events(stream, 4)
+    assert insert["operationType"] == "insert"
+    assert insert["fullDocument"] == {"_id": 1, "a": 1, "b": {"c": 1}}
+    assert insert["ns"] == {"db": mongo_db_name, "coll": "items"}
+    assert insert["documentKey"] == {"_id": 1}
+    assert update["operationType"] == "update"
+    description = update["updateDescription"]
+    assert description["updatedFields"] == {"b.c": 2, "d": [1]}
+    assert description["removedFields"] == ["a"]
+    assert description["truncatedArrays"] == []
+    assert "fullDocument" not in update or update["fullDocument"] is None
+    assert replace["operationType"] == "replace"
+    assert replace["fullDocument"] == {"_id": 1, "z": 1}
+    assert delete["operationType"] == "delete"
+    assert delete["documentKey"] == {"_id": 1}
+    all_events = [insert, update, replace, delete]
+    times = [e["clusterTime"] for e in all_events]
+    assert all(isinstance(t, Timestamp) for t in times)
+    assert times == sorted(times) and len(set(times)) == 4
+    assert all(isinstance(e["wallTime"], datetime.datetime) for e in all_events)
+    tokens = [e["_id"]["_data"] for e in all_events]
+    assert all(isinstance(t, str) for t in tokens)
+    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+
+
+def test_update_lookup_reads_the_current_document(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_many([{"_id": 1, "v": 0}, {"_id": 2, "v": 0}])
+    with coll.watch(full_document="updateLookup", max_await_time_ms=AWAIT_MS) as stream:
+        coll.update_one({"_id": 1}, {"$set": {"v": 1}})
+        coll.update_one({"_id": 1}, {"$set": {"v": 2}})
+        coll.update_one({"_id": 2}, {"$set": {"v": 1}})
+        coll.delete_one({"_id": 2})
+        first, second, third, delete = events(stream, 4)
+    # Looked up when read, not as of the event: the first update already shows v=2.
+    assert first["fullDocument"] == {"_id": 1, "v": 2}
+    assert second["fullDocument"] == {"_id": 1, "v": 2}
+    assert third["fullDocument"] is None
+    assert delete["operationType"] == "delete"
+
+
+def test_resume_after_a_stored_token(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_one({"_id": 0})
+    with coll.watch(max_await_time_ms=AWAIT_MS) as stream:
+        coll.insert_many([{"_id": i} for i in range(1, 5)])
+        first_two = events(stream, 2)
+        token = stream.resume_token
+    assert token == first_two[-1]["_id"]
+    with coll.watch(resume_after=token, max_await_time_ms=AWAIT_MS) as resumed:
+        assert [e["documentKey"]["_id"] for e in events(resumed, 2)] == [3, 4]
+
+
+def test_post_batch_token_advances_while_idle(mongo_client: Client, mongo_db_name: str) -> None:
+    db = mongo_client[mongo_db_name]
+    db.watched.insert_one({"_id": 0})
+    with db.watched.watch(max_await_time_ms=AWAIT_MS) as stream:
+        db.watched.insert_one({"_id": 1})
+        assert next_event(stream)["documentKey"] == {"_id": 1}
+        after_event = stream.resume_token
+        # Activity elsewhere moves the oplog on while this collection stays idle.
+        db.elsewhere.insert_many([{"_id": i} for i in range(3)])
+        assert stream.try_next() is None
+        idle_token = stream.resume_token
+    assert idle_token is not None and after_event is not None
+    assert idle_token["_data"] > after_event["_data"]
+    db.watched.insert_one({"_id": 2})
+    with db.watched.watch(resume_after=idle_token, max_await_time_ms=AWAIT_MS) as resumed:
+        assert next_event(resumed)["documentKey"] == {"_id": 2}
+        assert resumed.try_next() is None
+
+
+def test_start_at_operation_time(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_one({"_id": 0})
+    with coll.watch(max_await_time_ms=AWAIT_MS) as stream:
+        coll.insert_many([{"_id": 1}, {"_id": 2}])
+        first, _ = events(stream, 2)
+    with coll.watch(
+        start_at_operation_time=first["clusterTime"], max_await_time_ms=AWAIT_MS
+    ) as replay:
+        assert [e["documentKey"]["_id"] for e in events(replay, 2)] == [1, 2]
+
+
+def test_drop_invalidates_and_only_start_after_resumes(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_one({"_id": 0})
+    with coll.watch(max_await_time_ms=AWAIT_MS) as stream:
+        coll.insert_one({"_id": 1})
+        coll.drop()
+        insert, drop, invalidate = events(stream, 3)
+        assert not stream.alive
+    assert insert["operationType"] == "insert"
+    assert drop["operationType"] == "drop"
+    assert drop["ns"] == {"db": mongo_db_name, "coll": "items"}
+    assert invalidate["operationType"] == "invalidate"
+    with pytest.raises(OperationFailure), coll.watch(resume_after=invalidate["_id"]) as failed:
+        failed.try_next()
+    coll.insert_one({"_id": 2})
+    with coll.watch(start_after=invalidate["_id"], max_await_time_ms=AWAIT_MS) as restarted:
+        event = next_event(restarted)
+    assert (event["operationType"], event["documentKey"]) == ("insert", {"_id": 2})
+
+
+def test_rename_emits_rename_then_invalidate(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].before
+    coll.insert_one({"_id": 0})
+    with coll.watch(max_await_time_ms=AWAIT_MS) as stream:
+        coll.rename("after")
+        rename, invalidate = events(stream, 2)
+    assert rename["operationType"] == "rename"
+    assert rename["ns"] == {"db": mongo_db_name, "coll": "before"}
+    assert rename["to"] == {"db": mongo_db_name, "coll": "after"}
+    assert invalidate["operationType"] == "invalidate"
+
+
+def test_database_stream_and_drop_database(mongo_client: Client, mongo_db_name: str) -> None:
+    db = mongo_client[mongo_db_name]
+    db.a.insert_one({"_id": 0})
+    with db.watch(max_await_time_ms=AWAIT_MS) as stream:
+        db.a.insert_one({"_id": 1})
+        db.b.insert_one({"_id": 2})
+        first, second = events(stream, 2)
+        assert [(e["ns"]["coll"], e["documentKey"]["_id"]) for e in (first, second)] == [
+            ("a", 1),
+            ("b", 2),
+        ]
+        mongo_client.drop_database(mongo_db_name)
+        kinds: list[str] = []
+        while not kinds or kinds[-1] != "invalidate":
+            kinds.append(next_event(stream)["operationType"])
+    assert kinds[-2:] == ["dropDatabase", "invalidate"]
+    assert sorted(kinds[:-2]) == ["drop", "drop"]
+
+
+def test_cluster_stream_with_match_and_project(mongo_client: Client, mongo_db_name: str) -> None:
+    db = mongo_client[mongo_db_name]
+    pipeline = [
+        {"$match": {"ns.db": mongo_db_name, "operationType": "insert"}},
+        {"$project": {"operationType": 1, "ns": 1, "fullDocument.v": 1}},
+    ]
+    with mongo_client.watch(pipeline, max_await_time_ms=AWAIT_MS) as stream:
+        db.one.insert_one({"_id": 1, "v": 1, "w": 1})
+        db.one.update_one({"_id": 1}, {"$set": {"v": 2}})
+        db.two.insert_one({"_id": 2, "v": 3})
+        first, second = events(stream, 2)
+    assert first == {
+        "_id": first["_id"],
+        "operationType": "insert",
+        "ns": {"db": mongo_db_name, "coll": "one"},
+        "fullDocument": {"v": 1},
+    }
+    assert second["ns"]["coll"] == "two"
+
+
+def test_project_removing_the_token_fails(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_one({"_id": 0})
+    with coll.watch([{"$project": {"_id": 0}}], max_await_time_ms=AWAIT_MS) as stream:
+        coll.insert_one({"_id": 1})
+        with pytest.raises(OperationFailure) as raised:
+            next_event(stream)
+    assert raised.value.code == 280
+
+
+def test_large_events_split_into_fragments(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_one({"_id": 1, "big": "a" * (9 * 1024 * 1024)})
+    split = [{"$changeStreamSplitLargeEvent": {}}]
+    options: dict[str, Any] = {"full_document": "updateLookup", "max_await_time_ms": AWAIT_MS}
+    with coll.watch(split, **options) as stream, coll.watch(**options) as unsplit:
+        # fullDocument (15 MiB) plus updatedFields (6 MiB) exceed 16 MiB as one event.
+        coll.update_one({"_id": 1}, {"$set": {"more": "b" * (6 * 1024 * 1024)}})
+        first = next_event(stream)
+        fragments = [first, *events(stream, first["splitEvent"]["of"] - 1)]
+        with pytest.raises(OperationFailure) as raised:
+            next_event(unsplit)
+    assert raised.value.code == 10334
+    assert [f["splitEvent"]["fragment"] for f in fragments] == list(range(1, len(fragments) + 1))
+    assert len(fragments) >= 2
+    event: dict[str, Any] = {}
+    for fragment in fragments:
+        event.update({k: v for k, v in fragment.items() if k not in ("_id", "splitEvent")})
+    assert event["operationType"] == "update"
+    assert len(event["fullDocument"]["more"]) == 6 * 1024 * 1024
+    assert len(event["updateDescription"]["updatedFields"]["more"]) == 6 * 1024 * 1024
+    tokens = [f["_id"]["_data"] for f in fragments]
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
