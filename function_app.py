@@ -2,7 +2,13 @@
 
 Each trigger parses its input, calls one engine function from ``shared/`` and maps the result;
 the engine knows nothing about Functions. Settings come from app settings (see
-local.settings.json.example) and are validated on every invocation's first use.
+local.settings.json.example) and are validated before anything is done.
+
+The initial sync is a durable-style orchestration built from plain triggers: ``start_snapshot``
+plans each table (start point first, then `_id` ranges) and sends one queue message per
+partition; ``snapshot_partition`` runs one partition per message; the last partition to finish
+flips its table to streaming with an ETag-guarded update; ``snapshot_partition_poison`` records
+partitions that kept failing, so status shows them.
 """
 
 from __future__ import annotations
@@ -15,15 +21,30 @@ import azure.functions as func
 
 from shared.config import load_settings
 from shared.errors import ConfigError, MirrorError
+from shared.pipeline.fanout import (
+    POISON_QUEUE_NAME,
+    QUEUE_NAME,
+    decode_task,
+    open_queue,
+    orchestrate_snapshot,
+)
 from shared.pipeline.inspect import inspect_landing_zone, report_to_json
-from shared.pipeline.wiring import open_landing_zone_store
+from shared.pipeline.snapshot import mark_failed, run_partition, status_report
+from shared.pipeline.wiring import open_landing_zone_store, process_context
 
 app = func.FunctionApp()
 log = logging.getLogger("mongo_fabric_mirror")
+QUEUE_CONNECTION = "AzureWebJobsStorage"
 
 
 def _json(body: object, status: int) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _error(error: MirrorError, status: int = 500) -> func.HttpResponse:
+    prefix = "configuration error: " if isinstance(error, ConfigError) else ""
+    log.error("%s%s", prefix, error)
+    return _json({"error": f"{prefix}{error}"}, status)
 
 
 @app.route(route="landing-zone/inspect", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -34,12 +55,62 @@ def inspect(req: func.HttpRequest) -> func.HttpResponse:
         store = open_landing_zone_store(load_settings(os.environ))
         reports = inspect_landing_zone(store, table)
     except ConfigError as error:
-        log.error("configuration error: %s", error)
-        return _json({"error": f"configuration error: {error}"}, 500)
+        return _error(error)
     except MirrorError as error:
-        return _json({"error": str(error)}, 404 if table else 500)
+        return _error(error, 404 if table else 500)
     conforms = all(report.conforms for report in reports)
-    return _json(
-        {"conforms": conforms, "tables": [report_to_json(r) for r in reports]},
-        200 if conforms else 409,
+    body = {"conforms": conforms, "tables": [report_to_json(r) for r in reports]}
+    return _json(body, 200 if conforms else 409)
+
+
+@app.route(route="snapshot", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def start_snapshot(req: func.HttpRequest) -> func.HttpResponse:
+    """Plan every selected table and fan its partitions out; 202 with the plans."""
+    try:
+        settings = load_settings(os.environ)
+        plans, sent = orchestrate_snapshot(
+            process_context(settings), open_queue(settings, os.environ)
+        )
+    except MirrorError as error:
+        return _error(error)
+    tables = [
+        {"table": str(p.table), "phase": p.phase.value, "partitions": len(p.ranges)} for p in plans
+    ]
+    return _json({"tables": tables, "messages": sent}, 202)
+
+
+@app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def status(req: func.HttpRequest) -> func.HttpResponse:
+    """Phase and snapshot progress of every table, with partitions that failed."""
+    try:
+        report = status_report(process_context(load_settings(os.environ)))
+    except MirrorError as error:
+        return _error(error)
+    return _json({"tables": report}, 200)
+
+
+@app.queue_trigger(arg_name="message", queue_name=QUEUE_NAME, connection=QUEUE_CONNECTION)
+def snapshot_partition(message: func.QueueMessage) -> None:
+    """Publish one `_id` range; raising lets the host retry, then move it to the poison queue."""
+    task = decode_task(message.get_body().decode("utf-8"))
+    result = run_partition(process_context(load_settings(os.environ)), task)
+    log.info(
+        "%s partition %d: %d documents in %d files",
+        task.table,
+        task.index,
+        result.documents,
+        result.files,
     )
+
+
+@app.queue_trigger(arg_name="message", queue_name=POISON_QUEUE_NAME, connection=QUEUE_CONNECTION)
+def snapshot_partition_poison(message: func.QueueMessage) -> None:
+    """A partition that failed every delivery: record it so status reports it, never drop it."""
+    try:
+        task = decode_task(message.get_body().decode("utf-8"))
+    except (MirrorError, UnicodeDecodeError) as error:
+        log.error("unreadable poison message %s: %s", message.id, error)
+        return
+    reason = f"gave up after {message.dequeue_count} deliveries (message {message.id})"
+    mark_failed(process_context(load_settings(os.environ)), task, reason)
+    log.error("%s partition %d failed: %s", task.table, task.index, reason)

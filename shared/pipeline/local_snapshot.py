@@ -20,13 +20,13 @@ from shared.pipeline.snapshot import (
     PARTITION_KIND,
     PartitionResult,
     PartitionTask,
-    plan_table,
+    pending_tasks,
+    plan_selected,
     record_status,
     run_partition,
 )
 from shared.pipeline.tables import Phase, TablePlan, load_plan
 from shared.pipeline.wiring import MirrorContext, open_context
-from shared.source.collections import select_collections
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 1.0
@@ -46,12 +46,8 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
     started = time.monotonic()
     ctx = open_context(settings)
     try:
-        database = ctx.mongo[settings.require("MONGODB_DATABASE")]
-        sources = select_collections(database, settings.collections())
-        plans = [plan_table(ctx, source) for source in sources]
-        tasks = [
-            PartitionTask(plan.table, index) for plan in plans for index in plan.pending_partitions
-        ]
+        plans = plan_selected(ctx)
+        tasks = pending_tasks(plans)
         results = _run_pool(ctx, settings, plans, tasks, out) if tasks else []
         final = [load_plan(ctx.state, plan.table) or plan for plan in plans]
     finally:

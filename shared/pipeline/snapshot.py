@@ -23,12 +23,13 @@ from shared.pipeline.tables import (
     TABLE_KIND,
     Phase,
     TablePlan,
+    all_plans,
     complete_partition,
     load_plan,
 )
 from shared.pipeline.wiring import MirrorContext
 from shared.source.change_stream import current_position
-from shared.source.collections import SourceCollection
+from shared.source.collections import SourceCollection, select_collections
 from shared.source.id_ranges import id_from_json, id_to_json, read_range, split_ranges
 from shared.state.base import ConflictError, JsonObject, update
 
@@ -97,6 +98,19 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
         final.estimated_documents,
     )
     return final
+
+
+def plan_selected(ctx: MirrorContext) -> list[TablePlan]:
+    """Plan every collection the settings select (the orchestrator's first step)."""
+    database = ctx.mongo[ctx.settings.require("MONGODB_DATABASE")]
+    return [
+        plan_table(ctx, source)
+        for source in select_collections(database, ctx.settings.collections())
+    ]
+
+
+def pending_tasks(plans: list[TablePlan]) -> list[PartitionTask]:
+    return [PartitionTask(plan.table, index) for plan in plans for index in plan.pending_partitions]
 
 
 def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
@@ -192,6 +206,39 @@ def record_status(
         }
 
     update(ctx.state, PARTITION_KIND, key, change)
+
+
+def mark_failed(ctx: MirrorContext, task: PartitionTask, error: str) -> None:
+    """Record that a partition gave up (e.g. its message reached the poison queue)."""
+    key = partition_key(task)
+
+    def change(value: JsonObject | None) -> JsonObject:
+        return {**(value or {}), "status": "failed", "error": error[:2000], "updated": time.time()}
+
+    update(ctx.state, PARTITION_KIND, key, change)
+
+
+def status_report(ctx: MirrorContext) -> list[JsonObject]:
+    """Per table: phase and snapshot progress, per partition status (for the status endpoint)."""
+    partitions: dict[str, list[JsonObject]] = {}
+    for key, record in ctx.state.list(PARTITION_KIND):
+        folder, index = key.rsplit("#", 1)
+        partitions.setdefault(folder, []).append({"partition": int(index), **record.value})
+    report = []
+    for plan in all_plans(ctx.state):
+        entries = partitions.get(plan.table.folder, [])
+        report.append(
+            {
+                "table": str(plan.table),
+                "phase": plan.phase.value,
+                "partitions": len(plan.ranges),
+                "completed": len(plan.completed),
+                "estimated_documents": plan.estimated_documents,
+                "documents": sum(int(entry.get("documents", 0)) for entry in entries),
+                "failed": [entry for entry in entries if entry.get("status") == "failed"],
+            }
+        )
+    return report
 
 
 def partition_key(task: PartitionTask) -> str:

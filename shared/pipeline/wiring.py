@@ -95,3 +95,14 @@ class MirrorContext:
 def open_context(settings: Settings) -> MirrorContext:
     mongo = connect(settings.require("MONGODB_URI"))
     return MirrorContext(settings, open_publisher(settings), mongo)
+
+
+_process_context: MirrorContext | None = None
+
+
+def process_context(settings: Settings) -> MirrorContext:
+    """One context per process, reused across Functions invocations (pooled connections)."""
+    global _process_context
+    if _process_context is None:
+        _process_context = open_context(settings)
+    return _process_context

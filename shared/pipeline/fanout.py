@@ -1,0 +1,89 @@
+"""Fan-out of snapshot partitions as Azure Storage queue messages (the Functions path).
+
+Messages are base64 text, as host.json's ``messageEncoding`` tells the queue trigger to expect.
+A message is only a pointer (table folder + partition index): everything else is read from state,
+so a redelivered, duplicated or stale message is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from shared.config import Settings
+from shared.errors import ConfigError, MirrorError
+from shared.landing_zone.tables import TableRef
+from shared.pipeline.snapshot import PartitionTask, pending_tasks, plan_selected
+from shared.pipeline.tables import TablePlan
+from shared.pipeline.wiring import MirrorContext, checked_credential
+
+QUEUE_NAME = "snapshot-partitions"
+POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"  # where the Functions host moves repeated failures
+MESSAGE_ENCODING = "base64"
+QUEUE_OPTIONS: dict[str, Any] = {"retry_total": 5, "connection_timeout": 20, "read_timeout": 60}
+
+
+def encode_task(task: PartitionTask) -> str:
+    return json.dumps({"table": task.table.folder, "partition": task.index})
+
+
+def decode_task(text: str) -> PartitionTask:
+    """Validate a message body; anything malformed is refused, never guessed at."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise MirrorError("partition message is not JSON") from None
+    if not isinstance(body, dict) or set(body) != {"table", "partition"}:
+        raise MirrorError("partition message must have exactly 'table' and 'partition'")
+    table, index = body["table"], body["partition"]
+    if not isinstance(table, str) or not isinstance(index, int) or isinstance(index, bool):
+        raise MirrorError("partition message has a wrong type for 'table' or 'partition'")
+    if index < 0:
+        raise MirrorError("partition message has a negative partition")
+    return PartitionTask(TableRef.from_folder(table), index)
+
+
+def open_queue(
+    settings: Settings, environ: Mapping[str, str], name: str = QUEUE_NAME
+) -> QueueClient:
+    """The partition queue, on QUEUE_STORAGE or else the Functions host storage."""
+    policies: dict[str, Any] = {
+        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_decode_policy": TextBase64DecodePolicy(),
+        **QUEUE_OPTIONS,
+    }
+    location = settings.get("QUEUE_STORAGE") or environ.get("AzureWebJobsStorage")
+    account = environ.get("AzureWebJobsStorage__accountName")
+    if location and location.startswith("https://"):
+        return QueueClient(location, name, credential=checked_credential(settings), **policies)
+    if location:
+        try:
+            return QueueClient.from_connection_string(location, name, **policies)
+        except ValueError:
+            raise ConfigError("QUEUE_STORAGE", "is not a valid storage connection string") from None
+    if account:
+        url = f"https://{account}.queue.core.windows.net"
+        return QueueClient(url, name, credential=checked_credential(settings), **policies)
+    raise ConfigError("QUEUE_STORAGE", "is required (or AzureWebJobsStorage) to fan out partitions")
+
+
+def enqueue(queue: QueueClient, tasks: Iterable[PartitionTask]) -> int:
+    try:
+        queue.create_queue()
+    except ResourceExistsError:
+        pass
+    sent = 0
+    for task in tasks:
+        queue.send_message(encode_task(task))
+        sent += 1
+    return sent
+
+
+def orchestrate_snapshot(ctx: MirrorContext, queue: QueueClient) -> tuple[list[TablePlan], int]:
+    """Plan the selected tables and send one message per unfinished partition."""
+    plans = plan_selected(ctx)
+    return plans, enqueue(queue, pending_tasks(plans))
