@@ -93,3 +93,8 @@ def require_credential(credential: TokenCredential | None) -> TokenCredential:
     if credential is None:
         raise ConfigError(SETTING, "an Azure URL needs an Entra credential; none was configured")
     return credential
+
+
+def is_folder_marker(metadata: dict[str, str] | None) -> bool:
+    """Hierarchical-namespace accounts (OneLake) expose each directory as a marked blob."""
+    return (metadata or {}).get("hdi_isfolder") == "true"

@@ -13,12 +13,13 @@ from shared.landing_zone.stores._common import (
     SDK_OPTIONS,
     azure_errors,
     clean_path,
+    is_folder_marker,
     join,
     relative,
     require_credential,
 )
 from shared.landing_zone.stores.base import StoredFile
-from shared.landing_zone.stores.location import LandingZoneLocation
+from shared.landing_zone.stores.location import AZURITE_ACCOUNT, LandingZoneLocation
 
 # Azurite's published development-account key: public, identical on every machine.
 AZURITE_ACCOUNT_KEY = (
@@ -54,7 +55,7 @@ class BlobStore:
             # Only the emulator is reached over http (the parser enforces it), with its public key.
             service = BlobServiceClient(
                 location.account_url,
-                credential={"account_name": "devstoreaccount1", "account_key": AZURITE_ACCOUNT_KEY},
+                credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_ACCOUNT_KEY},
                 **SDK_OPTIONS,
             )
         else:
@@ -102,7 +103,7 @@ class BlobStore:
             properties = self._container.get_blob_client(self._name(path)).get_blob_properties()
         except ResourceNotFoundError:
             return None
-        return None if _is_folder_marker(properties.metadata) else int(properties.size)
+        return None if is_folder_marker(properties.metadata) else int(properties.size)
 
     def _children(self, folder: str) -> tuple[list[StoredFile], list[str]]:
         prefix = self._name(folder, folder=True)
@@ -113,7 +114,7 @@ class BlobStore:
         ):
             name = relative(self._base, item.name.rstrip("/"))
             # Hierarchical-namespace accounts (OneLake) also list each directory as a marker blob.
-            if isinstance(item, BlobPrefix) or _is_folder_marker(item.metadata):
+            if isinstance(item, BlobPrefix) or is_folder_marker(item.metadata):
                 folders.add(name)
             else:
                 files.append(StoredFile(name, int(item.size)))
@@ -165,8 +166,4 @@ class BlobStore:
             properties = self._container.get_blob_client(name).get_blob_properties()
         except ResourceNotFoundError:
             return False
-        return _is_folder_marker(properties.metadata)
-
-
-def _is_folder_marker(metadata: dict[str, str] | None) -> bool:
-    return (metadata or {}).get("hdi_isfolder") == "true"
+        return is_folder_marker(properties.metadata)

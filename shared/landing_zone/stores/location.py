@@ -189,7 +189,7 @@ def _parse_emulator(
 
 def _folder(path: str) -> str:
     cleaned = path.strip("/")
-    if any(part in ("", ".", "..") for part in cleaned.split("/")) and cleaned:
+    if cleaned and any(part in ("", ".", "..") for part in cleaned.split("/")):
         raise _fail(f"folder {path!r} must not contain '.', '..' or empty segments")
     return cleaned
 

@@ -28,13 +28,14 @@ from shared.landing_zone.stores._common import (
     SDK_OPTIONS,
     azure_errors,
     clean_path,
+    is_folder_marker,
     join,
     parent,
     relative,
     require_credential,
     staging_path,
 )
-from shared.landing_zone.stores.base import StoredFile
+from shared.landing_zone.stores.base import PathNotFoundError, StoredFile
 from shared.landing_zone.stores.location import LandingZoneLocation
 
 # Destination condition for a create or rename that must never replace an existing path.
@@ -121,6 +122,11 @@ class OneLakeStore:
             staging_client.create_file()
         try:
             self._rename(staged, path, if_absent=if_absent)
+        except PathNotFoundError:
+            # Only this call knows the staging name, so if it vanished, the SDK's retry of a
+            # rename whose response was lost found our own earlier attempt already done.
+            if self.size(path) != len(data):
+                raise
         except BaseException:
             self.delete(staged)
             raise
@@ -140,7 +146,7 @@ class OneLakeStore:
             properties = self._fs.get_file_client(self._full(path)).get_file_properties()
         except ResourceNotFoundError:
             return None
-        return int(properties.size)
+        return None if is_folder_marker(properties.metadata) else int(properties.size)
 
     def _children(self, folder: str) -> list[tuple[str, bool, int]]:
         """(path from the root, is a directory, size) of each entry directly in ``folder``."""

@@ -6,7 +6,8 @@ landing-zone store, over TLS (the SDK refuses bearer tokens on plain http), with
 semantics that matter to us: conditional create/rename (``If-None-Match: *`` → 409
 PathAlreadyExists), rename of a missing source (404 SourcePathNotFound) or into a missing parent
 (404 RenameDestinationParentPathNotFound), append/flush (data invisible until flushed), ranged
-reads, non-recursive listing, recursive delete. Every request is recorded for assertions.
+reads, non-recursive listing, recursive delete. Every request is recorded for assertions, and
+a response can be dropped after the work is done (a lost response, as a network can lose it).
 
 The SDK sends some operations to the blob endpoint (file system create, properties, download);
 with an IP host both endpoints are this one server.
@@ -22,7 +23,7 @@ import re
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -79,6 +80,7 @@ class FakeDfs:
 
     def __init__(self, workdir: Path) -> None:
         self.requests: list[Recorded] = []
+        self._drop_next: Callable[[Recorded], bool] | None = None
         self._filesystems: dict[str, dict[str, _Entry]] = {}
         self._lock = threading.Lock()
         self._etags = itertools.count(1)
@@ -96,6 +98,17 @@ class FakeDfs:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def drop_next_response(self, matches: Callable[[Recorded], bool]) -> None:
+        """Carry out the next matching request but hang up instead of answering it."""
+        self._drop_next = matches
+
+    def should_drop(self, request: Recorded) -> bool:
+        with self._lock:
+            if self._drop_next is not None and self._drop_next(request):
+                self._drop_next = None
+                return True
+            return False
 
     def requests_for(self, file_system: str) -> list[Recorded]:
         with self._lock:
@@ -302,6 +315,9 @@ def _handler(service: FakeDfs) -> type[BaseHTTPRequestHandler]:
                 payload = b"" if self.command == "HEAD" else json.dumps(message).encode()
                 headers["Content-Type"] = "application/json;charset=utf-8"
                 headers["Content-Length"] = str(len(payload))
+            if service.should_drop(request):
+                self.close_connection = True
+                return
             headers.setdefault("Content-Length", str(len(payload)))
             headers["x-ms-request-id"] = "fake"
             headers["x-ms-version"] = request.headers.get("x-ms-version", "")

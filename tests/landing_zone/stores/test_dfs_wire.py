@@ -14,7 +14,7 @@ import uuid
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.landing_zone.stores import OneLakeStore, parse_landing_zone
+from shared.landing_zone.stores import OneLakeStore, StoredFile, parse_landing_zone
 from tests.landing_zone.stores.conftest import DFS_BASE, open_fake_dfs_store
 from tests.landing_zone.stores.fake_dfs import FakeCredential, FakeDfs, Recorded
 
@@ -115,3 +115,29 @@ def test_onelake_workspace_is_never_created(fake_dfs: FakeDfs) -> None:
         store.write_new(TARGET, b"x")
     assert not any(r.query.get("restype") == "container" for r in fake_dfs.requests_for(workspace))
     assert parse_landing_zone(f"https://onelake.dfs.fabric.microsoft.com/{ONELAKE_PATH}").is_onelake
+
+
+def test_write_new_survives_a_lost_rename_response(fake_dfs: FakeDfs) -> None:
+    # The rename happens but its response is lost; the SDK retries it and gets 404 for the
+    # (unique) staging source. That is our own success, not a missing file.
+    workspace = _workspace()
+    store = OneLakeStore.connect(
+        fake_dfs.url,
+        workspace,
+        DFS_BASE,
+        FakeCredential(),
+        create_file_system=True,
+        connection_verify=fake_dfs.ca_path,
+        retry_total=1,
+        initial_backoff=0,
+        increment_base=0,
+        random_jitter_range=0,
+    )
+    fake_dfs.drop_next_response(
+        lambda r: r.path.startswith(f"/{workspace}/") and "x-ms-rename-source" in r.headers
+    )
+    store.write_new(TARGET, b"published once")
+
+    assert len(_renames(fake_dfs.requests_for(workspace))) == 2
+    assert store.read(TARGET) == b"published once"
+    assert store.list_files("db.schema/coll") == [StoredFile(TARGET, 14)]
