@@ -8,9 +8,9 @@ About OneLake and the SDK's rename: Microsoft's open-mirroring Python sample fou
 ``x-ms-rename-source: /<workspace>/<item>/Files/...``. The sample's clients put
 ``<workspace>/<item>/Files`` into the *account URL*, so the SDK, which builds the rename source as
 ``/<file system>/<path>``, dropped those segments. We address OneLake as the service documents it:
-file system = workspace, path = ``<item>/Files/LandingZone/...``. The SDK then sends exactly the
-sample's request (plus the destination condition), through its own authenticated, retrying
-pipeline; tests/landing_zone/stores assert that request on the wire.
+file system = workspace, path = ``<item>/Files/LandingZone/...``, and send the sample's request
+(plus the destination condition) through the SDK's own authenticated, retrying pipeline;
+tests/landing_zone/stores assert that request on the wire.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from typing import Any
+from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
@@ -104,10 +105,12 @@ class OneLakeStore:
     def _rename(self, source: str, target: str, *, if_absent: bool) -> None:
         """DFS rename (``mode=legacy``, atomic), optionally refusing to replace ``target``."""
         conditions = _IF_ABSENT if if_absent else {}
+        # Not the public rename_file: it builds the source header as quote(unquote(path)), which
+        # corrupts names containing "%" (MongoDB allows them). _rename_path is the SDK's own
+        # wrapper of Path - Create with x-ms-rename-source; the wire tests pin its request.
+        rename_source = f"/{quote(self._fs.file_system_name)}/{quote(self._full(source))}"
         with azure_errors(source, target):
-            self._fs.get_file_client(self._full(source)).rename_file(
-                f"{self._fs.file_system_name}/{self._full(target)}", **conditions
-            )
+            self._fs.get_file_client(self._full(target))._rename_path(rename_source, **conditions)
 
     def _publish(self, path: str, data: bytes, *, if_absent: bool) -> None:
         # Create + append + flush leave a 0-byte, then partial, file behind them: do that under

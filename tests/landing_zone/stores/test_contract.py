@@ -178,6 +178,7 @@ def test_large_file_round_trip(store: LandingZoneStore) -> None:
         "_scratchPad/_partial",
         "db.schema/coll/_metadata.json",
         "_partnerEvents.json",
+        "percent%20and+plus.schema/c%41/f%.parquet",
     ],
 )
 def test_awkward_names(store: LandingZoneStore, path: str) -> None:
