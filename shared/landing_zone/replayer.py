@@ -89,8 +89,9 @@ def inspect_table(store: LandingZoneStore, table: TableRef) -> TableReport:
             continue
         _check_schema(number, batch.schema, established, report)
         batches.append(
-            batch.append_column(_SEQUENCE, pa.array([number] * batch.num_rows, pa.int64()))
-            .append_column(_ROW, pa.array(range(batch.num_rows), pa.int64()))
+            batch.append_column(
+                _SEQUENCE, pa.array([number] * batch.num_rows, pa.int64())
+            ).append_column(_ROW, pa.array(range(batch.num_rows), pa.int64()))
         )
     if not any(problem.code in {"type-change", "unreadable"} for problem in report.problems):
         report.rows = _apply(batches)
