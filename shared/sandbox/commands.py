@@ -521,6 +521,7 @@ def _find(
     sort = body.get("sort") or None
     skip = int(body.get("skip") or 0)
     limit = int(body.get("limit") or 0)
+    query.validate(filter_)
     with sandbox.condition:
         collection = sandbox.store.get(db, name)
         if collection is not None and collection.kind == "view":
@@ -529,7 +530,7 @@ def _find(
                 stages.append({"$sort": sort})
             documents = sandbox.read_source(db, name, stages)
         elif collection is not None:
-            documents = collection.select(filter_, sort)
+            documents = collection.select(filter_, sort, _index_bounds(body))
         else:
             documents = []
     documents = documents[skip:]
@@ -549,6 +550,23 @@ def _find(
         sandbox.cursors.kill(int(reply["cursor"]["id"]))
         reply["cursor"]["id"] = Int64(0)
     return reply
+
+
+def _index_bounds(body: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """A find's ``min``/``max`` on the `_id` index (the only index here); MongoDB needs a hint."""
+    if body.get("min") is None and body.get("max") is None:
+        return None
+    if body.get("hint") is None:
+        raise CommandError(
+            51173, "When using min()/max() a hint of which index to use must be provided"
+        )
+    bounds = []
+    for name in ("min", "max"):
+        bound = body.get(name)
+        if bound is not None and list(bound) != ["_id"]:
+            raise CommandError(51176, f"{name}() must name only _id, the only index in the sandbox")
+        bounds.append(query.MISSING if bound is None else bound["_id"])
+    return bounds[0], bounds[1]
 
 
 @command("getMore")

@@ -152,6 +152,11 @@ def matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
     return True
 
 
+def validate(query: Mapping[str, Any]) -> None:
+    """Raise the error a bad filter causes, even when there is no document to match it on."""
+    matches({}, query)
+
+
 def _clauses(operator: str, condition: Any) -> list[Mapping[str, Any]]:
     if not isinstance(condition, list) or not condition:
         raise CommandError(2, f"{operator} argument must be a non-empty array")

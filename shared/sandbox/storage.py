@@ -104,6 +104,21 @@ class Collection:
             self._sorted = sorted(self._docs)
         return self._sorted
 
+    def _index_range(
+        self, lower: Any, upper: Any, candidates: list[ordering.SortKey] | None
+    ) -> list[ordering.SortKey]:
+        keys = self._sorted_keys()
+        lo = 0 if lower is query.MISSING else bisect.bisect_left(keys, ordering.sort_key(lower))
+        hi = (
+            len(keys)
+            if upper is query.MISSING
+            else bisect.bisect_left(keys, ordering.sort_key(upper))
+        )
+        if candidates is None:
+            return keys[lo:hi]
+        allowed = set(keys[lo:hi])
+        return [key for key in candidates if key in allowed]
+
     def _candidate_keys(self, condition: Any) -> tuple[list[ordering.SortKey] | None, bool]:
         """Keys an `_id` condition can possibly match, and whether they are in `_id` order."""
         if condition is query.MISSING or isinstance(condition, Regex):
@@ -139,12 +154,21 @@ class Collection:
         return keys[lo:hi], True
 
     def select(
-        self, filter_: Mapping[str, Any], sort: Mapping[str, Any] | None
+        self,
+        filter_: Mapping[str, Any],
+        sort: Mapping[str, Any] | None,
+        index_bounds: tuple[Any, Any] | None = None,
     ) -> list[RawBSONDocument]:
-        """Matching documents, sorted when asked (otherwise in insertion order)."""
+        """Matching documents, sorted when asked (otherwise in insertion order).
+
+        ``index_bounds`` are a find's ``min`` (inclusive) and ``max`` (exclusive) on the `_id`
+        index, MISSING when open: unlike range filters they cross type brackets.
+        """
         sort = sort or {}
         by_id = list(sort) == ["_id"]
         keys, ordered = self._candidate_keys(filter_.get("_id", query.MISSING))
+        if index_bounds is not None:
+            keys, ordered = self._index_range(*index_bounds, keys), True
         if keys is None and by_id:
             keys, ordered = self._sorted_keys(), True
         entries: Iterator[tuple[Any, RawBSONDocument]]
