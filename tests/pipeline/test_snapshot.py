@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from bson import Binary, ObjectId
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient, monitoring
 
 from shared.config import load_settings
@@ -142,7 +143,9 @@ def test_start_point_is_recorded_before_the_first_read_and_replays_concurrent_wr
     settings = settings_for(tmp_path, mongodb_uri, mongo_db_name, FILE_ROWS="50")
     ctx = open_context(settings)
     ctx.mongo.close()
-    ctx.mongo = MongoClient(mongodb_uri, event_listeners=[Timeline(events)], document_class=dict)
+    ctx.mongo = MongoClient(
+        mongodb_uri, event_listeners=[Timeline(events)], document_class=RawBSONDocument
+    )
     original_create = ctx.state.create
 
     def recording_create(kind: str, key: str, value: JsonObject) -> Record:

@@ -9,6 +9,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.functions.queue import QueueMessage as HostQueueMessage  # what the worker builds
 from pymongo import MongoClient
 
 from function_app import app
@@ -86,7 +87,7 @@ def test_poison_message_is_reported_in_status(
     queue = open_queue(azure_settings, {})
     message = next(iter(queue.receive_messages(visibility_timeout=60)))
     FUNCTIONS["snapshot_partition_poison"](
-        func.QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=5)
+        HostQueueMessage(id=message.id, body=message.content.encode(), dequeue_count=5)
     )
     response = FUNCTIONS["status"](func.HttpRequest("GET", "http://localhost/api/status", body=b""))
     tables = json.loads(response.get_body())["tables"]
