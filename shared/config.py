@@ -78,6 +78,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "SNAPSHOT_WORKERS",
         "Local worker processes for the initial sync (auto: one per core).",
         default="auto",
+        aliases=("--workers",),
     ),
     SettingSpec("FILE_ROWS", "Most rows in one parquet file.", default="100000"),
     SettingSpec("FILE_BYTES", "Most BSON bytes in one parquet file.", default="134217728"),

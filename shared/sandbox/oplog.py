@@ -18,7 +18,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """One change; `coll` is None for dropDatabase, `to` is the rename target namespace."""
 
