@@ -120,26 +120,34 @@ class Collection:
         return [key for key in candidates if key in allowed]
 
     def _candidate_keys(self, condition: Any) -> tuple[list[ordering.SortKey] | None, bool]:
-        """Keys an `_id` condition can possibly match, and whether they are in `_id` order."""
+        """Keys (in `_id` order) an `_id` condition can match, and whether all of them do."""
         if condition is query.MISSING or isinstance(condition, Regex):
             return None, False
         if not query.is_operator_document(condition):
             return [ordering.sort_key(condition)], True
+        exact = len(condition) == 1
         if "$eq" in condition and not isinstance(condition["$eq"], Regex):
-            return [ordering.sort_key(condition["$eq"])], True
+            return [ordering.sort_key(condition["$eq"])], exact
         if isinstance(condition.get("$in"), list) and not any(
             isinstance(v, Regex) for v in condition["$in"]
         ):
-            return sorted({ordering.sort_key(v) for v in condition["$in"]}), True
+            return sorted({ordering.sort_key(v) for v in condition["$in"]}), exact
         keys = self._sorted_keys()
         lo, hi = 0, len(keys)
+        exact = True
+        skip_nan = False
         for op, bound in condition.items():
             if op not in ("$gt", "$gte", "$lt", "$lte"):
+                exact = False
                 continue
             bound_key = ordering.sort_key(bound)
             low_edge, high_edge = ordering.bracket_bounds(bound_key[0])
             if bound_key[0] in (ordering.MINKEY, ordering.MAXKEY):
                 low_edge, high_edge = (ordering.MINKEY,), (ordering.MAXKEY + 1,)
+            elif bound_key == _NAN_KEY:
+                exact = False
+            else:
+                skip_nan = True
             # Range operators never leave their bound's type bracket.
             lo = max(lo, bisect.bisect_left(keys, low_edge))
             hi = min(hi, bisect.bisect_right(keys, high_edge))
@@ -151,7 +159,10 @@ class Collection:
                 hi = min(hi, bisect.bisect_left(keys, bound_key))
             else:
                 hi = min(hi, bisect.bisect_right(keys, bound_key))
-        return keys[lo:hi], True
+        # NaN sorts first among numbers but no non-NaN bracketed bound matches it.
+        while skip_nan and lo < hi and keys[lo] == _NAN_KEY:
+            lo += 1
+        return keys[lo:hi], exact
 
     def select(
         self,
@@ -166,9 +177,10 @@ class Collection:
         """
         sort = sort or {}
         by_id = list(sort) == ["_id"]
-        keys, ordered = self._candidate_keys(filter_.get("_id", query.MISSING))
+        keys, exact = self._candidate_keys(filter_.get("_id", query.MISSING))
         if index_bounds is not None:
-            keys, ordered = self._index_range(*index_bounds, keys), True
+            keys = self._index_range(*index_bounds, keys)
+        ordered = keys is not None
         if keys is None and by_id:
             keys, ordered = self._sorted_keys(), True
         entries: Iterator[tuple[Any, RawBSONDocument]]
@@ -176,7 +188,7 @@ class Collection:
             entries = iter(self._docs.values())
         else:
             entries = (self._docs[k] for k in keys if k in self._docs)
-        if filter_:
+        if filter_ and not (exact and list(filter_) == ["_id"]):
             id_only = query.referenced_fields(filter_) <= {"_id"}
             entries = (
                 (id_value, raw)
@@ -197,6 +209,9 @@ class Collection:
 
     def documents(self) -> list[RawBSONDocument]:
         return [raw for _, raw in self._docs.values()]
+
+
+_NAN_KEY = ordering.sort_key(float("nan"))
 
 
 def duplicate_key_error(namespace: str, id_value: Any) -> CommandError:

@@ -181,3 +181,15 @@ def test_arrays_order_after_objects_and_compare_elementwise() -> None:
     assert ordering.compare([2], [1, 3]) > 0
     assert ordering.compare([9], b"") < 0
     assert ordering.compare("x", {}) < 0
+
+
+def test_find_min_max_on_the_id_index_crosses_brackets(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    coll = mongo_client[mongo_db_name].ids
+    coll.insert_many([{"_id": v} for v in (1, 5, 7, "a", "z", ObjectId(), None)])
+    # Index bounds, unlike range filters, cover everything between them in BSON order.
+    found = coll.find().min([("_id", 5)]).max([("_id", "m")]).hint([("_id", 1)])
+    assert [d["_id"] for d in found.sort("_id", 1)] == [5, 7, "a"]
+    everything_from_null = coll.find().min([("_id", None)]).hint([("_id", 1)])
+    assert len(list(everything_from_null)) == 7
