@@ -26,7 +26,7 @@ from bson.raw_bson import RawBSONDocument
 from shared.sandbox import aggregation, change_streams, ordering, query, storage
 from shared.sandbox.cursors import CursorRegistry, ListCursor, cursor_reply
 from shared.sandbox.errors import CommandError, unsupported
-from shared.sandbox.faults import FaultInjector
+from shared.sandbox.faults import CloseConnection, FaultInjector
 from shared.sandbox.oplog import Oplog
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,12 @@ class Sandbox:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
             # A malformed command must not take the server down: answer like MongoDB would.
             reply = CommandError(2, f"malformed command: {type(error).__name__}: {error}").reply()
+        except CloseConnection:
+            raise
+        except Exception as error:
+            # A sandbox bug answers this one command with an error and keeps serving the rest.
+            logger.exception("internal error in command %r", next(iter(body), None))
+            reply = CommandError(1, f"sandbox internal error: {type(error).__name__}").reply()
         cluster_time = self.oplog.clock.current()
         reply["$clusterTime"] = {
             "clusterTime": cluster_time,
