@@ -52,14 +52,8 @@ def element(type_byte: bytes, value_bytes: bytes) -> bytes:
     return type_byte + b"v\x00" + value_bytes
 
 
-def to_json_texts(elements: Sequence[bytes]) -> list[str]:
-    """Relaxed Extended JSON text of each element's value, in order."""
-    if not elements:
-        return []
-    nonce = secrets.token_hex(16)
-    sep_text = f', "s" : "{nonce}", '
-    sep = b"\x02s\x00" + (len(nonce) + 1).to_bytes(4, "little") + nonce.encode() + b"\x00"
-    body = sep.join(elements)
+def render_document(body: bytes) -> str:
+    """Relaxed Extended JSON of the document whose elements are ``body``."""
     doc = (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
     holder = ctypes.create_string_buffer(_BSON_T_SIZE)
     if not _LIB.bson_init_static(holder, doc, len(doc)):
@@ -71,9 +65,23 @@ def to_json_texts(elements: Sequence[bytes]) -> list[str]:
         # corrupt input that must not be published half-converted.
         raise ValueError("libbson could not render the values as Extended JSON")
     try:
-        text = ctypes.string_at(ptr, length.value).decode("utf-8")
+        return ctypes.string_at(ptr, length.value).decode("utf-8")
     finally:
         _LIB.bson_free(ptr)
+
+
+def to_json_texts(elements: Sequence[bytes], header: bytes = b"") -> list[str]:
+    """Relaxed Extended JSON text of each element's value, in order.
+
+    ``header`` (type byte and ``v`` key) is put before every element when the elements are
+    bare values of one type.
+    """
+    if not elements:
+        return []
+    nonce = secrets.token_hex(16)
+    sep_text = f', "s" : "{nonce}", '
+    sep = b"\x02s\x00" + (len(nonce) + 1).to_bytes(4, "little") + nonce.encode() + b"\x00"
+    text = render_document(header + (sep + header).join(elements))
     # text is '{ "v" : J0, "s" : "N", "v" : J1, ... }'
     parts = text[2:-2].split(sep_text)
     if len(parts) != len(elements):

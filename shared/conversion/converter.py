@@ -10,16 +10,16 @@ Decimal128 text) goes to libbson in one call per column.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from itertools import chain
-from typing import Any
+from typing import Any, TypeAlias
 
 import bson
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from bson import Binary
 from bson.raw_bson import RawBSONDocument, _inflate_bson
 
-from . import _libbson
+from . import _libbson, _scan
 from .id_text import id_text
 from .names import KEY_COLUMN
 from .schema import FieldSpec, TableSchema
@@ -27,12 +27,16 @@ from .values import (
     ACCEPTS,
     ARROW_TYPES,
     BINARY,
+    BOOL,
     DECIMAL,
     DECODE_OPTIONS,
+    FLOAT64,
+    INT64,
     JSON,
     MAX_MS,
     MIN_MS,
     OBJECTID,
+    STRING,
     TIMESTAMP,
     UUID,
     fits,
@@ -122,61 +126,202 @@ def _all_fit(spec: FieldSpec, values: list[Any]) -> bool:
     return True
 
 
+_FAST_FITS: dict[str, frozenset[int]] = {
+    INT64: frozenset({_scan.INT32, _scan.INT64}),
+    FLOAT64: frozenset({_scan.DOUBLE}),
+    BOOL: frozenset({_scan.BOOL}),
+    STRING: frozenset({_scan.STRING}),
+    TIMESTAMP: frozenset({_scan.DATE}),
+    DECIMAL: frozenset({_scan.DECIMAL}),
+    OBJECTID: frozenset({_scan.OBJECTID}),
+    JSON: frozenset({_scan.DOCUMENT, _scan.ARRAY}),
+    UUID: frozenset(),
+    BINARY: frozenset(),
+}
+_KIND_OF_TYPE = {t: kind for kind, types in _FAST_FITS.items() for t in types}
+Piece: TypeAlias = pa.Array | None  # None: all null
+
+
+def _batch(raw_docs: RawDocs) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The batch as one buffer with each document's start and end offset."""
+    if isinstance(raw_docs, bytes | bytearray | memoryview):
+        buf = bytes(raw_docs)
+        return (buf, *_scan.doc_offsets(buf))
+    parts = split_documents(raw_docs)
+    ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))
+    return b"".join(parts), ends - np.fromiter(map(len, parts), np.int64, len(parts)), ends
+
+
+def _fast_piece(u8: np.ndarray, buf: bytes, kind: str, f: _scan.Field) -> tuple[pa.Array, Piece]:
+    """Main and twin values of one field for a group whose values all have type ``f.type``."""
+    if f.type not in _FAST_FITS[kind]:
+        return pa.nulls(len(f.start), ARROW_TYPES[kind]), pa.array(
+            _scan.json_texts(buf, f), pa.string()
+        )
+    if kind == STRING:
+        return _scan.strings(u8, f), None
+    if kind == OBJECTID:
+        return _scan.object_ids(u8, f), None
+    if kind == DECIMAL:
+        return _scan.decimals(u8, f), None
+    if kind == JSON:
+        return pa.array(_scan.json_texts(buf, f), pa.string()), None
+    values = _scan.numbers(u8, f)
+    if kind != TIMESTAMP:
+        return pa.array(values, ARROW_TYPES[kind]), None
+    bad = (values < MIN_MS) | (values > MAX_MS)
+    main = pa.array(np.where(bad, 0, values) * 1000, ARROW_TYPES[TIMESTAMP], mask=bad)
+    if not bad.any():
+        return main, None
+    out_of_range = np.flatnonzero(bad)
+    twin: list[str | None] = [None] * len(values)
+    for i, text in zip(out_of_range.tolist(), _scan.json_texts(buf, f, out_of_range), strict=True):
+        twin[i] = text
+    return main, pa.array(twin, pa.string())
+
+
+def _slow_piece(spec: FieldSpec, values: list[Any]) -> tuple[pa.Array, Piece]:
+    if _all_fit(spec, values):
+        return build_array(spec.kind, values), None
+    misfit = [v is not None and not fits(v, spec.kind, spec.binary_subtype) for v in values]
+    main = [None if bad else v for v, bad in zip(values, misfit, strict=True)]
+    twin = [v if bad else None for v, bad in zip(values, misfit, strict=True)]
+    return build_array(spec.kind, main), build_array(JSON, twin) if any(misfit) else None
+
+
 class BatchConverter:
-    """Converts batches of raw documents, growing ``schema``; keeps no rows between calls."""
+    """Converts batches of raw documents, growing ``schema``; keeps no rows between calls.
+
+    Documents whose shape is verified by the vectorised walk in ``_scan`` are converted
+    column-wise from the raw bytes; the rest are decoded one by one (top level only). Both
+    paths give the same values and the same schema decisions, in document order.
+    """
 
     def __init__(self, schema: TableSchema | None = None) -> None:
         self.schema = schema if schema is not None else TableSchema()
 
     def convert(self, raw_docs: RawDocs, marker: int = 4) -> pa.Table:
         """Every document as one row, all with the same row marker (4 = upsert)."""
-        docs = split_documents(raw_docs)
-        return self._convert(docs, pa.array([marker] * len(docs), pa.int32()))
+        buf, starts, ends = _batch(raw_docs)
+        return self._convert(buf, starts, ends, pa.array(np.full(len(starts), marker, np.int32)))
 
     def convert_rows(self, raw_docs: RawDocs, markers: Sequence[int]) -> pa.Table:
         """One row per document with its own marker (4 upsert with the full document,
         2 delete with a document holding only ``_id``)."""
-        docs = split_documents(raw_docs)
-        if len(docs) != len(markers):
-            raise ValueError(f"{len(docs)} documents but {len(markers)} row markers")
-        return self._convert(docs, pa.array(markers, pa.int32()))
+        buf, starts, ends = _batch(raw_docs)
+        if len(starts) != len(markers):
+            raise ValueError(f"{len(starts)} documents but {len(markers)} row markers")
+        return self._convert(buf, starts, ends, pa.array(markers, pa.int32()))
 
-    def _convert(self, raws: list[bytes], markers: pa.Array) -> pa.Table:
-        docs = [_inflate_bson(r, DECODE_OPTIONS) for r in raws]
-        ids = []
-        for d in docs:
+    def _convert(
+        self, buf: bytes, starts: np.ndarray, ends: np.ndarray, markers: pa.Array
+    ) -> pa.Table:
+        n = len(starts)
+        groups, slow_rows = _scan.find_groups(buf, starts, ends)
+        u8 = np.frombuffer(buf, np.uint8)
+        slow = [
+            _inflate_bson(buf[a:b], DECODE_OPTIONS)
+            for a, b in zip(starts[slow_rows].tolist(), ends[slow_rows].tolist(), strict=True)
+        ]
+        for d in slow:
             if KEY_COLUMN not in d:
                 raise ValueError("a document without _id cannot be mirrored (no key)")
-            ids.append(d[KEY_COLUMN])
-        arrays: dict[str, pa.Array] = {KEY_COLUMN: pa.array(map(id_text, ids), pa.string())}
-        # Fields in order of first appearance across the batch.
-        for field in dict.fromkeys(chain.from_iterable(docs)):
+        slow_index = slow_rows.tolist()
+        sizes = [len(g.rows) for g in groups] + [len(slow)]
+        order = np.concatenate([g.rows for g in groups] + [slow_rows])
+        take = None if np.array_equal(order, np.arange(n)) else pa.array(np.argsort(order))
+
+        def combine(pieces: list[Piece], arrow_type: pa.DataType) -> pa.Array:
+            arrays = [
+                p if p is not None else pa.nulls(size, arrow_type)
+                for p, size in zip(pieces, sizes, strict=True)
+            ]
+            out = pa.concat_arrays(arrays) if len(arrays) > 1 else arrays[0]
+            return out if take is None else out.take(take)
+
+        id_pieces: list[Piece] = [self._fast_ids(u8, g.fields[KEY_COLUMN]) for g in groups]
+        id_pieces.append(pa.array([id_text(d[KEY_COLUMN]) for d in slow], pa.string()))
+        arrays: dict[str, pa.Array] = {KEY_COLUMN: combine(id_pieces, pa.string())}
+
+        # Fields in order of first appearance across the batch: (first row, position in it).
+        first: dict[str, tuple[int, int]] = {}
+        for g in groups:
+            row = int(g.rows[0])
+            for pos, key in enumerate(g.keys):
+                if key not in first or (row, pos) < first[key]:
+                    first[key] = (row, pos)
+        for row, d in zip(slow_index, slow, strict=True):
+            for pos, key in enumerate(d):
+                if key not in first or (row, pos) < first[key]:
+                    first[key] = (row, pos)
+        for field in sorted(first, key=first.__getitem__):
             if field == KEY_COLUMN:
                 continue
-            values = [d.get(field) for d in docs]
-            spec = self.schema.get(field)
+            slow_values = [d.get(field) for d in slow]
+            spec = self.schema.get(field) or self._new_field(field, groups, slow_index, slow_values)
             if spec is None:
-                first = next((v for v in values if v is not None), None)
-                if first is None:
-                    continue  # null everywhere: same as missing until a typed value appears
-                spec = self.schema.add_field(field, *kind_of(first))
-            if _all_fit(spec, values):
-                arrays[spec.column] = build_array(spec.kind, values)
-                continue
-            misfit = [v is not None and not fits(v, spec.kind, spec.binary_subtype) for v in values]
-            main = [None if bad else v for v, bad in zip(values, misfit, strict=True)]
-            twin = [v if bad else None for v, bad in zip(values, misfit, strict=True)]
-            arrays[spec.column] = build_array(spec.kind, main)
-            if any(misfit):
+                continue  # null everywhere: same as missing until a typed value appears
+            mains: list[Piece] = []
+            twins: list[Piece] = []
+            for g in groups:
+                f = g.fields.get(field)
+                if f is None or f.type == _scan.NULL:
+                    mains.append(None)
+                    twins.append(None)
+                else:
+                    main, twin = _fast_piece(u8, buf, spec.kind, f)
+                    mains.append(main)
+                    twins.append(twin)
+            main, twin = _slow_piece(spec, slow_values)
+            mains.append(main)
+            twins.append(twin)
+            arrays[spec.column] = combine(mains, ARROW_TYPES[spec.kind])
+            if any(t is not None for t in twins):
                 spec = self.schema.add_twin(field)
-                arrays[spec.twin] = build_array(JSON, twin)
-        n = len(docs)
+                arrays[spec.twin] = combine(twins, pa.string())
         columns = [arrays[KEY_COLUMN]]
         for name, arrow_type in self.schema.column_types().items():
             arr = arrays.get(name)
             columns.append(arr if arr is not None else pa.nulls(n, arrow_type))
         columns.append(markers)
         return pa.Table.from_arrays(columns, schema=self.schema.arrow_schema())
+
+    @staticmethod
+    def _fast_ids(u8: np.ndarray, f: _scan.Field) -> pa.Array:
+        if f.type == _scan.OBJECTID:
+            return _scan.object_ids(u8, f)
+        texts = _scan.strings(u8, f)
+        # Strings that would read as a tag or an ObjectId take the tagged form.
+        clash = pc.or_(
+            pc.starts_with(texts, "~"), pc.match_substring_regex(texts, "^[0-9a-f]{24}$")
+        )
+        if not pc.any(clash).as_py():
+            return texts
+        return pa.array([id_text(t) for t in texts.to_pylist()], pa.string())
+
+    def _new_field(
+        self,
+        field: str,
+        groups: list[_scan.Group],
+        slow_index: list[int],
+        slow_values: list[Any],
+    ) -> FieldSpec | None:
+        """Adds the field with the kind its first non-null value (in document order) founds."""
+        best: tuple[int, str, int | None] | None = None
+        for g in groups:
+            f = g.fields.get(field)
+            if f is not None and f.type != _scan.NULL:
+                row = int(g.rows[0])
+                if best is None or row < best[0]:
+                    best = (row, _KIND_OF_TYPE[f.type], None)
+        for row, v in zip(slow_index, slow_values, strict=True):
+            if v is not None:
+                if best is None or row < best[0]:
+                    best = (row, *kind_of(v))
+                break
+        if best is None:
+            return None
+        return self.schema.add_field(field, best[1], best[2])
 
 
 def key_only(document_key: bytes | RawBSONDocument | dict[str, Any]) -> bytes:
