@@ -213,6 +213,8 @@ def _apply(batches: list[pa.Table]) -> pa.Table:
     connection = duckdb.connect()
     try:
         connection.register("history", history)
-        return connection.sql(query).to_arrow_table()
+        applied = connection.sql(query).to_arrow_table()
     finally:
         connection.close()
+    # DuckDB renames time zones (UTC → Etc/UTC); give back the files' own column types.
+    return applied.cast(pa.schema([history.schema.field(name) for name in keep]))
