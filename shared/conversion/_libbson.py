@@ -17,6 +17,9 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 
 def _lib_path() -> Path:
     # Locate the package without importing it: importing pymongoarrow loads its Cython module,
@@ -54,6 +57,10 @@ def element(type_byte: bytes, value_bytes: bytes) -> bytes:
 
 def render_document(body: bytes) -> str:
     """Relaxed Extended JSON of the document whose elements are ``body``."""
+    return _render(body).decode("utf-8")
+
+
+def _render(body: bytes) -> bytes:
     doc = (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
     holder = ctypes.create_string_buffer(_BSON_T_SIZE)
     if not _LIB.bson_init_static(holder, doc, len(doc)):
@@ -65,9 +72,30 @@ def render_document(body: bytes) -> str:
         # corrupt input that must not be published half-converted.
         raise ValueError("libbson could not render the values as Extended JSON")
     try:
-        return ctypes.string_at(ptr, length.value).decode("utf-8")
+        return ctypes.string_at(ptr, length.value)
     finally:
         _LIB.bson_free(ptr)
+
+
+def _separator() -> tuple[bytes, str]:
+    nonce = secrets.token_hex(16)
+    sep = b"\x02s\x00" + (len(nonce) + 1).to_bytes(4, "little") + nonce.encode() + b"\x00"
+    return sep, f', "s" : "{nonce}", '
+
+
+def to_json_array(elements: Sequence[bytes], header: bytes = b"") -> pa.Array:
+    """:func:`to_json_texts` as an Arrow string array, split in Arrow (no Python strings)."""
+    if not elements:
+        return pa.array([], pa.string())
+    sep, sep_text = _separator()
+    text = _render(header + (sep + header).join(elements))
+    # text is b'{ "v" : J0, "s" : "N", "v" : J1, ... }'
+    pattern = (sep_text + '"v" : ').encode()
+    whole = pa.array([text[2 + _VALUE_KEY_LEN : -2]], pa.binary())
+    parts = pc.list_flatten(pc.split_pattern(whole, pattern))
+    if len(parts) != len(elements):
+        raise ValueError("Extended JSON split mismatch")
+    return parts.cast(pa.string())
 
 
 def to_json_texts(elements: Sequence[bytes], header: bytes = b"") -> list[str]:
@@ -78,9 +106,7 @@ def to_json_texts(elements: Sequence[bytes], header: bytes = b"") -> list[str]:
     """
     if not elements:
         return []
-    nonce = secrets.token_hex(16)
-    sep_text = f', "s" : "{nonce}", '
-    sep = b"\x02s\x00" + (len(nonce) + 1).to_bytes(4, "little") + nonce.encode() + b"\x00"
+    sep, sep_text = _separator()
     text = render_document(header + (sep + header).join(elements))
     # text is '{ "v" : J0, "s" : "N", "v" : J1, ... }'
     parts = text[2:-2].split(sep_text)

@@ -250,7 +250,7 @@ def decimals(u8: np.ndarray, f: Field) -> pa.Array:
     return pa.array(texts, pa.string())
 
 
-def json_texts(buf: bytes, f: Field, rows: np.ndarray | None = None) -> list[str]:
+def json_array(buf: bytes, f: Field, rows: np.ndarray | None = None) -> pa.Array:
     """Relaxed Extended JSON of each value (of the selected rows), rendered from its bytes."""
     start, size = f.start, f.size
     if rows is not None:
@@ -258,6 +258,6 @@ def json_texts(buf: bytes, f: Field, rows: np.ndarray | None = None) -> list[str
         size = size if isinstance(size, int) else size[rows]
     begin = start.tolist()
     end = (start + size).tolist()
-    return _libbson.to_json_texts(
+    return _libbson.to_json_array(
         [buf[a:b] for a, b in zip(begin, end, strict=True)], bytes([f.type]) + b"v\x00"
     )

@@ -155,9 +155,7 @@ def _batch(raw_docs: RawDocs) -> tuple[bytes, np.ndarray, np.ndarray]:
 def _fast_piece(u8: np.ndarray, buf: bytes, kind: str, f: _scan.Field) -> tuple[pa.Array, Piece]:
     """Main and twin values of one field for a group whose values all have type ``f.type``."""
     if f.type not in _FAST_FITS[kind]:
-        return pa.nulls(len(f.start), ARROW_TYPES[kind]), pa.array(
-            _scan.json_texts(buf, f), pa.string()
-        )
+        return pa.nulls(len(f.start), ARROW_TYPES[kind]), _scan.json_array(buf, f)
     if kind == STRING:
         return _scan.strings(u8, f), None
     if kind == OBJECTID:
@@ -165,7 +163,7 @@ def _fast_piece(u8: np.ndarray, buf: bytes, kind: str, f: _scan.Field) -> tuple[
     if kind == DECIMAL:
         return _scan.decimals(u8, f), None
     if kind == JSON:
-        return pa.array(_scan.json_texts(buf, f), pa.string()), None
+        return _scan.json_array(buf, f), None
     values = _scan.numbers(u8, f)
     if kind != TIMESTAMP:
         return pa.array(values, ARROW_TYPES[kind]), None
@@ -174,10 +172,10 @@ def _fast_piece(u8: np.ndarray, buf: bytes, kind: str, f: _scan.Field) -> tuple[
     if not bad.any():
         return main, None
     out_of_range = np.flatnonzero(bad)
-    twin: list[str | None] = [None] * len(values)
-    for i, text in zip(out_of_range.tolist(), _scan.json_texts(buf, f, out_of_range), strict=True):
-        twin[i] = text
-    return main, pa.array(twin, pa.string())
+    texts = _scan.json_array(buf, f, out_of_range)
+    # Scatter the texts back to their rows: row i takes text k where k counts bad rows before i.
+    twin = texts.take(pa.array(np.cumsum(bad) - 1, mask=~bad))
+    return main, twin
 
 
 def _slow_piece(spec: FieldSpec, values: list[Any]) -> tuple[pa.Array, Piece]:
