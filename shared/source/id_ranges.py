@@ -8,12 +8,14 @@ collection with mixed `_id` types is covered completely, and the first and last 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from bson import json_util
+from bson.codec_options import DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 
@@ -21,7 +23,10 @@ from shared.errors import MirrorError
 
 SAMPLES_PER_RANGE = 16
 ID_INDEX = [("_id", 1)]
-_EXACT = json_util.CANONICAL_JSON_OPTIONS
+# Type-exact, and dates come back as they went in: aware, and beyond Python's range if need be.
+_EXACT = json_util.CANONICAL_JSON_OPTIONS.with_options(
+    tz_aware=True, tzinfo=dt.UTC, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
 
 
 def id_to_json(value: Any) -> str:

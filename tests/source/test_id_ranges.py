@@ -1,0 +1,102 @@
+"""`_id` ranges: type-exact bounds in state, and ranges that cover mixed-type collections.
+
+Runs against the sandbox, or a real replica set with MONGODB_TEST_URI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+
+from shared.errors import MirrorError
+from shared.source.id_ranges import IdRange, id_from_json, id_to_json, read_range, split_ranges
+
+BOUNDS: list[Any] = [
+    ObjectId(),
+    5,
+    Int64(5),
+    5.0,
+    2.5,
+    Decimal128("1.10"),
+    "5",
+    "",
+    b"\x00",
+    Binary(b"x", 4),
+    dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+    {"a": 1},
+    [1, "x"],
+    True,
+    None,
+    MinKey(),
+    MaxKey(),
+    Timestamp(1, 2),
+    Regex("^a", "i"),
+]
+
+
+@pytest.mark.parametrize("value", BOUNDS, ids=repr)
+def test_bounds_round_trip_with_their_exact_type(value: Any):
+    back = id_from_json(id_to_json(value))
+    assert type(back) is type(value) or (isinstance(value, bytes) and isinstance(back, bytes))
+    assert back == value
+
+
+def test_malformed_stored_bounds_are_refused():
+    with pytest.raises(MirrorError):
+        IdRange.from_json({"lower": "{not json", "upper": None})
+    with pytest.raises(MirrorError):
+        IdRange.from_json({"lower": None})
+
+
+MIXED: list[Any] = [
+    *range(50),
+    *[n + 0.25 for n in range(50)],
+    *[f"s{n:03d}" for n in range(50)],
+    *[{"k": n} for n in range(20)],
+    *[ObjectId() for _ in range(50)],
+    *[dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(hours=n) for n in range(50)],
+    *[Binary(bytes([n]), 0) for n in range(20)],
+    False,
+    True,
+]
+
+
+def test_ranges_cover_every_type_bracket_exactly_once(
+    mongo_client: MongoClient, mongo_db_name: str
+):
+    collection = mongo_client[mongo_db_name].get_collection(
+        "mixed",
+        codec_options=mongo_client.codec_options.with_options(document_class=RawBSONDocument),
+    )
+    mongo_client[mongo_db_name].mixed.insert_many([{"_id": value} for value in MIXED])
+    ranges = split_ranges(collection, 6)
+    assert ranges[0].lower is None and ranges[-1].upper is None
+    assert len(ranges) >= 3
+    seen = [document["_id"] for id_range in ranges for document in read_range(collection, id_range)]
+    assert len(seen) == len(MIXED)
+    assert sorted(map(id_to_json, seen)) == sorted(map(id_to_json, MIXED))
+
+
+def test_read_range_resumes_after_the_last_published_id(
+    mongo_client: MongoClient, mongo_db_name: str
+):
+    collection = mongo_client[mongo_db_name].get_collection(
+        "mixed",
+        codec_options=mongo_client.codec_options.with_options(document_class=RawBSONDocument),
+    )
+    mongo_client[mongo_db_name].mixed.insert_many([{"_id": value} for value in MIXED])
+    everything = [document["_id"] for document in read_range(collection, IdRange())]
+    resumed = [d["_id"] for d in read_range(collection, IdRange(), after=everything[99])]
+    assert [id_to_json(v) for v in resumed] == [id_to_json(v) for v in everything[100:]]
+
+
+def test_dates_beyond_python_range_survive_as_bounds():
+    from bson.datetime_ms import DatetimeMS
+
+    far = DatetimeMS(2**62)
+    assert id_from_json(id_to_json(far)) == far
