@@ -12,18 +12,15 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from function_app import app
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.stores.local import LocalStore
 from shared.pipeline.demo import publish_demo
 from shared.state.sqlite import SqliteStateStore
-
-# get_functions() may be called once per app: it indexes the bindings as the host does.
-FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
+from tests.function_host import FUNCTIONS
 
 
 def function(name: str):
-    return FUNCTIONS[name].get_user_function()
+    return FUNCTIONS[name]
 
 
 def get(route: str, **params: str) -> func.HttpRequest:

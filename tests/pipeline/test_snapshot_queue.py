@@ -12,16 +12,14 @@ import pytest
 from azure.functions.queue import QueueMessage as HostQueueMessage  # what the worker builds
 from pymongo import MongoClient
 
-from function_app import app
 from shared.config import load_settings
 from shared.errors import MirrorError
 from shared.landing_zone.tables import TableRef
 from shared.pipeline import wiring
 from shared.pipeline.fanout import decode_task, open_queue
 from shared.pipeline.tables import Phase, load_plan
+from tests.function_host import FUNCTIONS
 from tests.pipeline.mirror_checks import assert_mirrors, rows_in_files
-
-FUNCTIONS = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
 
 
 @pytest.fixture
