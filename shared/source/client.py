@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from bson.codec_options import DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, PyMongoError
 
 from shared.errors import ConfigError, MirrorError
+from shared.redaction import redact
 
 APP_NAME = "mongo-fabric-mirror"
-_CREDENTIALS = re.compile(r"(?<=://)[^@/]*@")
-
-
-def redact_uri(uri: str) -> str:
-    """The URI without its user and password, for messages and logs."""
-    return _CREDENTIALS.sub("***@", uri)
 
 
 def connect(uri: str, server_selection_timeout_ms: int = 10_000) -> MongoClient[RawBSONDocument]:
@@ -39,10 +32,10 @@ def connect(uri: str, server_selection_timeout_ms: int = 10_000) -> MongoClient[
     except PyMongoError as error:
         client.close()
         raise MirrorError(
-            f"cannot reach MongoDB at {redact_uri(uri)}: {_without_uri(str(error), uri)}"
+            f"cannot reach MongoDB at {redact(uri)}: {_without_uri(str(error), uri)}"
         ) from None
     return client
 
 
 def _without_uri(message: str, uri: str) -> str:
-    return message.replace(uri, redact_uri(uri))
+    return message.replace(uri, redact(uri))

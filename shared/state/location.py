@@ -21,6 +21,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.redaction import redact
 
 SETTING = "STATE_STORE"
 DEFAULT_TABLE_NAME = "mirrorstate"
@@ -37,7 +38,6 @@ _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _ACCOUNT_HOST = re.compile(r"[a-z0-9]{3,24}\.table\.[a-z0-9.-]+")
 _CONNECTION_STRING_START = re.compile(r"[A-Za-z]+=")
-_SECRET_VALUES = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig)=[^;&\s]*")
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,6 @@ class StateLocation:
         if self.kind == "sqlite":
             return f"SQLite file {self.path}"
         return f"Azure Table Storage table {self.table_name} at {self.endpoint}"
-
-
-def redact(text: str) -> str:
-    """``text`` with account keys and SAS signatures masked, fit for an error message."""
-    return _SECRET_VALUES.sub(lambda match: f"{match[1]}=***", text)
 
 
 def _problem(problem: str) -> ConfigError:

@@ -21,6 +21,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from shared.errors import ConfigError
+from shared.redaction import redact
 
 SETTING = "LANDING_ZONE"
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -39,7 +40,6 @@ _CONNECTION_STRING_KEYS = {
     "usedevelopmentstorage",
     "endpointsuffix",
 }
-_SECRET_VALUE = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig)=[^;&\s]*")
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,6 @@ class LandingZoneLocation:
         """OneLake's workspace container exists already and must never be created by us."""
         host = urlsplit(self.account_url or "").hostname or ""
         return bool(_ONELAKE_HOST.match(host))
-
-
-def redact(text: str) -> str:
-    """``text`` with account keys and SAS signatures masked, fit for messages and logs."""
-    return _SECRET_VALUE.sub(lambda match: f"{match.group(1)}=***", text)
 
 
 def _fail(problem: str) -> ConfigError:
