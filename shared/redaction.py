@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _STORAGE_SECRET = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig)=[^;&\s]*")
-_URI_CREDENTIALS = re.compile(r"(?<=://)[^@/\s]*@")
+_URI_CREDENTIALS = re.compile(r"(?<=://)[^@/\s:]*:[^@/\s]*@")  # user:password@
 
 
 def redact(text: str) -> str:
