@@ -70,7 +70,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "SNAPSHOT_PARTITIONS",
         "How many _id ranges the initial sync of one collection is split into "
-        "(auto: one per 250,000 documents, 1 to 256).",
+        "(auto: one per 250,000 documents, at least one per worker, 1 to 256).",
         default="auto",
         aliases=("--partitions",),
     ),

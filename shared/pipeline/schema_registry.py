@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from shared.conversion import BatchConverter, TableSchema
+from shared.conversion.converter import RawDocs
 from shared.errors import MirrorError
 from shared.landing_zone.tables import TableRef
 from shared.state.base import ConflictError, StateStore
@@ -26,7 +27,7 @@ class SchemaRegistry:
         self._etag: str | None = None
         self._converter = self._load()
 
-    def convert(self, raw_documents: Sequence[bytes], markers: Sequence[int]) -> pa.Table:
+    def convert(self, raw_documents: RawDocs, markers: Sequence[int]) -> pa.Table:
         """Convert a batch; any growth of the schema is saved before the batch is returned."""
         while True:
             batch = self._converter.convert_rows(raw_documents, markers)

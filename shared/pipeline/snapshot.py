@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any
-
-from bson.raw_bson import RawBSONDocument
 
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import RowMarker
@@ -30,13 +29,14 @@ from shared.pipeline.tables import (
 from shared.pipeline.wiring import MirrorContext
 from shared.source.change_stream import current_position
 from shared.source.collections import SourceCollection, select_collections
-from shared.source.id_ranges import id_from_json, id_to_json, read_range, split_ranges
+from shared.source.id_ranges import id_from_json, id_to_json, read_chunks, split_ranges
 from shared.state.base import ConflictError, JsonObject, update
 
 log = logging.getLogger(__name__)
 
 PARTITION_KIND = "partition"
 DOCUMENTS_PER_PARTITION = 250_000
+MIN_DOCUMENTS_PER_PARTITION = 10_000  # below this, a worker's start-up costs more than it saves
 MAX_AUTO_PARTITIONS = 256
 
 
@@ -133,44 +133,25 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     documents = int(progress.get("documents", 0))
     collection = ctx.collection(plan.database, plan.collection)
     registry = SchemaRegistry(ctx.state, task.table)
-    rows_per_file = ctx.settings.integer("FILE_ROWS") or 100_000
-    bytes_per_file = ctx.settings.integer("FILE_BYTES") or 128 * 1024**2
     expected = plan.estimated_documents // max(1, len(plan.ranges))
     record_status(ctx, task, "running", documents, expected)
 
-    batch: list[bytes] = []
-    size = 0
     files = 0
-    last: RawBSONDocument | None = None
-
-    def publish() -> None:
-        nonlocal batch, size, files, documents
-        assert last is not None
-        table = registry.convert(batch, [RowMarker.UPSERT] * len(batch))
-        documents += len(batch)
-        ctx.publisher.publish(
-            task.table,
-            table,
-            writer,
-            {"after": id_to_json(last["_id"]), "documents": documents},
-            owner,
-        )
-        files += 1
-        batch, size = [], 0
-        record_status(ctx, task, "running", documents, expected)
-
+    chunks = read_chunks(
+        collection,
+        plan.ranges[task.index],
+        after,
+        max_rows=ctx.settings.integer("FILE_ROWS") or 100_000,
+        max_bytes=ctx.settings.integer("FILE_BYTES") or 128 * 1024**2,
+    )
     try:
-        for document in read_range(
-            collection, plan.ranges[task.index], after, batch_size=min(rows_per_file, 10_000)
-        ):
-            raw = bytes(document.raw)  # already bytes: no copy
-            batch.append(raw)
-            size += len(raw)
-            last = document
-            if len(batch) >= rows_per_file or size >= bytes_per_file:
-                publish()
-        if batch:
-            publish()
+        for chunk in chunks:
+            table = registry.convert(chunk.data, [RowMarker.UPSERT] * chunk.count)
+            documents += chunk.count
+            progress = {"after": id_to_json(chunk.last_id), "documents": documents}
+            ctx.publisher.publish(task.table, table, writer, progress, owner)
+            files += 1
+            record_status(ctx, task, "running", documents, expected)
     except Superseded:
         log.info("%s partition %d was taken over by another run; stopping", task.table, task.index)
         return PartitionResult(task, documents, files, False)
@@ -246,7 +227,11 @@ def partition_key(task: PartitionTask) -> str:
 
 
 def _partition_count(ctx: MirrorContext, estimated: int) -> int:
+    """SNAPSHOT_PARTITIONS, or enough ranges to keep every worker busy and each range modest."""
     configured = ctx.settings.integer("SNAPSHOT_PARTITIONS")
     if configured is not None:
         return configured
-    return max(1, min(MAX_AUTO_PARTITIONS, math.ceil(estimated / DOCUMENTS_PER_PARTITION)))
+    workers = ctx.settings.integer("SNAPSHOT_WORKERS") or os.cpu_count() or 1
+    by_size = math.ceil(estimated / DOCUMENTS_PER_PARTITION)
+    by_workers = min(workers, estimated // MIN_DOCUMENTS_PER_PARTITION)
+    return max(1, min(MAX_AUTO_PARTITIONS, max(by_size, by_workers)))

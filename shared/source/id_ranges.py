@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from bson import json_util
 from bson.codec_options import DatetimeConversion
@@ -92,23 +93,78 @@ def split_ranges(collection: Collection[RawBSONDocument], partitions: int) -> li
     return [IdRange(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
-def read_range(
+@dataclass(frozen=True)
+class RawChunk:
+    """Consecutive documents of a range, as concatenated BSON, and the `_id` of the last one."""
+
+    data: bytes
+    count: int
+    last_id: Any
+
+
+def read_chunks(
     collection: Collection[RawBSONDocument],
     id_range: IdRange,
     after: Any = None,
+    max_rows: int = 100_000,
+    max_bytes: int = 128 * 1024**2,
     batch_size: int = 10_000,
-) -> Iterator[RawBSONDocument]:
-    """Documents of ``id_range`` in `_id` order, starting after ``after`` when resuming."""
-    cursor = collection.find({}, sort=ID_INDEX, batch_size=batch_size).hint(ID_INDEX)
+) -> Iterator[RawChunk]:
+    """The range in `_id` order as chunks of at most ``max_rows`` documents and ``max_bytes``
+    (a single larger document still makes a chunk), starting after ``after`` when resuming.
+
+    Raw batches straight from the wire: no per-document objects, only their lengths are read.
+    """
+    cursor = collection.find_raw_batches({}, sort=ID_INDEX, batch_size=batch_size).hint(ID_INDEX)
     lower = id_range.lower if after is None else after
     if lower is not None:
         cursor = cursor.min([("_id", lower)])
     if id_range.upper is not None:
         cursor = cursor.max([("_id", id_range.upper)])
-    for document in cursor:
-        if after is not None and _same_id(document["_id"], after):
-            continue  # min is inclusive; the resume point itself was published already
-        yield document
+    parts: list[bytes] = []
+    rows = size = 0
+    last = b""
+    resuming = after is not None
+    for batch in cursor:
+        buffer = cast(bytes, batch)  # raw batch cursors yield bytes, whatever the stubs say
+        starts = _document_starts(buffer)
+        index = 0
+        if resuming and len(starts) > 1:
+            resuming = False
+            if _same_id(_id_of(buffer[: starts[1]], collection), after):
+                index = 1  # min is inclusive; the resume point itself was published already
+        while index < len(starts) - 1:
+            end = min(len(starts) - 1, index + max_rows - rows)
+            while end > index + 1 and size + starts[end] - starts[index] > max_bytes:
+                end -= 1
+            if rows and size + starts[end] - starts[index] > max_bytes:
+                end = index  # not even one more fits: close this chunk first
+            else:
+                parts.append(buffer[starts[index] : starts[end]])
+                rows += end - index
+                size += starts[end] - starts[index]
+                last = buffer[starts[end - 1] : starts[end]]
+            if end == index or rows >= max_rows or size >= max_bytes:
+                yield RawChunk(b"".join(parts), rows, _id_of(last, collection))
+                parts, rows, size = [], 0, 0
+            index = max(end, index)
+    if rows:
+        yield RawChunk(b"".join(parts), rows, _id_of(last, collection))
+
+
+def _document_starts(buffer: bytes) -> list[int]:
+    """Offsets of each document in a concatenation, and its end."""
+    starts = []
+    position = 0
+    while position < len(buffer):
+        starts.append(position)
+        position += struct.unpack_from("<i", buffer, position)[0]
+    starts.append(len(buffer))
+    return starts
+
+
+def _id_of(document: bytes, collection: Collection[RawBSONDocument]) -> Any:
+    return RawBSONDocument(document, collection.codec_options)["_id"]
 
 
 def _same_id(left: Any, right: Any) -> bool:

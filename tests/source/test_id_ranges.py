@@ -13,8 +13,15 @@ from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Tim
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
+from shared.conversion import split_documents
 from shared.errors import MirrorError
-from shared.source.id_ranges import IdRange, id_from_json, id_to_json, read_range, split_ranges
+from shared.source.id_ranges import (
+    IdRange,
+    id_from_json,
+    id_to_json,
+    read_chunks,
+    split_ranges,
+)
 
 BOUNDS: list[Any] = [
     ObjectId(),
@@ -53,6 +60,11 @@ def test_malformed_stored_bounds_are_refused():
         IdRange.from_json({"lower": None})
 
 
+def ids(collection: Any, id_range: IdRange, **options: Any) -> list[Any]:
+    chunks = read_chunks(collection, id_range, batch_size=7, max_rows=10, **options)
+    return [RawBSONDocument(raw)["_id"] for chunk in chunks for raw in split_documents(chunk.data)]
+
+
 MIXED: list[Any] = [
     *range(50),
     *[n + 0.25 for n in range(50)],
@@ -77,7 +89,7 @@ def test_ranges_cover_every_type_bracket_exactly_once(
     ranges = split_ranges(collection, 6)
     assert ranges[0].lower is None and ranges[-1].upper is None
     assert len(ranges) >= 3
-    seen = [document["_id"] for id_range in ranges for document in read_range(collection, id_range)]
+    seen = [_id for id_range in ranges for _id in ids(collection, id_range)]
     assert len(seen) == len(MIXED)
     assert sorted(map(id_to_json, seen)) == sorted(map(id_to_json, MIXED))
 
@@ -90,8 +102,8 @@ def test_read_range_resumes_after_the_last_published_id(
         codec_options=mongo_client.codec_options.with_options(document_class=RawBSONDocument),
     )
     mongo_client[mongo_db_name].mixed.insert_many([{"_id": value} for value in MIXED])
-    everything = [document["_id"] for document in read_range(collection, IdRange())]
-    resumed = [d["_id"] for d in read_range(collection, IdRange(), after=everything[99])]
+    everything = ids(collection, IdRange())
+    resumed = ids(collection, IdRange(), after=everything[99])
     assert [id_to_json(v) for v in resumed] == [id_to_json(v) for v in everything[100:]]
 
 
@@ -100,3 +112,25 @@ def test_dates_beyond_python_range_survive_as_bounds():
 
     far = DatetimeMS(2**62)
     assert id_from_json(id_to_json(far)) == far
+
+
+@pytest.mark.parametrize(("max_rows", "max_bytes"), [(10, 10**9), (1000, 200), (3, 64), (1, 1)])
+def test_chunks_respect_row_and_byte_limits(
+    mongo_client: MongoClient, mongo_db_name: str, max_rows: int, max_bytes: int
+):
+    collection = mongo_client[mongo_db_name].get_collection(
+        "sized",
+        codec_options=mongo_client.codec_options.with_options(document_class=RawBSONDocument),
+    )
+    mongo_client[mongo_db_name].sized.insert_many(
+        [{"_id": n, "pad": "x" * (n % 40)} for n in range(95)]
+    )
+    chunks = list(
+        read_chunks(collection, IdRange(), max_rows=max_rows, max_bytes=max_bytes, batch_size=13)
+    )
+    documents = [split_documents(chunk.data) for chunk in chunks]
+    assert [RawBSONDocument(raw)["_id"] for part in documents for raw in part] == list(range(95))
+    for chunk, part in zip(chunks, documents, strict=True):
+        assert chunk.count == len(part) <= max_rows
+        assert len(part) == 1 or len(chunk.data) <= max_bytes
+        assert chunk.last_id == RawBSONDocument(part[-1])["_id"]
