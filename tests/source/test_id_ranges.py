@@ -60,6 +60,12 @@ def test_malformed_stored_bounds_are_refused():
         IdRange.from_json({"lower": None})
 
 
+def raw_collection(client: MongoClient, database: str, name: str) -> Any:
+    """The collection as the engine reads it: raw documents."""
+    options = client.codec_options.with_options(document_class=RawBSONDocument)
+    return client[database].get_collection(name, codec_options=options)
+
+
 def ids(collection: Any, id_range: IdRange, **options: Any) -> list[Any]:
     chunks = read_chunks(collection, id_range, batch_size=7, max_rows=10, **options)
     return [RawBSONDocument(raw)["_id"] for chunk in chunks for raw in split_documents(chunk.data)]
@@ -81,10 +87,7 @@ MIXED: list[Any] = [
 def test_ranges_cover_every_type_bracket_exactly_once(
     mongo_client: MongoClient, mongo_db_name: str
 ):
-    collection = mongo_client[mongo_db_name].get_collection(
-        "mixed",
-        codec_options=mongo_client.codec_options.with_options(document_class=RawBSONDocument),
-    )
+    collection = raw_collection(mongo_client, mongo_db_name, "mixed")
     mongo_client[mongo_db_name].mixed.insert_many([{"_id": value} for value in MIXED])
     ranges = split_ranges(collection, 6)
     assert ranges[0].lower is None and ranges[-1].upper is None
@@ -97,10 +100,7 @@ def test_ranges_cover_every_type_bracket_exactly_once(
 def test_read_range_resumes_after_the_last_published_id(
     mongo_client: MongoClient, mongo_db_name: str
 ):
-    collection = mongo_client[mongo_db_name].get_collection(
-        "mixed",
-        codec_options=mongo_client.codec_options.with_options(document_class=RawBSONDocument),
-    )
+    collection = raw_collection(mongo_client, mongo_db_name, "mixed")
     mongo_client[mongo_db_name].mixed.insert_many([{"_id": value} for value in MIXED])
     everything = ids(collection, IdRange())
     resumed = ids(collection, IdRange(), after=everything[99])
@@ -118,10 +118,7 @@ def test_dates_beyond_python_range_survive_as_bounds():
 def test_chunks_respect_row_and_byte_limits(
     mongo_client: MongoClient, mongo_db_name: str, max_rows: int, max_bytes: int
 ):
-    collection = mongo_client[mongo_db_name].get_collection(
-        "sized",
-        codec_options=mongo_client.codec_options.with_options(document_class=RawBSONDocument),
-    )
+    collection = raw_collection(mongo_client, mongo_db_name, "sized")
     mongo_client[mongo_db_name].sized.insert_many(
         [{"_id": n, "pad": "x" * (n % 40)} for n in range(95)]
     )
