@@ -23,3 +23,11 @@ def test_local_settings_example_lists_every_setting():
     values = example["Values"]
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
     assert {spec.name for spec in SETTINGS} <= set(values)
+
+
+def test_host_queue_encoding_matches_what_the_engine_sends():
+    from shared.pipeline.fanout import MESSAGE_ENCODING
+
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensions"]["queues"]["messageEncoding"] == MESSAGE_ENCODING
