@@ -17,8 +17,8 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from shared.config import Settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.tables import TableRef
+from shared.pipeline.plans import TablePlan
 from shared.pipeline.snapshot import PartitionTask, pending_tasks, plan_selected
-from shared.pipeline.tables import TablePlan
 from shared.pipeline.wiring import MirrorContext, checked_credential
 
 QUEUE_NAME = "snapshot-partitions"

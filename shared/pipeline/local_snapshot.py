@@ -16,6 +16,7 @@ from typing import TextIO
 from shared.config import Settings, load_settings
 from shared.errors import MirrorError
 from shared.landing_zone.tables import TableRef
+from shared.pipeline.plans import Phase, TablePlan, load_plan
 from shared.pipeline.snapshot import (
     PARTITION_KIND,
     PartitionResult,
@@ -25,11 +26,11 @@ from shared.pipeline.snapshot import (
     record_status,
     run_partition,
 )
-from shared.pipeline.tables import Phase, TablePlan, load_plan
 from shared.pipeline.wiring import MirrorContext, open_context
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 1.0
+LOG_REFRESH_SECONDS = 10.0  # when output is not a terminal, a line per table this often
 _worker_context: MirrorContext | None = None
 
 
@@ -131,8 +132,13 @@ class ProgressDisplay:
         self._out = out
         self._started = time.monotonic()
         self._tty = out.isatty()
+        self._last_shown = float("-inf")
 
     def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not (final or self._tty or now - self._last_shown >= LOG_REFRESH_SECONDS):
+            return
+        self._last_shown = now
         done: dict[str, int] = dict.fromkeys(self._plans, 0)
         for key, record in self._ctx.state.list(PARTITION_KIND):
             folder = key.rsplit("#", 1)[0]

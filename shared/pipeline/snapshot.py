@@ -17,8 +17,7 @@ from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import RowMarker
 from shared.landing_zone.publisher import Superseded
 from shared.landing_zone.tables import TableRef
-from shared.pipeline.schema_registry import SchemaRegistry
-from shared.pipeline.tables import (
+from shared.pipeline.plans import (
     TABLE_KIND,
     Phase,
     TablePlan,
@@ -26,6 +25,7 @@ from shared.pipeline.tables import (
     complete_partition,
     load_plan,
 )
+from shared.pipeline.schema_registry import SchemaRegistry
 from shared.pipeline.wiring import MirrorContext
 from shared.source.change_stream import current_position
 from shared.source.collections import SourceCollection, select_collections
@@ -85,8 +85,10 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     planned = replace(plan, phase=phase, ranges=ranges, estimated_documents=estimated)
 
     def fill(value: JsonObject | None) -> JsonObject:
-        current = TablePlan.from_json(table.folder, value or {})
-        return value if current.phase != Phase.PLANNING else planned.to_json()  # type: ignore[return-value]
+        if value is None:
+            raise MirrorError(f"the plan of {table} vanished while planning")
+        current = TablePlan.from_json(table.folder, value)
+        return planned.to_json() if current.phase == Phase.PLANNING else value
 
     record = update(ctx.state, TABLE_KIND, table.folder, fill)
     final = TablePlan.from_json(table.folder, record.value)

@@ -14,8 +14,8 @@ from pymongo import MongoClient, monitoring
 
 from shared.config import load_settings
 from shared.landing_zone.tables import TableRef
+from shared.pipeline.plans import TABLE_KIND, Phase, load_plan
 from shared.pipeline.snapshot import PartitionTask, plan_table, run_partition
-from shared.pipeline.tables import TABLE_KIND, Phase, load_plan
 from shared.pipeline.wiring import MirrorContext, open_context
 from shared.source.change_stream import token_from_json
 from shared.source.collections import SourceCollection

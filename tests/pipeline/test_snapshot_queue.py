@@ -17,7 +17,7 @@ from shared.errors import MirrorError
 from shared.landing_zone.tables import TableRef
 from shared.pipeline import wiring
 from shared.pipeline.fanout import decode_task, open_queue
-from shared.pipeline.tables import Phase, load_plan
+from shared.pipeline.plans import Phase, load_plan
 from tests.function_host import FUNCTIONS
 from tests.pipeline.mirror_checks import assert_mirrors, rows_in_files
 
