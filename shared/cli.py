@@ -78,7 +78,8 @@ def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{plan.table}: {plan.phase}, {len(plan.ranges)} partitions")
     print(
         f"snapshot published {summary.documents:,} documents in {summary.files:,} files, "
-        f"{summary.seconds:.1f}s ({rate:,.0f} docs/s)"
+        f"{summary.seconds:.1f}s ({rate:,.0f} docs/s), peak worker memory "
+        f"{summary.peak_worker_mb:,.0f} MB"
     )
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ class SnapshotSummary:
     documents: int
     files: int
     seconds: float
+    peak_worker_mb: float  # the largest resident set any worker reached
 
 
 def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> SnapshotSummary:
@@ -58,9 +60,10 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
         raise MirrorError(f"snapshot incomplete for {', '.join(unfinished)}; run again to resume")
     return SnapshotSummary(
         final,
-        sum(result.documents for result in results),
-        sum(result.files for result in results),
+        sum(result.documents for result, _ in results),
+        sum(result.files for result, _ in results),
         time.monotonic() - started,
+        max((peak for _, peak in results), default=0.0),
     )
 
 
@@ -70,11 +73,12 @@ def _run_pool(
     plans: list[TablePlan],
     tasks: list[PartitionTask],
     out: TextIO,
-) -> list[PartitionResult]:
+) -> list[tuple[PartitionResult, float]]:
+    """Each partition's result with its worker's peak memory (MB) when it finished."""
     workers = settings.integer("SNAPSHOT_WORKERS") or os.cpu_count() or 1
     workers = min(workers, len(tasks))
     progress = ProgressDisplay(ctx, plans, out)
-    results: list[PartitionResult] = []
+    results: list[tuple[PartitionResult, float]] = []
     failures: list[str] = []
     # spawn, not fork: each worker opens its own MongoDB client, SQLite handle and SDK clients.
     with ProcessPoolExecutor(
@@ -83,8 +87,8 @@ def _run_pool(
         initializer=_open_worker,
         initargs=(dict(settings.values),),
     ) as pool:
-        pending: set[Future[PartitionResult]] = set()
-        owners: dict[Future[PartitionResult], PartitionTask] = {}
+        pending: set[Future[tuple[PartitionResult, float]]] = set()
+        owners: dict[Future[tuple[PartitionResult, float]], PartitionTask] = {}
         for task in tasks:
             future = pool.submit(_run_in_worker, task)
             pending.add(future)
@@ -118,9 +122,10 @@ def _open_worker(values: Mapping[str, str]) -> None:
     _worker_context = open_context(settings)
 
 
-def _run_in_worker(task: PartitionTask) -> PartitionResult:
+def _run_in_worker(task: PartitionTask) -> tuple[PartitionResult, float]:
     assert _worker_context is not None
-    return run_partition(_worker_context, task)
+    result = run_partition(_worker_context, task)
+    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class ProgressDisplay:
