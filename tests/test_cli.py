@@ -86,3 +86,37 @@ def test_missing_service_principal_secret_fails_fast(tmp_path: Path):
     result = run("inspect", "--landing-zone", str(tmp_path), cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "AZURE_TENANT_ID" in result.stderr
+
+
+def test_sandbox_command_serves_until_interrupted(tmp_path: Path):
+    import signal
+    import socket
+
+    from pymongo import MongoClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [str(SCRIPT), "sandbox", "--port", str(port), "--oplog-size", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        with MongoClient(uri, serverSelectionTimeoutMS=30_000) as client:
+            assert client.admin.command("ping")["ok"] == 1.0
+            client.db.items.insert_one({"_id": 1})
+            assert client.db.items.find_one() == {"_id": 1}
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, _ = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert f"127.0.0.1:{port}" in out
+
+
+def test_sandbox_command_refuses_a_bad_oplog_size(tmp_path: Path):
+    result = run("sandbox", "--port", "0", "--oplog-size", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("configuration error: --oplog-size")
