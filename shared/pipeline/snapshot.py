@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pyarrow as pa
+
 from shared.errors import MirrorError
-from shared.landing_zone.parquet_files import RowMarker
+from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.publisher import Superseded
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import (
@@ -38,6 +40,7 @@ PARTITION_KIND = "partition"
 DOCUMENTS_PER_PARTITION = 250_000
 MIN_DOCUMENTS_PER_PARTITION = 10_000  # below this, a worker's start-up costs more than it saves
 MAX_AUTO_PARTITIONS = 256
+CONVERT_ROWS = 25_000
 
 
 @dataclass(frozen=True)
@@ -139,21 +142,41 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     record_status(ctx, task, "running", documents, expected)
 
     files = 0
-    chunks = read_chunks(
-        collection,
-        plan.ranges[task.index],
-        after,
-        max_rows=ctx.settings.integer("FILE_ROWS") or 100_000,
-        max_bytes=ctx.settings.integer("FILE_BYTES") or 128 * 1024**2,
+    file_rows = ctx.settings.integer("FILE_ROWS") or 100_000
+    file_bytes = ctx.settings.integer("FILE_BYTES") or 128 * 1024**2
+    # Convert in pieces of at most CONVERT_ROWS (cache-friendly, half the memory), publish files
+    # of up to FILE_ROWS / FILE_BYTES made of whole pieces.
+    piece_rows = math.ceil(file_rows / math.ceil(file_rows / CONVERT_ROWS))
+    pending: list[pa.Table] = []
+    pending_rows = pending_bytes = 0
+    last_id: Any = None
+
+    def flush() -> None:
+        nonlocal pending, pending_rows, pending_bytes, documents, files
+        batch = pa.concat_tables(pending, promote_options="default")
+        documents += pending_rows
+        progress = {"after": id_to_json(last_id), "documents": documents}
+        ctx.publisher.publish(task.table, _with_marker_last(batch), writer, progress, owner)
+        files += 1
+        pending, pending_rows, pending_bytes = [], 0, 0
+        record_status(ctx, task, "running", documents, expected)
+
+    pieces = read_chunks(
+        collection, plan.ranges[task.index], after, max_rows=piece_rows, max_bytes=file_bytes
     )
     try:
-        for chunk in chunks:
-            table = registry.convert(chunk.data, [RowMarker.UPSERT] * chunk.count)
-            documents += chunk.count
-            progress = {"after": id_to_json(chunk.last_id), "documents": documents}
-            ctx.publisher.publish(task.table, table, writer, progress, owner)
-            files += 1
-            record_status(ctx, task, "running", documents, expected)
+        for piece in pieces:
+            if pending and (
+                pending_rows + piece.count > file_rows
+                or pending_bytes + len(piece.data) > file_bytes
+            ):
+                flush()
+            pending.append(registry.convert(piece.data, [RowMarker.UPSERT] * piece.count))
+            pending_rows += piece.count
+            pending_bytes += len(piece.data)
+            last_id = piece.last_id
+        if pending:
+            flush()
     except Superseded:
         log.info("%s partition %d was taken over by another run; stopping", task.table, task.index)
         return PartitionResult(task, documents, files, False)
@@ -189,6 +212,13 @@ def record_status(
         }
 
     update(ctx.state, PARTITION_KIND, key, change)
+
+
+def _with_marker_last(batch: pa.Table) -> pa.Table:
+    """Pieces converted before a column appeared lack it; concatenation appends it after the
+    row marker, which must stay last."""
+    marker = batch.column(ROW_MARKER)
+    return batch.drop_columns([ROW_MARKER]).append_column(ROW_MARKER, marker)
 
 
 def mark_failed(ctx: MirrorContext, task: PartitionTask, error: str) -> None:

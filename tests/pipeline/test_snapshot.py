@@ -173,3 +173,22 @@ def test_start_point_is_recorded_before_the_first_read_and_replays_concurrent_wr
     with orders.watch(resume_after=token_from_json(plan.start_token)) as stream:
         seen = [stream.next()["operationType"] for _ in range(3)]
     assert seen == ["insert", "update", "delete"]
+
+
+def test_files_made_of_several_pieces_keep_the_marker_last(
+    make_context, mongo_client: MongoClient, monkeypatch: pytest.MonkeyPatch
+):
+    from shared.pipeline import snapshot
+
+    monkeypatch.setattr(snapshot, "CONVERT_ROWS", 10)
+    context = make_context(FILE_ROWS="40")
+    db = context.settings.require("MONGODB_DATABASE")
+    # A field that first appears in the second piece of the first file.
+    documents = [{"_id": i, "a": i, **({"late": f"x{i}"} if i >= 15 else {})} for i in range(100)]
+    mongo_client[db].grow.insert_many(documents)
+
+    results = snapshot_all(context, SourceCollection(db, "grow"))
+
+    assert [r.files for r in results] == [3]  # 40 + 40 + 20 rows, each of 10-row pieces
+    table = TableRef(db, "grow")
+    assert_mirrors(context.publisher.store, context.state, table, mongo_client[db].grow)
