@@ -12,11 +12,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from azure.core.exceptions import AzureError
+from pymongo.errors import PyMongoError
+
 from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.stores.base import LandingZoneStore
+from shared.redaction import redact
 
-log = logging.getLogger("mongo_fabric_mirror")
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -36,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MirrorError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (PyMongoError, AzureError) as error:  # outages, permissions: one line, no traceback
+        print(f"error: {type(error).__name__}: {redact(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -120,3 +120,26 @@ def test_sandbox_command_refuses_a_bad_oplog_size(tmp_path: Path):
     result = run("sandbox", "--port", "0", "--oplog-size", "0", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("configuration error: --oplog-size")
+
+
+def test_unreachable_mongodb_is_one_line_without_traceback(tmp_path: Path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"mongodb://user:hunter2@127.0.0.1:{port}/?serverSelectionTimeoutMS=500"
+    result = run(
+        "snapshot",
+        "--mongodb-uri",
+        uri,
+        "--database",
+        "shop",
+        "--landing-zone",
+        str(tmp_path / "lz"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr
+    assert f"cannot reach MongoDB at mongodb://***@127.0.0.1:{port}" in result.stderr
