@@ -49,16 +49,10 @@ binaries = st.one_of(
     st.builds(Binary, st.binary(max_size=20), st.sampled_from([3, 4, 5, 128])),
     st.uuids().map(lambda u: Binary(u.bytes, 4)),
 )
+# Types that can be an `_id` as well as a field value.
+id_scalars = (int32, int64, doubles, decimals, texts, oids, dates, binaries, st.booleans())
 scalars = st.one_of(
-    int32,
-    int64,
-    doubles,
-    decimals,
-    texts,
-    oids,
-    dates,
-    binaries,
-    st.booleans(),
+    *id_scalars,
     st.none(),
     st.builds(Regex, st.text("ab.*", max_size=5), st.sampled_from(["", "i", "ms"])),
     st.builds(Code, st.text(max_size=5)),
@@ -72,18 +66,7 @@ values = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)),
     max_leaves=8,
 )
-id_values = st.one_of(
-    int32,
-    int64,
-    doubles,
-    decimals,
-    texts,
-    oids,
-    dates,
-    binaries,
-    st.booleans(),
-    st.dictionaries(keys, scalars, max_size=3),
-)
+id_values = st.one_of(*id_scalars, st.dictionaries(keys, scalars, max_size=3))
 field_names = st.sampled_from(["a", "A", "b", "", "a.b", "$c", "d__json", ROW_MARKER, "_ID"])
 documents = st.dictionaries(field_names, values, max_size=5)
 
