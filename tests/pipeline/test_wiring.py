@@ -1,0 +1,43 @@
+"""Credentials are proven before anything is written.
+
+Microsoft Entra cannot run here, so a stand-in credential plays a tenant that refuses the token.
+"""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+
+from shared.config import AzureAuth, load_settings
+from shared.errors import ConfigError
+from shared.pipeline import wiring
+
+ONELAKE = "https://onelake.dfs.fabric.microsoft.com/11111111-2222-3333-4444-555555555555/item/Files/LandingZone"
+
+
+class RefusingCredential:
+    def get_token(self, *scopes: str, **kwargs: object) -> object:
+        assert scopes == (wiring.STORAGE_SCOPE,)
+        raise ClientAuthenticationError("AADSTS7000215: Invalid client secret provided.")
+
+
+def test_a_refused_credential_fails_fast_naming_azure_auth(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(AzureAuth, "credential", lambda self: RefusingCredential())
+    settings = load_settings({"LANDING_ZONE": ONELAKE})
+    with pytest.raises(ConfigError) as caught:
+        wiring.open_landing_zone_store(settings)
+    assert caught.value.setting == "AZURE_AUTH"
+    assert "AADSTS7000215" in str(caught.value)
+
+
+def test_local_and_connection_string_locations_need_no_token(monkeypatch, tmp_path, azurite):
+    monkeypatch.setattr(AzureAuth, "credential", lambda self: RefusingCredential())
+    settings = load_settings(
+        {
+            "LANDING_ZONE": str(tmp_path / "lz"),
+            "STATE_STORE": f"{azurite.connection_string};TableName=wiringcheck",
+        }
+    )
+    assert wiring.open_landing_zone_store(settings).description.startswith("local folder")
+    state = wiring.open_state(settings)
+    state.close()

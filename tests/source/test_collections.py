@@ -1,0 +1,52 @@
+"""Which collections are mirrored: plain ones; views, system.* and time-series never silently."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pymongo import MongoClient
+
+from shared.errors import ConfigError
+from shared.source.collections import SourceCollection, select_collections
+
+
+@pytest.fixture
+def database(mongo_client: MongoClient, mongo_db_name: str):
+    db = mongo_client[mongo_db_name]
+    db.orders.insert_one({"_id": 1})
+    db.users.insert_one({"_id": 1})
+    db.create_collection("paid_orders", viewOn="orders", pipeline=[{"$match": {"paid": True}}])
+    db.create_collection("readings", timeseries={"timeField": "at"})
+    return db
+
+
+def test_all_selects_plain_collections_and_warns_about_the_rest(database, caplog):
+    with caplog.at_level(logging.WARNING):
+        chosen = select_collections(database, None)
+    assert chosen == [
+        SourceCollection(database.name, "orders"),
+        SourceCollection(database.name, "users"),
+    ]
+    assert "readings: a timeseries cannot be mirrored" in caplog.text
+    assert "paid_orders: a view cannot be mirrored" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("wanted", "message"),
+    [
+        (["orders", "nope"], "no collection nope"),
+        (["readings"], "cannot mirror readings (timeseries)"),
+        (["paid_orders"], "cannot mirror paid_orders (view)"),
+    ],
+)
+def test_named_collections_that_cannot_be_mirrored_are_errors(database, wanted, message):
+    with pytest.raises(ConfigError) as caught:
+        select_collections(database, wanted)
+    assert caught.value.setting == "MONGODB_COLLECTIONS"
+    assert message in str(caught.value)
+
+
+def test_named_collections_keep_their_order(database):
+    chosen = select_collections(database, ["users", "orders"])
+    assert [c.name for c in chosen] == ["users", "orders"]
