@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError
 from pymongo.errors import PyMongoError
@@ -19,6 +20,9 @@ from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.redaction import redact
+
+if TYPE_CHECKING:
+    from shared.pipeline.local_snapshot import SnapshotSummary
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -49,13 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.pipeline.demo import publish_demo
-    from shared.pipeline.wiring import open_publisher
+    from shared.pipeline.demo import run_demo
+    from shared.pipeline.wiring import open_landing_zone_store
 
-    publisher = open_publisher(settings)
-    files = publish_demo(publisher)
-    print(f"published {files} files to {publisher.store.description}")
-    return _print_inspection(publisher.store, None)
+    _print_summary(run_demo(settings, sys.stderr))
+    return _print_inspection(open_landing_zone_store(settings), None)
 
 
 def _inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,7 +80,11 @@ def _print_inspection(store: LandingZoneStore, table: str | None) -> int:
 def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from shared.pipeline.local_snapshot import run_local_snapshot
 
-    summary = run_local_snapshot(settings)
+    _print_summary(run_local_snapshot(settings))
+    return 0
+
+
+def _print_summary(summary: SnapshotSummary) -> None:
     rate = summary.documents / summary.seconds if summary.seconds else 0.0
     for plan in summary.tables:
         print(f"{plan.table}: {plan.phase}, {len(plan.ranges)} partitions")
@@ -87,7 +93,6 @@ def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
         f"{summary.seconds:.1f}s ({rate:,.0f} docs/s), peak worker memory "
         f"{summary.peak_worker_mb:,.0f} MB"
     )
-    return 0
 
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -125,9 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
-        "demo", help="publish a sample table to a local folder and inspect it"
+        "demo", help="snapshot an embedded MongoDB sandbox of sample orders, then inspect"
     )
-    demo.set_defaults(command=_demo, landing_zone="demo-landing-zone", state_store=None)
+    demo.set_defaults(
+        command=_demo, landing_zone="demo-landing-zone", state_store=".mirror-state/demo.db"
+    )
     _add_settings(demo, "LANDING_ZONE", "STATE_STORE")
 
     inspect = commands.add_parser(

@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 
 import azure.functions as func
+import bson
 import pytest
 
+from shared.conversion import BatchConverter, key_only
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.stores.local import LocalStore
-from shared.pipeline.demo import publish_demo
+from shared.landing_zone.tables import TableRef
+from shared.pipeline.demo import sample_orders
 from shared.state.sqlite import SqliteStateStore
 from tests.function_host import FUNCTIONS
 
@@ -27,12 +30,22 @@ def get(route: str, **params: str) -> func.HttpRequest:
     return func.HttpRequest("GET", f"http://localhost/api/{route}", params=params, body=b"")
 
 
+TABLE = TableRef("demo", "orders")
+
+
 @pytest.fixture
 def landing_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LANDING_ZONE", str(tmp_path / "lz"))
     monkeypatch.setenv("STATE_STORE", str(tmp_path / "state.db"))
     state = SqliteStateStore(tmp_path / "state.db")
-    publish_demo(Publisher(LocalStore(tmp_path / "lz"), state), count=50, batch_size=20)
+    publisher = Publisher(LocalStore(tmp_path / "lz"), state)
+    publisher.prepare_table(TABLE)
+    converter = BatchConverter()
+    documents = [bson.encode(document) for document in sample_orders(50)]
+    for start in range(0, 50, 20):
+        batch = converter.convert(documents[start : start + 20])
+        publisher.publish(TABLE, batch, "test", {"batches": start // 20 + 1})
+    publisher.publish(TABLE, converter.convert_rows([key_only(documents[0])], [2]), "test", {})
     state.close()
     return tmp_path / "lz"
 

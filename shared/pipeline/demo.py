@@ -1,21 +1,26 @@
-"""The embedded demo: a small orders table published through the real publisher, then inspected."""
+"""The embedded demo: the real snapshot pipeline against an embedded MongoDB sandbox.
+
+The sandbox is a stand-in for MongoDB, for trying the mirror out without one: it runs in this
+process, is loaded with sample orders, and the local process pool snapshots it to the landing
+zone exactly as it would a real cluster.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
 from collections.abc import Iterator
+from typing import TextIO
 
-import bson
 from bson import Decimal128, ObjectId
+from pymongo import MongoClient
 
-from shared.conversion import BatchConverter, TableSchema
-from shared.landing_zone.parquet_files import RowMarker
-from shared.landing_zone.publisher import Publisher
-from shared.landing_zone.tables import TableRef
+from shared.config import Settings, load_settings
+from shared.pipeline.local_snapshot import SnapshotSummary, run_local_snapshot
+from shared.sandbox import SandboxServer
 
-DEMO_TABLE = TableRef("demo", "orders")
-WRITER = "demo"
+DEMO_DATABASE = "demo"
+DEMO_ORDERS = 50_000
 
 
 def sample_orders(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
@@ -36,26 +41,17 @@ def sample_orders(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
         }
 
 
-def publish_demo(publisher: Publisher, count: int = 1000, batch_size: int = 400) -> int:
-    """Publish ``count`` orders in batches, then an update and a delete; returns files written.
-
-    Resumable: progress is recorded with each file, so a rerun continues where it stopped.
-    """
-    publisher.prepare_table(DEMO_TABLE)
-    documents = list(sample_orders(count))
-    steps = [
-        [(document, RowMarker.UPSERT) for document in documents[start : start + batch_size]]
-        for start in range(0, count, batch_size)
-    ]
-    cancelled = {**documents[0], "status": "cancelled"}
-    steps.append([(cancelled, RowMarker.UPSERT), ({"_id": documents[1]["_id"]}, RowMarker.DELETE)])
-    done = int((publisher.progress(DEMO_TABLE, WRITER) or {"steps": 0})["steps"])
-    converter = BatchConverter(TableSchema())
-    for index, rows in enumerate(steps):
-        # Converted even when already published so the schema grows exactly as in the first run.
-        table = converter.convert_rows(
-            [bson.encode(document) for document, _ in rows], markers=[m for _, m in rows]
-        )
-        if index >= done:
-            publisher.publish(DEMO_TABLE, table, WRITER, {"steps": index + 1})
-    return len(steps) - done
+def run_demo(settings: Settings, out: TextIO, orders: int = DEMO_ORDERS) -> SnapshotSummary:
+    """Snapshot a sandbox holding ``orders`` sample orders and an empty ``returns`` collection."""
+    with SandboxServer() as sandbox:
+        with MongoClient[dict[str, object]](sandbox.uri) as client:
+            database = client[DEMO_DATABASE]
+            database.create_collection("returns")  # empty: mirrored as metadata and no rows
+            database.orders.insert_many(sample_orders(orders))  # the driver batches it
+        demo = {
+            **settings.values,
+            "MONGODB_URI": sandbox.uri,
+            "MONGODB_DATABASE": DEMO_DATABASE,
+            "MONGODB_COLLECTIONS": "all",
+        }
+        return run_local_snapshot(load_settings(demo), out)
