@@ -61,9 +61,14 @@ scalars = st.one_of(
     st.just(MaxKey()),
 )
 keys = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=6)
+# Inside JSON text, {"$regex": ...} *is* a regex: Extended JSON has no escape for sub-document keys
+# that look like its own wrappers (the README's documented limit), so nested keys avoid "$".
+nested_keys = keys.filter(lambda key: not key.startswith("$"))
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(nested_keys, inner, max_size=3)
+    ),
     max_leaves=8,
 )
 id_values = st.one_of(*id_scalars, st.dictionaries(keys, scalars, max_size=3))
