@@ -13,8 +13,14 @@ from shared.redaction import redact
 APP_NAME = "mongo-fabric-mirror"
 
 
-def connect(uri: str, server_selection_timeout_ms: int = 10_000) -> MongoClient[RawBSONDocument]:
-    """A client that has proven it can reach the server (fail fast on a wrong URI or network)."""
+def connect(uri: str) -> MongoClient[RawBSONDocument]:
+    """A client that has proven it can reach the server (fail fast on a wrong URI or network).
+
+    Server selection waits 10 s unless the URI sets ``serverSelectionTimeoutMS`` itself.
+    """
+    options = (
+        {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
+    )
     try:
         client: MongoClient[RawBSONDocument] = MongoClient(
             uri,
@@ -22,8 +28,8 @@ def connect(uri: str, server_selection_timeout_ms: int = 10_000) -> MongoClient[
             document_class=RawBSONDocument,
             tz_aware=True,
             datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-            serverSelectionTimeoutMS=server_selection_timeout_ms,
             retryReads=True,
+            **options,
         )
     except (ConfigurationError, ValueError, TypeError) as error:
         raise ConfigError("MONGODB_URI", _without_uri(str(error), uri)) from None
