@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bson.codec_options import DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
@@ -18,9 +20,9 @@ def connect(uri: str) -> MongoClient[RawBSONDocument]:
 
     Server selection waits 10 s unless the URI sets ``serverSelectionTimeoutMS`` itself.
     """
-    options = (
-        {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
-    )
+    options: dict[str, Any] = {}
+    if "serverselectiontimeoutms" not in uri.lower():
+        options["serverSelectionTimeoutMS"] = 10_000
     try:
         client: MongoClient[RawBSONDocument] = MongoClient(
             uri,
