@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,16 +36,14 @@ def fake_dfs() -> Iterator[FakeDfs]:
         yield fake
 
 
-def open_fake_dfs_store(fake: FakeDfs, file_system: str, base: str = DFS_BASE) -> OneLakeStore:
-    # retry_total=0: the double never fails transiently, and a wrong status must fail fast.
+def open_fake_dfs_store(
+    fake: FakeDfs, file_system: str, base: str = DFS_BASE, **options: Any
+) -> OneLakeStore:
+    # retry_total=0 unless a test says otherwise: the double never fails transiently, and a
+    # wrong status must fail fast.
+    settings = {"create_file_system": True, "retry_total": 0, **options}
     return OneLakeStore.connect(
-        fake.url,
-        file_system,
-        base,
-        FakeCredential(),
-        create_file_system=True,
-        connection_verify=fake.ca_path,
-        retry_total=0,
+        fake.url, file_system, base, FakeCredential(), connection_verify=fake.ca_path, **settings
     )
 
 

@@ -14,9 +14,9 @@ import uuid
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.landing_zone.stores import OneLakeStore, StoredFile, parse_landing_zone
+from shared.landing_zone.stores import StoredFile, parse_landing_zone
 from tests.landing_zone.stores.conftest import DFS_BASE, open_fake_dfs_store
-from tests.landing_zone.stores.fake_dfs import FakeCredential, FakeDfs, Recorded
+from tests.landing_zone.stores.fake_dfs import FakeDfs, Recorded
 
 TARGET = "db.schema/coll/00000000000000000001.parquet"
 ONELAKE_PATH = "ws/item/Files/LandingZone"
@@ -102,15 +102,7 @@ def test_rename_new_across_folders_creates_the_parent_only_if_absent(fake_dfs: F
 def test_onelake_workspace_is_never_created(fake_dfs: FakeDfs) -> None:
     # On OneLake the file system is the workspace: it exists or the setting is wrong.
     workspace = _workspace()
-    store = OneLakeStore.connect(
-        fake_dfs.url,
-        workspace,
-        DFS_BASE,
-        FakeCredential(),
-        create_file_system=False,
-        connection_verify=fake_dfs.ca_path,
-        retry_total=0,
-    )
+    store = open_fake_dfs_store(fake_dfs, workspace, create_file_system=False)
     with pytest.raises(ResourceNotFoundError):
         store.write_new(TARGET, b"x")
     assert not any(r.query.get("restype") == "container" for r in fake_dfs.requests_for(workspace))
@@ -121,13 +113,9 @@ def test_write_new_survives_a_lost_rename_response(fake_dfs: FakeDfs) -> None:
     # The rename happens but its response is lost; the SDK retries it and gets 404 for the
     # (unique) staging source. That is our own success, not a missing file.
     workspace = _workspace()
-    store = OneLakeStore.connect(
-        fake_dfs.url,
+    store = open_fake_dfs_store(
+        fake_dfs,
         workspace,
-        DFS_BASE,
-        FakeCredential(),
-        create_file_system=True,
-        connection_verify=fake_dfs.ca_path,
         retry_total=1,
         initial_backoff=0,
         increment_base=0,
