@@ -1,10 +1,13 @@
 """A publishing process for crash and race tests: run as a real subprocess, killed with SIGKILL.
 
-    python -m tests.landing_zone.publishing_child ROOT STATE_DB WRITER BATCHES ROWS [CRASH_STEP]
+    python -m tests.landing_zone.publishing_child LANDING_ZONE STATE_STORE WRITER BATCHES ROWS
+        [CRASH_STEP]
 
-Publishes BATCHES batches of ROWS rows (ids ``WRITER-<batch>-<row>``) to one table, resuming from
-the progress the publisher recorded. With CRASH_STEP, the process kills itself at that step of its
-second publish: after-staging, after-allocating, after-renaming or before-recording.
+LANDING_ZONE and STATE_STORE take the settings' forms (a folder and a SQLite file, or Azurite
+connection strings). Publishes BATCHES batches of ROWS rows (ids ``WRITER-<batch>-<row>``) to one
+table, resuming from the progress the publisher recorded. With CRASH_STEP, the process kills
+itself at that step of its second publish: after-staging, after-allocating, after-renaming or
+before-recording.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from shared.landing_zone.publisher import STAGING_PREFIX, Publisher
-from shared.landing_zone.stores.local import LocalStore
+from shared.landing_zone.stores import open_landing_zone
+from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.tables import TableRef
-from shared.state.base import JsonObject, Record
-from shared.state.sqlite import SqliteStateStore
+from shared.state import open_state_store
+from shared.state.base import JsonObject, Record, StateStore
 
 TABLE = TableRef("crash", "rows")
 CRASH_IN_PUBLISH = 2
@@ -50,54 +54,60 @@ class Crash:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-class CrashingStore(LocalStore):
-    def __init__(self, root: str, crash: Crash) -> None:
-        super().__init__(root)
+class CrashingStore:
+    """The real store, with a crash point after staging and after renaming."""
+
+    def __init__(self, inner: LandingZoneStore, crash: Crash) -> None:
+        self.inner = inner
         self.crash = crash
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
     def write(self, path: str, data: bytes) -> None:
-        super().write(path, data)
+        self.inner.write(path, data)
         if STAGING_PREFIX in path:
             self.crash.publishes += 1
             self.crash.state_writes = 0
             self.crash.at("after-staging")
 
     def rename_new(self, source: str, target: str) -> None:
-        super().rename_new(source, target)
+        self.inner.rename_new(source, target)
         self.crash.at("after-renaming")
 
 
-class CrashingState(SqliteStateStore):
-    def __init__(self, path: Path, crash: Crash) -> None:
-        super().__init__(path)
+class CrashingState:
+    """The real state store, with a crash point after allocating and before recording."""
+
+    def __init__(self, inner: StateStore, crash: Crash) -> None:
+        self.inner = inner
         self.crash = crash
 
-    def _before_write(self) -> None:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _write(self, write: Any, *args: Any) -> Record:
         if self.crash.state_writes == 1:
             self.crash.at("before-recording")
-
-    def _after_write(self) -> None:
+        record: Record = write(*args)
         self.crash.state_writes += 1
         if self.crash.state_writes == 1:
             self.crash.at("after-allocating")
+        return record
 
     def create(self, kind: str, key: str, value: JsonObject) -> Record:
-        self._before_write()
-        record = super().create(kind, key, value)
-        self._after_write()
-        return record
+        return self._write(self.inner.create, kind, key, value)
 
     def replace(self, kind: str, key: str, value: JsonObject, etag: str) -> Record:
-        self._before_write()
-        record = super().replace(kind, key, value, etag)
-        self._after_write()
-        return record
+        return self._write(self.inner.replace, kind, key, value, etag)
 
 
 def main(argv: list[str]) -> None:
-    root, state_db, writer, batches, rows = argv[:5]
+    landing_zone, state_store, writer, batches, rows = argv[:5]
     crash = Crash(argv[5] if len(argv) > 5 else "")
-    publisher = Publisher(CrashingStore(root, crash), CrashingState(Path(state_db), crash))
+    store = CrashingStore(open_landing_zone(landing_zone), crash)
+    state = CrashingState(open_state_store(state_store), crash)
+    publisher = Publisher(store, state)  # type: ignore[arg-type]
     publisher.prepare_table(TABLE)
     done = int((publisher.progress(TABLE, writer) or {"batches": 0})["batches"])
     for number in range(done, int(batches)):

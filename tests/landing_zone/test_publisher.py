@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,8 +19,10 @@ from shared.errors import MirrorError
 from shared.landing_zone import parquet_files
 from shared.landing_zone.publisher import SEQUENCE_KIND, STAGING_PREFIX, Publisher, Superseded
 from shared.landing_zone.replayer import inspect_table
+from shared.landing_zone.stores import open_landing_zone
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
+from shared.state import open_state_store
 from shared.state.base import update
 from shared.state.sqlite import SqliteStateStore
 from tests.landing_zone.publishing_child import TABLE, batch
@@ -38,10 +41,27 @@ def publisher(store: LocalStore, tmp_path: Path) -> Publisher:
     return Publisher(store, SqliteStateStore(tmp_path / "state.db"))
 
 
-def run_child(tmp_path: Path, writer: str, batches: int, rows: int, crash: str = "") -> int:
-    command = [sys.executable, "-m", "tests.landing_zone.publishing_child"]
-    args = [str(tmp_path / "lz"), str(tmp_path / "state.db"), writer, str(batches), str(rows)]
-    return subprocess.run([*command, *args, crash], cwd=REPO_ROOT, check=False).returncode
+CHILD = [sys.executable, "-m", "tests.landing_zone.publishing_child"]
+
+
+@pytest.fixture(params=["local", "azurite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """LANDING_ZONE and STATE_STORE for the child processes: folder + SQLite, or Blob + Table."""
+    if request.param == "local":
+        return str(tmp_path / "lz"), str(tmp_path / "state.db")
+    azurite = request.getfixturevalue("azurite")
+    unique = uuid.uuid4().hex[:10]
+    return (
+        f"{azurite.connection_string};Container=crash{unique}",
+        f"{azurite.connection_string};TableName=crash{unique}",
+    )
+
+
+def run_child(
+    backend: tuple[str, str], writer: str, batches: int, rows: int, crash: str = ""
+) -> int:
+    args = [*backend, writer, str(batches), str(rows), crash]
+    return subprocess.run([*CHILD, *args], cwd=REPO_ROOT, check=False).returncode
 
 
 def test_files_are_numbered_continuously_after_metadata(publisher: Publisher, store: LocalStore):
@@ -145,11 +165,13 @@ def test_a_published_path_is_never_overwritten(publisher: Publisher, store: Loca
 
 
 @pytest.mark.parametrize("step", CRASH_STEPS)
-def test_sigkill_at_each_step_then_restart_leaves_every_row_once(tmp_path: Path, step: str):
-    assert run_child(tmp_path, "w", 4, 50, crash=step) == -9
-    assert run_child(tmp_path, "w", 4, 50) == 0
+def test_sigkill_at_each_step_then_restart_leaves_every_row_once(
+    backend: tuple[str, str], step: str
+):
+    assert run_child(backend, "w", 4, 50, crash=step) == -9
+    assert run_child(backend, "w", 4, 50) == 0
 
-    store = LocalStore(tmp_path / "lz")
+    store = open_landing_zone(backend[0])
     report = inspect_table(store, TABLE)
     assert report.conforms, report.problems
     assert report.row_count == 200
@@ -162,18 +184,16 @@ def test_sigkill_at_each_step_then_restart_leaves_every_row_once(tmp_path: Path,
     assert len(staged) == (1 if step == "after-staging" else 0)
 
 
-def test_two_racing_publisher_processes_never_share_or_skip_a_number(tmp_path: Path):
-    command = [sys.executable, "-m", "tests.landing_zone.publishing_child"]
-    base = [str(tmp_path / "lz"), str(tmp_path / "state.db")]
-    publisher = Publisher(LocalStore(tmp_path / "lz"), SqliteStateStore(tmp_path / "state.db"))
+def test_two_racing_publisher_processes_never_share_or_skip_a_number(backend: tuple[str, str]):
+    publisher = Publisher(open_landing_zone(backend[0]), open_state_store(backend[1]))
     publisher.prepare_table(TABLE)
     racers = [
-        subprocess.Popen([*command, *base, writer, "15", "20"], cwd=REPO_ROOT)
+        subprocess.Popen([*CHILD, *backend, writer, "15", "20"], cwd=REPO_ROOT)
         for writer in ("left", "right")
     ]
     assert [racer.wait(timeout=120) for racer in racers] == [0, 0]
 
-    report = inspect_table(LocalStore(tmp_path / "lz"), TABLE)
+    report = inspect_table(publisher.store, TABLE)
     assert report.conforms, report.problems
     assert report.files == 30
     assert report.row_count == 600
