@@ -30,10 +30,8 @@ def open_landing_zone_store(
     settings: Settings, credential: TokenCredential | None = None
 ) -> LandingZoneStore:
     location = settings.require("LANDING_ZONE")
-    parsed = parse_landing_zone(location)
-    needs_token = parsed.kind != "local" and parsed.connection_string is None
-    if needs_token and (parsed.account_url or "").startswith("https://"):
-        credential = credential or checked_credential(settings)
+    if credential is None and _landing_zone_needs_token(location):
+        credential = checked_credential(settings)
     store = open_landing_zone(location, credential)
     log.info("landing zone: %s", store.description)
     return store
@@ -41,16 +39,36 @@ def open_landing_zone_store(
 
 def open_state(settings: Settings, credential: TokenCredential | None = None) -> StateStore:
     location = settings.require("STATE_STORE")
-    parsed = parse_state_location(location)
-    if parsed.kind == "table" and parsed.connection_string is None:
-        credential = credential or checked_credential(settings)
+    if credential is None and _state_needs_token(location):
+        credential = checked_credential(settings)
     state = open_state_store(location, credential)
     log.info("state store: %s", state.description)
     return state
 
 
 def open_publisher(settings: Settings) -> Publisher:
-    return Publisher(open_landing_zone_store(settings), open_state(settings))
+    """Both stores, sharing one proven credential when either of them needs one."""
+    needs_token = _landing_zone_needs_token(settings.require("LANDING_ZONE")) or (
+        _state_needs_token(settings.require("STATE_STORE"))
+    )
+    credential = checked_credential(settings) if needs_token else None
+    return Publisher(
+        open_landing_zone_store(settings, credential), open_state(settings, credential)
+    )
+
+
+def _landing_zone_needs_token(location: str) -> bool:
+    parsed = parse_landing_zone(location)
+    return (
+        parsed.kind != "local"
+        and parsed.connection_string is None
+        and (parsed.account_url or "").startswith("https://")
+    )
+
+
+def _state_needs_token(location: str) -> bool:
+    parsed = parse_state_location(location)
+    return parsed.kind == "table" and parsed.connection_string is None
 
 
 def checked_credential(settings: Settings) -> TokenCredential:

@@ -41,3 +41,22 @@ def test_local_and_connection_string_locations_need_no_token(monkeypatch, tmp_pa
     assert wiring.open_landing_zone_store(settings).description.startswith("local folder")
     state = wiring.open_state(settings)
     state.close()
+
+
+class CountingCredential:
+    def __init__(self) -> None:
+        self.tokens = 0
+
+    def get_token(self, *scopes: str, **kwargs: object) -> object:
+        self.tokens += 1
+        return object()
+
+
+def test_the_publisher_proves_its_credential_once(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    credential = CountingCredential()
+    monkeypatch.setattr(AzureAuth, "credential", lambda self: credential)
+    settings = load_settings({"LANDING_ZONE": ONELAKE, "STATE_STORE": str(tmp_path / "s.db")})
+    publisher = wiring.open_publisher(settings)
+    assert credential.tokens == 1
+    assert publisher.store.description.startswith("DFS file system")
+    publisher.state.close()
