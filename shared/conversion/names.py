@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-ROW_MARKER = "__rowMarker__"
-KEY_COLUMN = "_id"
+from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER
+
 TWIN_SUFFIX = "__json"
 EMPTY_NAME = "_empty_"
 
