@@ -29,7 +29,6 @@ from shared.pipeline.snapshot import (
 )
 from shared.pipeline.wiring import MirrorContext, open_context
 
-log = logging.getLogger(__name__)
 REFRESH_SECONDS = 1.0
 LOG_REFRESH_SECONDS = 10.0  # when output is not a terminal, a line per table this often
 _worker_context: MirrorContext | None = None
