@@ -68,15 +68,17 @@ def start_snapshot(req: func.HttpRequest) -> func.HttpResponse:
     """Plan every selected table and fan its partitions out; 202 with the plans."""
     try:
         settings = load_settings(os.environ)
-        plans, sent = orchestrate_snapshot(
+        selection, sent = orchestrate_snapshot(
             process_context(settings), open_queue(settings, os.environ)
         )
     except MirrorError as error:
         return _error(error)
     tables = [
-        {"table": str(p.table), "phase": p.phase.value, "partitions": len(p.ranges)} for p in plans
+        {"table": str(p.table), "phase": p.phase.value, "partitions": len(p.ranges)}
+        for p in selection.plans
     ]
-    return _json({"tables": tables, "messages": sent}, 202)
+    body = {"tables": tables, "messages": sent, "stopped": selection.stopped}
+    return _json(body, 409 if selection.stopped else 202)
 
 
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -95,6 +95,23 @@ def _print_summary(summary: SnapshotSummary) -> None:
     )
 
 
+def _resync(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.rebuild import parse_table_name, rebuild_table
+    from shared.pipeline.wiring import open_publisher
+
+    table = parse_table_name(args.table)
+    publisher = open_publisher(settings)
+    try:
+        count = rebuild_table(publisher, table, "resync requested by an operator")
+    finally:
+        publisher.state.close()
+    print(
+        f"{table}: folder and state dropped (rebuild #{count}); "
+        "the next snapshot or run mirrors it afresh"
+    )
+    return 0
+
+
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from shared.sandbox import serve_forever
 
@@ -161,6 +178,15 @@ def _parser() -> argparse.ArgumentParser:
         "FILE_BYTES",
         "AZURE_AUTH",
     )
+
+    resync = commands.add_parser(
+        "resync",
+        help="rebuild one table: drop its folder and state so the next snapshot or run "
+        "mirrors it afresh",
+    )
+    resync.set_defaults(command=_resync)
+    resync.add_argument("--table", required=True, help="<database>.<collection>")
+    _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "AZURE_AUTH")
 
     sandbox = commands.add_parser(
         "sandbox", help="run the MongoDB wire-protocol sandbox (for trying and testing only)"

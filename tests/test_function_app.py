@@ -40,12 +40,15 @@ def landing_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = SqliteStateStore(tmp_path / "state.db")
     publisher = Publisher(LocalStore(tmp_path / "lz"), state)
     publisher.prepare_table(TABLE)
+    owner, _ = publisher.claim(TABLE, "test")
     converter = BatchConverter()
     documents = [bson.encode(document) for document in sample_orders(50)]
     for start in range(0, 50, 20):
         batch = converter.convert(documents[start : start + 20])
-        publisher.publish(TABLE, batch, "test", {"batches": start // 20 + 1})
-    publisher.publish(TABLE, converter.convert_rows([key_only(documents[0])], [2]), "test", {})
+        publisher.publish(TABLE, batch, "test", {"batches": start // 20 + 1}, owner)
+    publisher.publish(
+        TABLE, converter.convert_rows([key_only(documents[0])], [2]), "test", {}, owner
+    )
     state.close()
     return tmp_path / "lz"
 

@@ -3,22 +3,37 @@
 Publishing one batch, and why each step is where it is:
 1. stage: write the parquet bytes under a ``_staging-...`` name (ignored by the replicator);
 2. allocate: one compare-and-swap on the table's sequence record takes the next number, records
-   the staged name against it as *pending*, and stores the writer's progress in the same write —
-   so "this batch is published" and "the writer has moved past it" can never disagree;
+   the staged name and its SHA-256 against it as *pending* (with the writer's claim and a lease),
+   and stores the writer's progress in the same write — so "this batch is published" and "the
+   writer has moved past it" can never disagree;
 3. rename: the staged file appears complete under its 20-digit name (never overwriting);
 4. record: a second compare-and-swap clears the pending entry.
 A crash after 1 leaves only an ignored orphan (the writer republishes from its old progress).
 A crash after 2 or 3 leaves a pending entry that ``repair`` finishes: rename the staged file, or —
 if its data can never arrive — fill the number with a valid zero-row file. No gap survives.
+Repair touches a pending entry only once its writer is provably gone: the writer was claimed by a
+newer run (which fences the old one out), or the entry's lease expired. A live publish in another
+process is never taken for a crashed one.
+An existing file under a number is ours only if its SHA-256 is the one recorded at allocation;
+anything else is a conflict, reported and never deleted.
+
+Binding. A table folder and the state store that numbers its files belong to each other: the
+folder holds ``_mirror-binding.json`` naming the state store's identity and the table's
+generation, and the sequence record names the same generation. ``prepare_table`` checks both,
+and the files, before anything is published: a folder bound to another state, a state that lost
+the table, a folder that lost files the state expects, or a state older than the folder stops the
+table with a message that says how to recover.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -29,20 +44,40 @@ from shared.landing_zone.tables import (
     PARTNER_EVENTS_FILE,
     PROCESSED_FOLDER,
     TableRef,
+    sequence_of,
 )
-from shared.state.base import JsonObject, StateStore, update
+from shared.state.base import ConflictError, JsonObject, StateStore, update
 
 log = logging.getLogger(__name__)
 
 SEQUENCE_KIND = "sequence"
+STORE_KIND = "store"
+STORE_IDENTITY_KEY = "identity"
 STAGING_PREFIX = "_staging-"
+BINDING_FILE = "_mirror-binding.json"
 # A staged file not yet allocated after this long belongs to a publisher that died before step 2.
 ORPHAN_AGE_SECONDS = 3600
+# A pending publish whose writer was never claimed again is repaired after this long. A live
+# publish finishes its rename and record within seconds; a restarted writer repairs at once.
+PUBLISH_LEASE_SECONDS = 300
 METADATA = {"keyColumns": [parquet_files.KEY_COLUMN]}
+RESYNC_HINT = "mongo-fabric-mirror resync --table {table}"
 
 
 class Superseded(MirrorError):
     """Another process claimed this writer; this one must stop without publishing."""
+
+
+class LeaseHeld(MirrorError):
+    """A live process holds this writer's lease; a second one must not publish for it."""
+
+
+class PublishConflict(MirrorError):
+    """A numbered file exists that this state store did not write: never deleted, never adopted."""
+
+
+class BindingError(MirrorError):
+    """The table folder and the state store do not belong to each other."""
 
 
 @dataclass(frozen=True)
@@ -65,35 +100,111 @@ class PartnerInfo:
 
 
 @dataclass(frozen=True)
+class PendingPublish:
+    """A number allocated to a staged file that is not yet known to be published."""
+
+    staged: str
+    sha256: str
+    writer: str
+    owner: str
+    expires: float
+
+    def to_json(self) -> JsonObject:
+        return {
+            "staged": self.staged,
+            "sha256": self.sha256,
+            "writer": self.writer,
+            "owner": self.owner,
+            "expires": self.expires,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> PendingPublish:
+        if not isinstance(value, dict):
+            raise TypeError("a pending entry must be an object")
+        return cls(
+            _text(value["staged"]),
+            _text(value["sha256"]),
+            _text(value["writer"]),
+            _text(value["owner"]),
+            float(value["expires"]),
+        )
+
+
+@dataclass(frozen=True)
 class SequenceState:
     """The durable record of one table's sequence (state kind ``sequence``, key = folder)."""
 
     next_number: int
-    pending: dict[int, str]
+    pending: dict[int, PendingPublish]
     progress: dict[str, JsonObject]
+    generation: str
 
     @classmethod
     def from_json(cls, value: JsonObject | None, table: TableRef) -> SequenceState:
         if value is None:
-            return cls(1, {}, {})
+            raise BindingError(f"{table} has no sequence record in this state store")
         try:
             next_number = value["next"]
-            pending = {int(number): str(staged) for number, staged in value["pending"].items()}
+            pending = {
+                int(number): PendingPublish.from_json(entry)
+                for number, entry in value["pending"].items()
+            }
             progress = dict(value["progress"])
+            generation = _text(value["generation"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise MirrorError(f"the sequence record of {table} is malformed: {error!r}") from None
         if not isinstance(next_number, int) or next_number < 1:
             raise MirrorError(f"the sequence record of {table} has an invalid next number")
         if any(not isinstance(item, dict) for item in progress.values()):
             raise MirrorError(f"the sequence record of {table} has malformed progress")
-        return cls(next_number, pending, progress)
+        return cls(next_number, pending, progress, generation)
 
     def to_json(self) -> JsonObject:
         return {
             "next": self.next_number,
-            "pending": {str(number): staged for number, staged in self.pending.items()},
+            "pending": {str(number): entry.to_json() for number, entry in self.pending.items()},
             "progress": self.progress,
+            "generation": self.generation,
         }
+
+    def holder(self, writer: str) -> str | None:
+        owner = self.progress.get(writer, {}).get("owner")
+        return owner if isinstance(owner, str) else None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The content of a table folder's ``_mirror-binding.json``."""
+
+    state_id: str
+    generation: str
+    state_description: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "stateStoreId": self.state_id,
+                "generation": self.generation,
+                "stateStore": self.state_description,
+            },
+            indent=2,
+        ).encode()
+
+    @classmethod
+    def parse(cls, data: bytes, table: TableRef) -> Binding:
+        try:
+            value = json.loads(data)
+            return cls(
+                _text(value["stateStoreId"]),
+                _text(value["generation"]),
+                _text(value.get("stateStore", "unknown")),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise BindingError(
+                f"{table}/{BINDING_FILE} is unreadable ({error}); the folder's owner is unknown. "
+                f"{_recovery(table)}"
+            ) from None
 
 
 class Publisher:
@@ -103,36 +214,80 @@ class Publisher:
         self.store = store
         self.state = state
         self.partner = partner or PartnerInfo()
+        self._state_id: str | None = None
+        self._bound: set[str] = set()
+
+    @property
+    def state_id(self) -> str:
+        """This state store's identity: a random id recorded in the store on first use."""
+        if self._state_id is None:
+            record = self.state.get(STORE_KIND, STORE_IDENTITY_KEY)
+            if record is None:
+                try:
+                    record = self.state.create(
+                        STORE_KIND, STORE_IDENTITY_KEY, {"id": uuid.uuid4().hex}
+                    )
+                except ConflictError:
+                    record = self.state.get(STORE_KIND, STORE_IDENTITY_KEY)
+            identity = None if record is None else record.value.get("id")
+            if not isinstance(identity, str) or not identity:
+                raise MirrorError(f"{self.state.description} has a malformed identity record")
+            self._state_id = identity
+        return self._state_id
 
     def prepare_table(self, table: TableRef) -> None:
-        """Write the root's partner file and the table's ``_metadata.json``; finish crashed work."""
+        """Check the folder belongs to this state (binding a new table), write the root's partner
+        file and the table's ``_metadata.json``, and finish crashed publishes whose lease expired.
+        """
+        self._bind(table)
         self._write_once(PARTNER_EVENTS_FILE, self.partner.to_json())
         self._write_once(table.metadata_file, json.dumps(METADATA).encode())
         existing = json.loads(self.store.read(table.metadata_file))
         if existing.get("keyColumns") != METADATA["keyColumns"]:
             raise MirrorError(
                 f"{table.metadata_file} has keyColumns {existing.get('keyColumns')!r}; "
-                "keys can never change, so this table must be rebuilt"
+                "keys can never change, so this table must be rebuilt: "
+                + RESYNC_HINT.format(table=table)
             )
         self.repair(table)
 
-    def claim(self, table: TableRef, writer: str) -> tuple[str, JsonObject]:
+    def claim(
+        self, table: TableRef, writer: str, lease_seconds: float | None = None
+    ) -> tuple[str, JsonObject]:
         """Take over ``writer`` (fencing any earlier holder); returns the owner token and progress.
 
         A process that lost its claim gets Superseded on its next publish, so two runs of the same
         partition or stream (a redelivered message, a restarted worker) never interleave files.
+        With ``lease_seconds``, the claim is refused (LeaseHeld) while another holder's lease is
+        live, and each publish renews it. Publishes the fenced holder left pending are finished.
         """
         owner = uuid.uuid4().hex
         claimed: list[JsonObject] = []
+        now = time.time()
 
         def take(value: JsonObject | None) -> JsonObject:
             current = SequenceState.from_json(value, table)
-            previous = {k: v for k, v in current.progress.get(writer, {}).items() if k != "owner"}
+            held = current.progress.get(writer, {})
+            expires = held.get("lease_expires")
+            if (
+                lease_seconds is not None
+                and held.get("owner")
+                and isinstance(expires, int | float)
+                and expires > now
+            ):
+                raise LeaseHeld(
+                    f"{table}: another process holds {writer} for {expires - now:.0f} more "
+                    "seconds; only one reader may publish a table"
+                )
+            previous = {k: v for k, v in held.items() if k not in ("owner", "lease_expires")}
             claimed[:] = [previous]
-            progress = {**current.progress, writer: {**previous, "owner": owner}}
-            return SequenceState(current.next_number, current.pending, progress).to_json()
+            mine: JsonObject = {**previous, "owner": owner}
+            if lease_seconds is not None:
+                mine["lease_expires"] = now + lease_seconds
+            return _with(current, progress={**current.progress, writer: mine}).to_json()
 
         update(self.state, SEQUENCE_KIND, table.folder, take)
+        self._repair_where(table, lambda entry: entry.writer == writer and entry.owner != owner)
         return owner, claimed[0]
 
     def publish(
@@ -141,28 +296,38 @@ class Publisher:
         batch: pa.Table,
         writer: str,
         progress: JsonObject,
-        owner: str | None = None,
+        owner: str,
+        lease_seconds: float | None = None,
     ) -> int:
         """Publish ``batch`` as the table's next file and record ``progress`` for ``writer``.
 
         Returns the file's sequence number. After a crash, ``progress(table, writer)`` tells the
         writer exactly which batches are in the landing zone (or will be, after ``repair``).
-        With ``owner`` (from ``claim``), raises Superseded if another process claimed the writer.
+        ``owner`` comes from ``claim``: raises Superseded if another process claimed the writer.
         """
+        data = parquet_files.encode(batch)
         staged = f"{table.folder}/{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex}.parquet"
-        self.store.write(staged, parquet_files.encode(batch))
+        self.store.write(staged, data)
+        entry = PendingPublish(
+            staged,
+            hashlib.sha256(data).hexdigest(),
+            writer,
+            owner,
+            time.time() + PUBLISH_LEASE_SECONDS,
+        )
         taken: list[int] = []
 
         def allocate(value: JsonObject | None) -> JsonObject:
-            current = SequenceState.from_json(value, table)
-            if owner is not None and current.progress.get(writer, {}).get("owner") != owner:
-                raise Superseded(f"{table}: another process took over {writer}")
+            current = self._owned(value, table, writer, owner)
             taken[:] = [current.next_number]
-            recorded = progress if owner is None else {**progress, "owner": owner}
-            return SequenceState(
-                current.next_number + 1,
-                {**current.pending, current.next_number: staged},
-                {**current.progress, writer: recorded},
+            return _with(
+                current,
+                next_number=current.next_number + 1,
+                pending={**current.pending, current.next_number: entry},
+                progress={
+                    **current.progress,
+                    writer: _progress(progress, owner, lease_seconds),
+                },
             ).to_json()
 
         try:
@@ -170,56 +335,219 @@ class Publisher:
         except Superseded:
             self.store.delete(staged)
             raise
-        self._finish(table, taken[0], staged)
+        self._finish(table, taken[0], entry)
         return taken[0]
 
+    def record_progress(
+        self,
+        table: TableRef,
+        writer: str,
+        progress: JsonObject,
+        owner: str,
+        lease_seconds: float | None = None,
+    ) -> None:
+        """Record ``writer``'s progress without a file (e.g. an idle stream's checkpoint),
+        fenced like a publish and renewing the lease."""
+
+        def record(value: JsonObject | None) -> JsonObject:
+            current = self._owned(value, table, writer, owner)
+            mine = _progress(progress, owner, lease_seconds)
+            return _with(current, progress={**current.progress, writer: mine}).to_json()
+
+        update(self.state, SEQUENCE_KIND, table.folder, record)
+
+    def release(self, table: TableRef, writer: str, owner: str) -> None:
+        """Give up ``writer``'s lease so the next reader need not wait for it to expire."""
+
+        def drop_lease(value: JsonObject | None) -> JsonObject:
+            current = SequenceState.from_json(value, table)
+            held = current.progress.get(writer, {})
+            if held.get("owner") != owner:
+                return current.to_json()
+            mine = {k: v for k, v in held.items() if k != "lease_expires"}
+            return _with(current, progress={**current.progress, writer: mine}).to_json()
+
+        update(self.state, SEQUENCE_KIND, table.folder, drop_lease)
+
     def progress(self, table: TableRef, writer: str) -> JsonObject | None:
-        return self._sequence(table).progress.get(writer)
+        progress = self._sequence(table).progress.get(writer)
+        if progress is None:
+            return None
+        return {k: v for k, v in progress.items() if k not in ("owner", "lease_expires")}
 
     def allocated_count(self, table: TableRef) -> int:
         """How many sequence numbers have been allocated (pending ones are finished by repair)."""
         return self._sequence(table).next_number - 1
 
     def repair(self, table: TableRef) -> None:
-        """Finish every allocated-but-unpublished number and remove orphaned staged files."""
+        """Finish allocated-but-unpublished numbers whose lease expired; remove old orphans."""
+        now = time.time()
+        self._repair_where(table, lambda entry: entry.expires <= now)
         current = self._sequence(table)
-        for number, staged in sorted(current.pending.items()):
-            log.warning("repairing %s file %d left pending by a crashed publish", table, number)
-            self._finish(table, number, staged)
-        self._remove_orphans(table, set(current.pending.values()))
+        self._remove_orphans(table, {entry.staged for entry in current.pending.values()})
 
     def drop_table(self, table: TableRef) -> None:
         """Delete the table folder and its sequence: the replicator drops the table."""
         self.store.delete_folder(table.folder)
         self.state.delete(SEQUENCE_KIND, table.folder)
+        self._bound.discard(table.folder)
+
+    def _repair_where(self, table: TableRef, abandoned: Any) -> None:
+        current = self._sequence(table)
+        for number, entry in sorted(current.pending.items()):
+            if abandoned(entry):
+                log.warning("repairing %s file %d left pending by a crashed publish", table, number)
+                self._finish(table, number, entry)
+
+    def _owned(
+        self, value: JsonObject | None, table: TableRef, writer: str, owner: str
+    ) -> SequenceState:
+        current = SequenceState.from_json(value, table)
+        if current.holder(writer) != owner:
+            raise Superseded(f"{table}: another process took over {writer}")
+        return current
 
     def _sequence(self, table: TableRef) -> SequenceState:
         record = self.state.get(SEQUENCE_KIND, table.folder)
         return SequenceState.from_json(None if record is None else record.value, table)
 
-    def _finish(self, table: TableRef, number: int, staged: str) -> None:
+    def _finish(self, table: TableRef, number: int, entry: PendingPublish) -> None:
         final = table.data_file(number)
         try:
-            self.store.rename_new(staged, final)
+            self.store.rename_new(entry.staged, final)
         except PathExistsError:
-            self.store.delete(staged)  # published already; this is a leftover copy
+            self._check_ours(table, number, entry, accept_fill=False)
+            self.store.delete(entry.staged)  # published already; this is a leftover copy
         except PathNotFoundError:
-            if not self._was_published(table, final):
+            if self._published_copy(table, final) is not None:
+                # The staged data is gone either way; a concurrent repair may have filled it.
+                self._check_ours(table, number, entry, accept_fill=True)
+            else:
                 log.error("%s file %d lost its staged data; filled with zero rows", table, number)
                 self._write_once(final, parquet_files.empty_file())
 
         def clear(value: JsonObject | None) -> JsonObject:
             current = SequenceState.from_json(value, table)
-            pending = {n: s for n, s in current.pending.items() if n != number}
-            return SequenceState(current.next_number, pending, current.progress).to_json()
+            pending = {n: e for n, e in current.pending.items() if n != number}
+            return _with(current, pending=pending).to_json()
 
         update(self.state, SEQUENCE_KIND, table.folder, clear)
 
-    def _was_published(self, table: TableRef, final: str) -> bool:
+    def _check_ours(
+        self, table: TableRef, number: int, entry: PendingPublish, accept_fill: bool
+    ) -> None:
+        """An existing file under ``number`` is ours only if it has the content we allocated."""
+        copy = self._published_copy(table, table.data_file(number))
+        if copy is not None:
+            data = self.store.read(copy)
+            if hashlib.sha256(data).hexdigest() == entry.sha256:
+                return
+            if accept_fill and data == parquet_files.empty_file():
+                return
+        raise PublishConflict(
+            f"{table}: file {number} already exists with content this state store did not "
+            "write (another process or state store is writing this folder). Nothing was "
+            f"deleted. Stop the other writer, then rebuild the table: "
+            + RESYNC_HINT.format(table=table)
+        )
+
+    def _published_copy(self, table: TableRef, final: str) -> str | None:
         # The replicator moves processed files into _ProcessedFiles/; they count as published.
         name = final.rsplit("/", 1)[1]
-        processed = f"{table.folder}/{PROCESSED_FOLDER}/{name}"
-        return self.store.size(final) is not None or self.store.size(processed) is not None
+        for path in (final, f"{table.folder}/{PROCESSED_FOLDER}/{name}"):
+            if self.store.size(path) is not None:
+                return path
+        return None
+
+    def _bind(self, table: TableRef) -> None:
+        if table.folder in self._bound:
+            return
+        binding_path = f"{table.folder}/{BINDING_FILE}"
+        record = self.state.get(SEQUENCE_KIND, table.folder)
+        binding = self._read_binding(table)
+        numbers = self._data_numbers(table)
+        if record is None:
+            if binding is not None:
+                raise BindingError(
+                    f"{table}: the folder belongs to another state store "
+                    f"({binding.state_description}, id {binding.state_id}), and "
+                    f"{self.state.description} has no record of this table. Point STATE_STORE "
+                    f"at the store that wrote it, or rebuild the table: "
+                    + RESYNC_HINT.format(table=table)
+                )
+            if numbers:
+                raise BindingError(
+                    f"{table}: the folder holds {len(numbers)} data files that "
+                    f"{self.state.description} did not number (written by another tool or "
+                    "an older version). Rebuild the table: " + RESYNC_HINT.format(table=table)
+                )
+            fresh = SequenceState(1, {}, {}, uuid.uuid4().hex)
+            try:
+                record = self.state.create(SEQUENCE_KIND, table.folder, fresh.to_json())
+            except ConflictError:
+                record = self.state.get(SEQUENCE_KIND, table.folder)
+        current = SequenceState.from_json(None if record is None else record.value, table)
+        mine = Binding(self.state_id, current.generation, self.state.description)
+        if binding is None:
+            if current.next_number > 1:
+                raise BindingError(
+                    f"{table}: {self.state.description} has published "
+                    f"{current.next_number - 1} files to this table, but the folder has no "
+                    "binding: this is not the landing zone that state belongs to (or the "
+                    "table folder was deleted). Point LANDING_ZONE at the right place, or "
+                    "rebuild the table: " + RESYNC_HINT.format(table=table)
+                )
+            try:
+                self.store.write_new(binding_path, mine.to_json())
+                binding = mine
+            except PathExistsError:
+                binding = self._read_binding(table)
+        if binding != mine and (
+            binding is None
+            or (binding.state_id, binding.generation) != (mine.state_id, mine.generation)
+        ):
+            theirs = "unknown" if binding is None else binding.state_description
+            raise BindingError(
+                f"{table}: the folder is bound to another state store or an earlier generation "
+                f"of this table ({theirs}); {self.state.description} does not own it. Point "
+                "STATE_STORE at the store that wrote it, or rebuild the table: "
+                + RESYNC_HINT.format(table=table)
+            )
+        self._check_files(table, current, numbers)
+        self._bound.add(table.folder)
+
+    def _check_files(self, table: TableRef, current: SequenceState, numbers: set[int]) -> None:
+        ahead = sorted(n for n in numbers if n >= current.next_number)
+        if ahead:
+            raise BindingError(
+                f"{table}: the folder holds file {ahead[0]}, beyond the {current.next_number - 1} "
+                f"files {self.state.description} numbered: the state is older than the landing "
+                "zone (restored from a backup?). Point STATE_STORE at the current store, or "
+                "rebuild the table: " + RESYNC_HINT.format(table=table)
+            )
+        done = [n for n in range(current.next_number - 1, 0, -1) if n not in current.pending]
+        if done and done[0] not in numbers:
+            raise BindingError(
+                f"{table}: file {done[0]} that {self.state.description} published is missing "
+                "from the folder (deleted by hand?); the table can no longer be trusted. "
+                "Rebuild it: " + RESYNC_HINT.format(table=table)
+            )
+
+    def _read_binding(self, table: TableRef) -> Binding | None:
+        try:
+            data = self.store.read(f"{table.folder}/{BINDING_FILE}")
+        except PathNotFoundError:
+            return None
+        return Binding.parse(data, table)
+
+    def _data_numbers(self, table: TableRef) -> set[int]:
+        numbers: set[int] = set()
+        for folder in (table.folder, f"{table.folder}/{PROCESSED_FOLDER}"):
+            for stored in self.store.list_files(folder):
+                number = sequence_of(stored.path.rsplit("/", 1)[-1])
+                if number is not None:
+                    numbers.add(number)
+        return numbers
 
     def _remove_orphans(self, table: TableRef, referenced: set[str]) -> None:
         cutoff = time.time() - ORPHAN_AGE_SECONDS
@@ -236,6 +564,32 @@ class Publisher:
             self.store.write_new(path, data)
         except PathExistsError:
             pass
+
+
+def _with(current: SequenceState, **changes: Any) -> SequenceState:
+    return SequenceState(
+        changes.get("next_number", current.next_number),
+        changes.get("pending", current.pending),
+        changes.get("progress", current.progress),
+        current.generation,
+    )
+
+
+def _progress(progress: JsonObject, owner: str, lease_seconds: float | None) -> JsonObject:
+    recorded: JsonObject = {**progress, "owner": owner}
+    if lease_seconds is not None:
+        recorded["lease_expires"] = time.time() + lease_seconds
+    return recorded
+
+
+def _recovery(table: TableRef) -> str:
+    return "Rebuild the table: " + RESYNC_HINT.format(table=table)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
 
 
 def _staged_time(name: str) -> int | None:

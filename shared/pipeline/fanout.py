@@ -17,8 +17,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from shared.config import Settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.tables import TableRef
-from shared.pipeline.plans import TablePlan
-from shared.pipeline.snapshot import PartitionTask, pending_tasks, plan_selected
+from shared.pipeline.snapshot import PartitionTask, Selection, pending_tasks, plan_selected
 from shared.pipeline.wiring import MirrorContext, checked_credential
 
 QUEUE_NAME = "snapshot-partitions"
@@ -83,7 +82,7 @@ def enqueue(queue: QueueClient, tasks: Iterable[PartitionTask]) -> int:
     return sent
 
 
-def orchestrate_snapshot(ctx: MirrorContext, queue: QueueClient) -> tuple[list[TablePlan], int]:
+def orchestrate_snapshot(ctx: MirrorContext, queue: QueueClient) -> tuple[Selection, int]:
     """Plan the selected tables and send one message per unfinished partition."""
-    plans = plan_selected(ctx)
-    return plans, enqueue(queue, pending_tasks(plans))
+    selection = plan_selected(ctx)
+    return selection, enqueue(queue, pending_tasks(selection.plans))

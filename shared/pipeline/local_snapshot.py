@@ -48,12 +48,17 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
     started = time.monotonic()
     ctx = open_context(settings)
     try:
-        plans = plan_selected(ctx)
+        selection = plan_selected(ctx)
+        plans = selection.plans
         tasks = pending_tasks(plans)
         results = _run_pool(ctx, settings, plans, tasks, out) if tasks else []
         final = [load_plan(ctx.state, plan.table) or plan for plan in plans]
     finally:
         ctx.close()
+    if selection.stopped:
+        raise MirrorError(
+            "stopped before publishing anything:\n  " + "\n  ".join(selection.stopped.values())
+        )
     unfinished = [str(plan.table) for plan in final if plan.phase != Phase.STREAMING]
     if unfinished:
         raise MirrorError(f"snapshot incomplete for {', '.join(unfinished)}; run again to resume")

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
-from shared.landing_zone.publisher import Superseded
+from shared.landing_zone.publisher import BindingError, PublishConflict, Superseded
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import (
     TABLE_KIND,
@@ -64,6 +64,9 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     change made while the snapshot runs can be replayed after it.
     """
     table = TableRef(source.database, source.name)
+    # The folder must belong to this state before anything is recorded or published; this also
+    # writes _metadata.json before any data file.
+    ctx.publisher.prepare_table(table)
     plan = load_plan(ctx.state, table)
     if plan is not None and plan.phase != Phase.PLANNING:
         return plan
@@ -76,7 +79,6 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
             ctx.state.create(TABLE_KIND, table.folder, plan.to_json())
         except ConflictError:
             return plan_table(ctx, source)  # another planner recorded first; use its plan
-    ctx.publisher.prepare_table(table)  # _metadata.json before any data file
     if collection.find_one({}, projection={"_id": 1}) is None:
         ranges: tuple[Any, ...] = ()
         phase = Phase.STREAMING  # empty: a table with metadata and no rows
@@ -105,13 +107,30 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     return final
 
 
-def plan_selected(ctx: MirrorContext) -> list[TablePlan]:
-    """Plan every collection the settings select (the orchestrator's first step)."""
+@dataclass(frozen=True)
+class Selection:
+    """The plans of the selected tables, and the tables stopped before anything was published
+    (their folder and this state store do not belong together), each with what to do."""
+
+    plans: list[TablePlan]
+    stopped: dict[str, str]
+
+
+def plan_selected(ctx: MirrorContext) -> Selection:
+    """Plan every collection the settings select (the orchestrator's first step).
+
+    A table whose folder fails the binding check is stopped alone; the others go on.
+    """
     database = ctx.mongo[ctx.settings.require("MONGODB_DATABASE")]
-    return [
-        plan_table(ctx, source)
-        for source in select_collections(database, ctx.settings.collections())
-    ]
+    plans: list[TablePlan] = []
+    stopped: dict[str, str] = {}
+    for source in select_collections(database, ctx.settings.collections()):
+        try:
+            plans.append(plan_table(ctx, source))
+        except (BindingError, PublishConflict) as error:
+            log.error("%s", error)
+            stopped[f"{source.database}.{source.name}"] = str(error)
+    return Selection(plans, stopped)
 
 
 def pending_tasks(plans: list[TablePlan]) -> list[PartitionTask]:
@@ -131,7 +150,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         raise MirrorError(f"table {task.table} has no partition {task.index}")
     if plan.phase != Phase.SNAPSHOTTING or task.index in plan.completed:
         return PartitionResult(task, 0, 0, False)
-    ctx.publisher.repair(task.table)
+    ctx.publisher.prepare_table(task.table)
     writer = f"snapshot-{task.index:04d}"
     owner, progress = ctx.publisher.claim(task.table, writer)
     after = id_from_json(progress["after"]) if "after" in progress else None

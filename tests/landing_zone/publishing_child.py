@@ -109,9 +109,11 @@ def main(argv: list[str]) -> None:
     state = CrashingState(open_state_store(state_store), crash)
     publisher = Publisher(store, state)  # type: ignore[arg-type]
     publisher.prepare_table(TABLE)
-    done = int((publisher.progress(TABLE, writer) or {"batches": 0})["batches"])
+    owner, progress = publisher.claim(TABLE, writer)  # finishes what a killed run left pending
+    done = int(progress.get("batches", 0))
     for number in range(done, int(batches)):
-        publisher.publish(TABLE, batch(writer, number, int(rows)), writer, {"batches": number + 1})
+        progress = {"batches": number + 1}
+        publisher.publish(TABLE, batch(writer, number, int(rows)), writer, progress, owner)
 
 
 if __name__ == "__main__":

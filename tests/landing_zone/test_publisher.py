@@ -7,6 +7,7 @@ and kill them with SIGKILL; the replayer then judges the folder.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -17,7 +18,17 @@ import pytest
 
 from shared.errors import MirrorError
 from shared.landing_zone import parquet_files
-from shared.landing_zone.publisher import SEQUENCE_KIND, STAGING_PREFIX, Publisher, Superseded
+from shared.landing_zone.publisher import (
+    BINDING_FILE,
+    SEQUENCE_KIND,
+    STAGING_PREFIX,
+    BindingError,
+    LeaseHeld,
+    PendingPublish,
+    PublishConflict,
+    Publisher,
+    Superseded,
+)
 from shared.landing_zone.replayer import inspect_table
 from shared.landing_zone.stores import open_landing_zone
 from shared.landing_zone.stores.local import LocalStore
@@ -39,6 +50,11 @@ def store(tmp_path: Path) -> LocalStore:
 @pytest.fixture
 def publisher(store: LocalStore, tmp_path: Path) -> Publisher:
     return Publisher(store, SqliteStateStore(tmp_path / "state.db"))
+
+
+def claimed(publisher: Publisher, writer: str = "w") -> str:
+    publisher.prepare_table(TABLE)
+    return publisher.claim(TABLE, writer)[0]
 
 
 CHILD = [sys.executable, "-m", "tests.landing_zone.publishing_child"]
@@ -65,9 +81,9 @@ def run_child(
 
 
 def test_files_are_numbered_continuously_after_metadata(publisher: Publisher, store: LocalStore):
-    publisher.prepare_table(TABLE)
+    owner = claimed(publisher)
     numbers = [
-        publisher.publish(TABLE, batch("w", n, 3), "w", {"batches": n + 1}) for n in range(3)
+        publisher.publish(TABLE, batch("w", n, 3), "w", {"batches": n + 1}, owner) for n in range(3)
     ]
 
     assert numbers == [1, 2, 3]
@@ -77,6 +93,7 @@ def test_files_are_numbered_continuously_after_metadata(publisher: Publisher, st
         "00000000000000000002.parquet",
         "00000000000000000003.parquet",
         "_metadata.json",
+        BINDING_FILE,
     ]
     assert json.loads(store.read(TABLE.metadata_file)) == {"keyColumns": ["_id"]}
     partner = json.loads(store.read("_partnerEvents.json"))
@@ -93,7 +110,7 @@ def test_every_column_nullable_and_marker_last(publisher: Publisher, store: Loca
 
     import pyarrow.parquet as pq
 
-    publisher.prepare_table(TABLE)
+    owner = claimed(publisher)
     strict = pa.schema(
         [
             pa.field("_id", pa.string(), nullable=False),
@@ -102,7 +119,7 @@ def test_every_column_nullable_and_marker_last(publisher: Publisher, store: Loca
         ]
     )
     publisher.publish(
-        TABLE, pa.table({"_id": ["a"], "n": [1], "__rowMarker__": [4]}, strict), "w", {}
+        TABLE, pa.table({"_id": ["a"], "n": [1], "__rowMarker__": [4]}, strict), "w", {}, owner
     )
     schema = pq.read_schema(io.BytesIO(store.read(TABLE.data_file(1))))
     assert all(field.nullable for field in schema)
@@ -110,10 +127,10 @@ def test_every_column_nullable_and_marker_last(publisher: Publisher, store: Loca
 
 
 def test_refuses_a_batch_whose_marker_is_not_last(publisher: Publisher, store: LocalStore):
-    publisher.prepare_table(TABLE)
+    owner = claimed(publisher)
     wrong = pa.table({"__rowMarker__": pa.array([4], pa.int32()), "_id": ["a"]})
     with pytest.raises(MirrorError, match="last column"):
-        publisher.publish(TABLE, wrong, "w", {})
+        publisher.publish(TABLE, wrong, "w", {}, owner)
     assert store.size(TABLE.data_file(1)) is None
 
 
@@ -124,16 +141,17 @@ def test_metadata_with_other_keys_is_never_rewritten(publisher: Publisher, store
     assert json.loads(store.read(TABLE.metadata_file)) == {"keyColumns": ["sku"]}
 
 
+def pending_entry(staged: str, owner: str, expires: float) -> dict:
+    return PendingPublish(staged, "0" * 64, "w", owner, expires).to_json()
+
+
 def test_repair_fills_a_number_whose_staged_file_is_gone(publisher: Publisher, store: LocalStore):
-    publisher.prepare_table(TABLE)
-    publisher.publish(TABLE, batch("w", 0, 2), "w", {"batches": 1})
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 0, 2), "w", {"batches": 1}, owner)
 
     def allocate_lost(value):  # a number allocated by a publisher whose staged file vanished
-        return {
-            **value,
-            "next": 3,
-            "pending": {"2": f"{TABLE.folder}/{STAGING_PREFIX}0-gone.parquet"},
-        }
+        gone = f"{TABLE.folder}/{STAGING_PREFIX}0-gone.parquet"
+        return {**value, "next": 3, "pending": {"2": pending_entry(gone, "dead", 0.0)}}
 
     update(publisher.state, SEQUENCE_KIND, TABLE.folder, allocate_lost)
     publisher.repair(TABLE)
@@ -142,7 +160,47 @@ def test_repair_fills_a_number_whose_staged_file_is_gone(publisher: Publisher, s
     assert report.conforms, report.problems
     assert report.files == 2 and report.row_count == 2
     assert publisher.state.get(SEQUENCE_KIND, TABLE.folder).value["pending"] == {}
-    assert publisher.publish(TABLE, batch("w", 1, 2), "w", {"batches": 2}) == 3
+    assert publisher.publish(TABLE, batch("w", 1, 2), "w", {"batches": 2}, owner) == 3
+
+
+def test_repair_leaves_a_live_publish_of_another_process_alone(
+    publisher: Publisher, store: LocalStore
+):
+    owner = claimed(publisher)
+    staged = f"{TABLE.folder}/{STAGING_PREFIX}99999999999-live.parquet"
+    store.write(staged, b"in flight")
+
+    def allocate_live(value):  # another worker between allocating and renaming
+        return {**value, "next": 2, "pending": {"1": pending_entry(staged, owner, 9e12)}}
+
+    update(publisher.state, SEQUENCE_KIND, TABLE.folder, allocate_live)
+    publisher.repair(TABLE)
+    Publisher(store, publisher.state).prepare_table(TABLE)
+
+    assert store.size(staged) == len(b"in flight")
+    assert store.size(TABLE.data_file(1)) is None
+    assert "1" in publisher.state.get(SEQUENCE_KIND, TABLE.folder).value["pending"]
+
+
+def test_a_new_claim_finishes_what_the_fenced_holder_left_pending(
+    publisher: Publisher, store: LocalStore
+):
+    first = claimed(publisher)
+    data = parquet_files.encode(batch("w", 0, 3))
+    staged = f"{TABLE.folder}/{STAGING_PREFIX}99999999999-killed.parquet"
+    store.write(staged, data)
+
+    def allocate_killed(value):
+        import hashlib
+
+        entry = PendingPublish(staged, hashlib.sha256(data).hexdigest(), "w", first, 9e12)
+        return {**value, "next": 2, "pending": {"1": entry.to_json()}}
+
+    update(publisher.state, SEQUENCE_KIND, TABLE.folder, allocate_killed)
+    publisher.claim(TABLE, "w")
+
+    assert store.read(TABLE.data_file(1)) == data
+    assert publisher.state.get(SEQUENCE_KIND, TABLE.folder).value["pending"] == {}
 
 
 def test_repair_removes_only_old_orphaned_staging_files(publisher: Publisher, store: LocalStore):
@@ -156,12 +214,127 @@ def test_repair_removes_only_old_orphaned_staging_files(publisher: Publisher, st
     assert store.size(recent) == 1
 
 
-def test_a_published_path_is_never_overwritten(publisher: Publisher, store: LocalStore):
-    publisher.prepare_table(TABLE)
+def test_a_file_it_did_not_write_is_a_conflict_never_adopted_or_deleted(
+    publisher: Publisher, store: LocalStore
+):
+    owner = claimed(publisher)
     squatter = parquet_files.encode(batch("squatter", 0, 1))
-    store.write_new(TABLE.data_file(1), squatter)  # e.g. a file from an earlier, lost state store
-    publisher.publish(TABLE, batch("w", 0, 5), "w", {"batches": 1})
+    store.write_new(TABLE.data_file(1), squatter)  # another writer, after the binding check
+    with pytest.raises(PublishConflict, match="resync"):
+        publisher.publish(TABLE, batch("w", 0, 5), "w", {"batches": 1}, owner)
     assert store.read(TABLE.data_file(1)) == squatter
+    # The batch is still pending against its staged file, so nothing is reported as published.
+    pending = publisher.state.get(SEQUENCE_KIND, TABLE.folder).value["pending"]
+    assert store.size(pending["1"]["staged"]) is not None
+
+
+def two_publishers(tmp_path: Path) -> tuple[Publisher, Publisher]:
+    store = LocalStore(tmp_path / "lz")
+    first = Publisher(store, SqliteStateStore(tmp_path / "a.db"))
+    second = Publisher(store, SqliteStateStore(tmp_path / "b.db"))
+    return first, second
+
+
+def folder_bytes(store: LocalStore) -> dict[str, bytes]:
+    return {f.path: store.read(f.path) for f in store.list_files(TABLE.folder)}
+
+
+def test_a_fresh_state_store_cannot_publish_into_a_folder_it_does_not_own(tmp_path: Path):
+    first, second = two_publishers(tmp_path)
+    owner = claimed(first)
+    first.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
+    before = folder_bytes(first.store)
+    with pytest.raises(BindingError, match=r"another state store.*resync --table crash.rows"):
+        second.prepare_table(TABLE)
+    assert folder_bytes(first.store) == before
+
+
+def test_a_zero_byte_state_file_is_a_fresh_store_and_is_refused(tmp_path: Path):
+    first, _ = two_publishers(tmp_path)
+    owner = claimed(first)
+    first.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
+    (tmp_path / "empty.db").write_bytes(b"")
+    with pytest.raises(BindingError, match="another state store"):
+        Publisher(first.store, SqliteStateStore(tmp_path / "empty.db")).prepare_table(TABLE)
+
+
+def test_a_folder_of_files_nobody_bound_is_refused(publisher: Publisher, store: LocalStore):
+    store.write_new(TABLE.data_file(1), parquet_files.encode(batch("old", 0, 1)))
+    with pytest.raises(BindingError, match="did not number"):
+        publisher.prepare_table(TABLE)
+    assert store.size(TABLE.metadata_file) is None
+
+
+def test_a_state_restored_from_an_older_copy_is_refused(tmp_path: Path):
+    store = LocalStore(tmp_path / "lz")
+    publisher = Publisher(store, SqliteStateStore(tmp_path / "state.db"))
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
+    publisher.state.close()
+    shutil.copy(tmp_path / "state.db", tmp_path / "backup.db")
+    publisher = Publisher(store, SqliteStateStore(tmp_path / "state.db"))
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 1, 3), "w", {"batches": 2}, owner)
+
+    restored = Publisher(store, SqliteStateStore(tmp_path / "backup.db"))
+    with pytest.raises(BindingError, match="older than the landing zone"):
+        restored.prepare_table(TABLE)
+
+
+def test_a_used_state_pointed_at_a_new_landing_zone_is_refused(tmp_path: Path):
+    state = SqliteStateStore(tmp_path / "state.db")
+    publisher = Publisher(LocalStore(tmp_path / "lz"), state)
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
+    elsewhere = LocalStore(tmp_path / "new-lz")
+    with pytest.raises(BindingError, match="not the landing zone that state belongs to"):
+        Publisher(elsewhere, state).prepare_table(TABLE)
+    assert elsewhere.list_folders("") == []
+
+
+def test_a_folder_that_lost_published_files_is_refused(publisher: Publisher, store: LocalStore):
+    owner = claimed(publisher)
+    for n in range(2):
+        publisher.publish(TABLE, batch("w", n, 3), "w", {"batches": n + 1}, owner)
+    store.delete(TABLE.data_file(2))
+    with pytest.raises(BindingError, match=r"file 2 .* is missing"):
+        Publisher(store, publisher.state).prepare_table(TABLE)
+
+
+def test_files_the_replicator_moved_away_still_count(publisher: Publisher, store: LocalStore):
+    owner = claimed(publisher)
+    for n in range(2):
+        publisher.publish(TABLE, batch("w", n, 3), "w", {"batches": n + 1}, owner)
+    for n in (1, 2):
+        name = TABLE.data_file(n).rsplit("/", 1)[1]
+        store.write(f"{TABLE.folder}/_ProcessedFiles/{name}", store.read(TABLE.data_file(n)))
+        store.delete(TABLE.data_file(n))
+    Publisher(store, publisher.state).prepare_table(TABLE)
+
+
+def test_a_dropped_table_binds_again_with_a_new_generation(publisher: Publisher, store: LocalStore):
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
+    old = json.loads(store.read(f"{TABLE.folder}/{BINDING_FILE}"))
+    publisher.drop_table(TABLE)
+    owner = claimed(publisher)
+    assert publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner) == 1
+    new = json.loads(store.read(f"{TABLE.folder}/{BINDING_FILE}"))
+    assert new["stateStoreId"] == old["stateStoreId"]
+    assert new["generation"] != old["generation"]
+
+
+def test_a_leased_writer_is_refused_to_a_second_reader_until_released(publisher: Publisher):
+    publisher.prepare_table(TABLE)
+    first, _ = publisher.claim(TABLE, "changes", lease_seconds=60)
+    with pytest.raises(LeaseHeld, match="only one reader"):
+        publisher.claim(TABLE, "changes", lease_seconds=60)
+    publisher.record_progress(TABLE, "changes", {"token": "t1"}, first, lease_seconds=60)
+    publisher.release(TABLE, "changes", first)
+    _second, progress = publisher.claim(TABLE, "changes", lease_seconds=60)
+    assert progress == {"token": "t1"}
+    with pytest.raises(Superseded):
+        publisher.record_progress(TABLE, "changes", {"token": "t2"}, first, lease_seconds=60)
 
 
 @pytest.mark.parametrize("step", CRASH_STEPS)
@@ -186,7 +359,6 @@ def test_sigkill_at_each_step_then_restart_leaves_every_row_once(
 
 def test_two_racing_publisher_processes_never_share_or_skip_a_number(backend: tuple[str, str]):
     publisher = Publisher(open_landing_zone(backend[0]), open_state_store(backend[1]))
-    publisher.prepare_table(TABLE)
     racers = [
         subprocess.Popen([*CHILD, *backend, writer, "15", "20"], cwd=REPO_ROOT)
         for writer in ("left", "right")
@@ -207,8 +379,7 @@ def test_table_names_that_cannot_be_folders_are_refused():
 
 
 def test_a_claimed_writer_fences_out_the_earlier_holder(publisher: Publisher, store: LocalStore):
-    publisher.prepare_table(TABLE)
-    first, _ = publisher.claim(TABLE, "p0")
+    first = claimed(publisher, "p0")
     publisher.publish(TABLE, batch("p0", 0, 2), "p0", {"batches": 1}, first)
     second, progress = publisher.claim(TABLE, "p0")
     assert progress == {"batches": 1}

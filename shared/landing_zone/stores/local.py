@@ -63,11 +63,14 @@ class LocalStore:
 
     def list_files(self, folder: str) -> list[StoredFile]:
         prefix = clean_path(folder, folder=True)
-        return [
-            StoredFile(join(prefix, entry.name), entry.stat().st_size)
-            for entry in self._entries(folder)
-            if entry.is_file()
-        ]
+        files = []
+        for entry in self._entries(folder):
+            try:
+                if entry.is_file():
+                    files.append(StoredFile(join(prefix, entry.name), entry.stat().st_size))
+            except FileNotFoundError:
+                continue  # renamed or removed while listing: another process finished a write
+        return files
 
     def list_folders(self, folder: str) -> list[str]:
         prefix = clean_path(folder, folder=True)
