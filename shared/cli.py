@@ -96,7 +96,7 @@ def _print_summary(summary: SnapshotSummary) -> None:
 
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.sandbox import serve_forever
+    from mongodb_sandbox import serve_forever
 
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port", "must be between 0 and 65535")
