@@ -18,7 +18,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared.sandbox import SandboxServer
+from mongodb_sandbox import SandboxServer
 
 
 def timed(label: str, docs: int, action: Callable[[], int]) -> float:

@@ -113,7 +113,7 @@ def _resync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.sandbox import serve_forever
+    from mongodb_sandbox import serve_forever
 
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port", "must be between 0 and 65535")

@@ -1,7 +1,7 @@
 // mongo-fabric-mirror: Azure Functions (Flex Consumption, Python) mirroring MongoDB Atlas into a
 // Microsoft Fabric open-mirroring landing zone in OneLake.
 //
-// Deploy:  az deployment group create -g <rg> -f infra/bicep/main.bicep -p infra/bicep/main.bicepparam
+// Deploy:  az deployment group create -g <rg> -n mongo-fabric-mirror --parameters infra/bicep/main.bicepparam
 // Then:    func azure functionapp publish <functionAppName>
 // And grant the identity Contributor on the Fabric workspace (manual; see infra/README.md).
 

@@ -17,7 +17,6 @@ from pymongo import MongoClient
 
 from shared.config import Settings, load_settings
 from shared.pipeline.local_snapshot import SnapshotSummary, run_local_snapshot
-from shared.sandbox import SandboxServer
 
 DEMO_DATABASE = "demo"
 DEMO_ORDERS = 50_000
@@ -43,6 +42,9 @@ def sample_orders(count: int, seed: int = 7) -> Iterator[dict[str, object]]:
 
 def run_demo(settings: Settings, out: TextIO, orders: int = DEMO_ORDERS) -> SnapshotSummary:
     """Snapshot a sandbox holding ``orders`` sample orders and an empty ``returns`` collection."""
+    # The sandbox is a test and demo tool kept out of the Functions package: import it only here.
+    from mongodb_sandbox import SandboxServer
+
     with SandboxServer() as sandbox:
         with MongoClient[dict[str, object]](sandbox.uri) as client:
             database = client[DEMO_DATABASE]

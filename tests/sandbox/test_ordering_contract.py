@@ -24,7 +24,7 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 from pymongo import MongoClient
 
-from shared.sandbox import ordering
+from mongodb_sandbox import ordering
 
 Client = MongoClient[dict[str, Any]]
 UTC = datetime.UTC

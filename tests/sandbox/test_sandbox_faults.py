@@ -11,7 +11,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from shared.sandbox import SandboxServer
+from mongodb_sandbox import SandboxServer
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE, SandboxFactory
 from tests.sandbox.test_change_streams_contract import AWAIT_MS, events, next_event
 

@@ -16,7 +16,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
-from shared.sandbox import SandboxServer
+from mongodb_sandbox import SandboxServer
 from tests.fixtures.mongodb import SandboxFactory, sandbox_only
 
 pytestmark = sandbox_only
@@ -91,7 +91,7 @@ def test_serve_forever_runs_until_sigterm() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = f"from shared.sandbox import serve_forever; serve_forever({port}, 100)"
+    code = f"from mongodb_sandbox import serve_forever; serve_forever({port}, 100)"
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
     )

@@ -13,6 +13,6 @@ Modules: `server` (sockets, `SandboxServer`, `serve_forever`), `wire` (message f
 `change_streams` (events and resume tokens), `cursors`, `faults` and `errors`.
 """
 
-from shared.sandbox.server import SandboxServer, serve_forever
+from mongodb_sandbox.server import SandboxServer, serve_forever
 
 __all__ = ["SandboxServer", "serve_forever"]

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.sandbox.errors import CommandError
+from mongodb_sandbox.errors import CommandError
 
 # Commands the real fail point refuses to fail, so drivers can always connect and reset it.
 EXEMPT = frozenset({"hello", "isMaster", "ismaster", "configureFailPoint"})

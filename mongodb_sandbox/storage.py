@@ -20,8 +20,8 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 from bson.regex import Regex
 
-from shared.sandbox import ordering, query
-from shared.sandbox.errors import CommandError
+from mongodb_sandbox import ordering, query
+from mongodb_sandbox.errors import CommandError
 
 # Out-of-range dates must survive a decode/encode round trip, hence DATETIME_AUTO; UUIDs stay
 # Binary (the default UUID representation) so every subtype round-trips unchanged.

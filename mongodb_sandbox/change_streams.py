@@ -17,10 +17,10 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from shared.sandbox import query, storage
-from shared.sandbox.cursors import MAX_BATCH_BYTES, Batch
-from shared.sandbox.errors import CommandError
-from shared.sandbox.oplog import Entry, Oplog
+from mongodb_sandbox import query, storage
+from mongodb_sandbox.cursors import MAX_BATCH_BYTES, Batch
+from mongodb_sandbox.errors import CommandError
+from mongodb_sandbox.oplog import Entry, Oplog
 
 EVENT, INVALIDATE, HIGH_WATER = 0, 1, 2
 DEFAULT_AWAIT_MS = 1000

@@ -23,11 +23,11 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 
-from shared.sandbox import aggregation, change_streams, ordering, query, storage
-from shared.sandbox.cursors import CursorRegistry, ListCursor, cursor_reply
-from shared.sandbox.errors import CommandError, unsupported
-from shared.sandbox.faults import CloseConnection, FaultInjector
-from shared.sandbox.oplog import Oplog
+from mongodb_sandbox import aggregation, change_streams, ordering, query, storage
+from mongodb_sandbox.cursors import CursorRegistry, ListCursor, cursor_reply
+from mongodb_sandbox.errors import CommandError, unsupported
+from mongodb_sandbox.faults import CloseConnection, FaultInjector
+from mongodb_sandbox.oplog import Oplog
 
 logger = logging.getLogger(__name__)
 

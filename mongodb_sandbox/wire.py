@@ -14,7 +14,7 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from shared.sandbox import storage
+from mongodb_sandbox import storage
 
 OP_REPLY = 1
 OP_QUERY = 2004

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 
-from shared.sandbox.errors import CommandError
+from mongodb_sandbox.errors import CommandError
 
 # MongoDB's defaults: 101 documents in a first batch, and no batch past 16 MiB of documents.
 DEFAULT_FIRST_BATCH = 101

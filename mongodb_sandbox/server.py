@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from shared.sandbox import wire
-from shared.sandbox.change_streams import MAX_EVENT_BYTES
-from shared.sandbox.commands import MAX_MESSAGE_SIZE, Connection, Sandbox, encode_reply
-from shared.sandbox.errors import CommandError
-from shared.sandbox.faults import CloseConnection
+from mongodb_sandbox import wire
+from mongodb_sandbox.change_streams import MAX_EVENT_BYTES
+from mongodb_sandbox.commands import MAX_MESSAGE_SIZE, Connection, Sandbox, encode_reply
+from mongodb_sandbox.errors import CommandError
+from mongodb_sandbox.faults import CloseConnection
 
 logger = logging.getLogger(__name__)
 

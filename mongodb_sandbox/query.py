@@ -19,8 +19,8 @@ from bson.int64 import Int64
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 
-from shared.sandbox import ordering
-from shared.sandbox.errors import CommandError, unsupported
+from mongodb_sandbox import ordering
+from mongodb_sandbox.errors import CommandError, unsupported
 
 Document = dict[str, Any]
 

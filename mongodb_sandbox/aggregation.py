@@ -15,8 +15,8 @@ from typing import Any
 from bson.decimal128 import Decimal128
 from bson.raw_bson import RawBSONDocument
 
-from shared.sandbox import ordering, query, storage
-from shared.sandbox.errors import CommandError, unsupported
+from mongodb_sandbox import ordering, query, storage
+from mongodb_sandbox.errors import CommandError, unsupported
 
 Item = RawBSONDocument | dict[str, Any]
 
