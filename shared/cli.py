@@ -18,6 +18,7 @@ from pymongo.errors import PyMongoError
 
 from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
+from shared.fabric.commands import add_fabric_parser
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.redaction import redact
 
@@ -161,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
         "FILE_BYTES",
         "AZURE_AUTH",
     )
+
+    add_fabric_parser(commands, _add_settings)
 
     sandbox = commands.add_parser(
         "sandbox", help="run the MongoDB wire-protocol sandbox (for trying and testing only)"
