@@ -85,7 +85,7 @@ class FabricClient:
             policies=[
                 HeadersPolicy({"Accept": "application/json"}),
                 UserAgentPolicy(sdk_moniker="mongo-fabric-mirror"),
-                RetryPolicy(retry_total=RETRIES),
+                RetryPolicy(retry_total=RETRIES, retry_status=RETRIES),
                 # After the retry policy, so every attempt carries a fresh token.
                 BearerTokenCredentialPolicy(credential, FABRIC_SCOPE),
             ],
