@@ -115,7 +115,10 @@ class FakeFabric:
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.origin = f"https://127.0.0.1:{self._server.server_address[1]}"
         self.api_url = f"{self.origin}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for it, once per test.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -12,8 +12,15 @@ from shared.state import parse_state_location
 BICEP = Path(__file__).resolve().parents[2] / "infra" / "bicep"
 MAIN = (BICEP / "main.bicep").read_text()
 ALL = {path.name: path.read_text() for path in BICEP.rglob("*.bicep")}
-# Optional on Azure: the app uses its managed identity and the host storage for the queue.
-NOT_SET_ON_AZURE = {"AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "QUEUE_STORAGE"}
+# Optional on Azure: the app uses its managed identity and the host storage for the queue;
+# the Fabric ids only add Fabric's own per-table state to status.
+NOT_SET_ON_AZURE = {
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "QUEUE_STORAGE",
+    "FABRIC_WORKSPACE_ID",
+    "FABRIC_ITEM_ID",
+}
 
 
 def app_settings() -> dict[str, str]:
