@@ -102,6 +102,8 @@ class FakeFabric:
         self.operation_polls = 2
         """How many polls see ``Running`` before an operation ends."""
         self.fail_operations = False
+        self.create_at_once = False
+        """Answer create with 201 and the item, as Fabric does when it finishes in time."""
         self.page_size = 2
         self._throttled = 0
         self._throttle_retry_after = "0"
@@ -190,6 +192,9 @@ class FakeFabric:
             raise _Error(400, "InvalidDefinitionParts")
         mirroring = json.loads(base64.b64decode(part["payload"]))
         item = _Item(workspace_id, str(uuid.uuid4()), body["displayName"], mirroring)
+        if self.create_at_once:
+            self.items[item.item_id] = item
+            return 201, {}, {"id": item.item_id, "displayName": item.display_name}
         operation_id = str(uuid.uuid4())
         self._operations[operation_id] = _Operation(
             item, self.operation_polls, self.fail_operations

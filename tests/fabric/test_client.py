@@ -52,6 +52,16 @@ def test_create_sends_the_open_mirroring_definition_and_waits_out_the_operation(
     assert all(r.authorization == "Bearer fake-fabric-token" for r in fake_fabric.requests)
 
 
+def test_a_create_that_finishes_at_once_needs_no_polling(
+    fake_fabric: FakeFabric, client: FabricClient, transport: RecordingTransport
+):
+    fake_fabric.create_at_once = True
+    database = create_mirrored_database(client, WORKSPACE, "orders_mirror")
+    assert database.item_id in fake_fabric.items
+    assert [r for r in fake_fabric.requests if "/operations/" in r.path] == []
+    assert transport.slept == []
+
+
 def test_a_failed_operation_is_one_line_naming_fabrics_error(
     fake_fabric: FakeFabric, client: FabricClient
 ):
