@@ -18,6 +18,7 @@ from pymongo.errors import PyMongoError
 
 from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
+from shared.fabric.commands import add_fabric_parser
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.redaction import redact
 
@@ -187,6 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     resync.set_defaults(command=_resync)
     resync.add_argument("--table", required=True, help="<database>.<collection>")
     _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "AZURE_AUTH")
+
+    add_fabric_parser(commands, _add_settings)
 
     sandbox = commands.add_parser(
         "sandbox", help="run the MongoDB wire-protocol sandbox (for trying and testing only)"

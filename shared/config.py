@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 
@@ -57,6 +58,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("AZURE_CLIENT_ID", "Service principal or user-assigned identity client id."),
     SettingSpec("AZURE_TENANT_ID", "Service principal tenant id."),
     SettingSpec("AZURE_CLIENT_SECRET", "Service principal secret (use Key Vault).", secret=True),
+    SettingSpec(
+        "FABRIC_WORKSPACE_ID",
+        "Fabric workspace id (a GUID) holding the mirrored database: for the fabric commands "
+        "and for Fabric's own per-table state in status.",
+        aliases=("--workspace",),
+    ),
+    SettingSpec("FABRIC_ITEM_ID", "The mirrored database's item id (a GUID).", aliases=("--item",)),
+    SettingSpec(
+        "FABRIC_API_URL",
+        "Fabric REST API base URL (https only).",
+        default="https://api.fabric.microsoft.com/v1",
+    ),
     SettingSpec(
         "MONGODB_URI", "MongoDB connection string (mongodb:// or mongodb+srv://).", secret=True
     ),
@@ -204,9 +217,10 @@ def _validate(values: Mapping[str, str]) -> None:
     parse_state_location(values["STATE_STORE"])
     if values["AZURE_AUTH"] not in AUTH_MODES:
         raise ConfigError("AZURE_AUTH", f"must be one of {', '.join(AUTH_MODES)}")
-    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID"):
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "FABRIC_WORKSPACE_ID", "FABRIC_ITEM_ID"):
         if name in values and not _GUID.match(values[name]):
             raise ConfigError(name, "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+    _validate_fabric_api_url(values["FABRIC_API_URL"])
     uri = values.get("MONGODB_URI")
     if uri is not None and not uri.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError("MONGODB_URI", "must start with mongodb:// or mongodb+srv://")
@@ -222,6 +236,19 @@ def _validate(values: Mapping[str, str]) -> None:
             raise ConfigError(name, f"must be a whole number from {low} to {high}")
     if not isinstance(logging.getLevelName(values["LOG_LEVEL"].upper()), int):
         raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
+
+
+def _validate_fabric_api_url(url: str) -> None:
+    # The bearer token goes to this host: https only, no user info, query or fragment.
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if host is None or parts.scheme != "https" or "@" in parts.netloc:
+        raise ConfigError("FABRIC_API_URL", "must be an https:// URL of the Fabric REST API")
+    if parts.query or parts.fragment:
+        raise ConfigError("FABRIC_API_URL", "must not have a query or fragment")
 
 
 def _auth(values: Mapping[str, str], environ: Mapping[str, str]) -> AzureAuth:

@@ -222,6 +222,9 @@ var mirrorSettings = {
   MONGODB_DATABASE: mongodbDatabase
   MONGODB_COLLECTIONS: mongodbCollections
   LOG_LEVEL: logLevel
+  // The replicator's own per-table status (GET /api/status): ids taken from the landing-zone URL.
+  FABRIC_WORKSPACE_ID: split(landingZoneUrl, '/')[3]
+  FABRIC_ITEM_ID: split(landingZoneUrl, '/')[4]
 }
 
 // Module outputs used below give the function app implicit dependencies on the storage, Key Vault

@@ -53,6 +53,7 @@ LEFT_UNSET_ON_AZURE = {
     "SNAPSHOT_PARTITIONS": "tuning: Settings' default (auto) applies",
     "FILE_ROWS": "tuning: Settings' default applies",
     "FILE_BYTES": "tuning: Settings' default applies",
+    "FABRIC_API_URL": "Settings' default (the public Fabric REST endpoint) applies",
 }
 # Settings the engine treats as secret because they may be connection strings with a key; the
 # template sets them to plain endpoint URLs read with the identity, so they need no Key Vault.
