@@ -101,6 +101,44 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "https://<account>.queue.core.windows.net (default: the host's AzureWebJobsStorage).",
         secret=True,
     ),
+    SettingSpec(
+        "CHANGE_WINDOW_EVENTS",
+        "Most change events in one window (one file per table).",
+        default="10000",
+    ),
+    SettingSpec(
+        "CHANGE_WINDOW_BYTES",
+        "Most BSON bytes of change events in one window.",
+        default="67108864",
+    ),
+    SettingSpec(
+        "CHANGE_WINDOW_SECONDS",
+        "Longest a window stays open while events keep coming (it closes at once when the "
+        "stream is idle); bounds write-to-published latency.",
+        default="1",
+    ),
+    SettingSpec(
+        "CHANGE_AWAIT_MS",
+        "How long one read waits on an idle stream before the window closes.",
+        default="200",
+    ),
+    SettingSpec(
+        "CHANGE_LEASE_SECONDS",
+        "The reader lease on a database's stream: renewed every window; a reader that died "
+        "is replaced after this long.",
+        default="60",
+    ),
+    SettingSpec(
+        "CHANGE_BUDGET_SECONDS",
+        "How long one timer invocation runs change windows back to back (Functions); keep it "
+        "below the schedule's period and well inside functionTimeout.",
+        default="55",
+    ),
+    SettingSpec(
+        "CHANGE_SCHEDULE",
+        "NCRONTAB schedule of the change timer (Functions), e.g. every minute: 0 * * * * *.",
+        default="0 * * * * *",
+    ),
     SettingSpec("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO"),
 )
 INTEGER_LIMITS = {
@@ -108,9 +146,16 @@ INTEGER_LIMITS = {
     "SNAPSHOT_WORKERS": (1, 64),
     "FILE_ROWS": (1, 10_000_000),
     "FILE_BYTES": (1024, 4 * 1024**3),
+    "CHANGE_WINDOW_EVENTS": (1, 1_000_000),
+    "CHANGE_WINDOW_BYTES": (1024, 1024**3),
+    "CHANGE_WINDOW_SECONDS": (1, 300),
+    "CHANGE_AWAIT_MS": (1, 10_000),
+    "CHANGE_LEASE_SECONDS": (5, 3600),
+    "CHANGE_BUDGET_SECONDS": (1, 3600),
 }
 SPECS = {spec.name: spec for spec in SETTINGS}
 AUTH_MODES = ("auto", "service-principal", "managed-identity", "default")
+_NCRONTAB = re.compile(r"[0-9*/,\-]+( [0-9A-Za-z*/,\-]+){5}")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -236,6 +281,10 @@ def _validate(values: Mapping[str, str]) -> None:
             raise ConfigError(name, f"must be a whole number from {low} to {high}")
     if not isinstance(logging.getLevelName(values["LOG_LEVEL"].upper()), int):
         raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
+    if not _NCRONTAB.fullmatch(values["CHANGE_SCHEDULE"]):
+        raise ConfigError(
+            "CHANGE_SCHEDULE", "must be a six-field NCRONTAB expression such as 0 * * * * *"
+        )
 
 
 def _validate_fabric_api_url(url: str) -> None:

@@ -1,0 +1,423 @@
+"""Change windows: one reader per database turns its change stream into one file per table.
+
+A window, and why each step is where it is:
+1. read complete events (split fragments reassembled) from the database checkpoint until the
+   window closes: CHANGE_WINDOW_EVENTS events, CHANGE_WINDOW_BYTES bytes or
+   CHANGE_WINDOW_SECONDS seconds, or nothing more is ready now;
+2. per table touched, in stream order: a streaming table publishes one parquet file (upserts of
+   full documents, deletes by `_id` text) and records the last event's token as its progress in
+   the same compare-and-swap that allocates the file's number; a table still being snapshotted
+   holds its events in the landing zone (``_held-changes/``, ignored by the replicator, never
+   local disk), recording them the same way, and publishes them right after its snapshot;
+3. advance the database checkpoint (the stream's resume token, ``postBatchResumeToken`` when
+   idle) and renew the reader's lease, in one compare-and-swap fenced by the lease.
+A crash after 2 replays the window from the old checkpoint: each table skips the events up to its
+own recorded token (resume tokens order like stream positions), so no window is published twice
+and none is skipped. One stream per database, filtered to the selected collections: one cursor
+and one oplog scan however many tables, so 200 idle tables cost one getMore per window.
+
+A selected collection that is dropped or renamed, the database dropped, or the stream's history
+lost, rebuilds the tables concerned (shared/pipeline/rebuild.py) while the others keep streaming.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import bson
+import pyarrow as pa
+from bson.raw_bson import RawBSONDocument
+from pymongo.change_stream import ChangeStream
+
+from shared.errors import MirrorError
+from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
+from shared.landing_zone.publisher import LeaseHeld, Superseded
+from shared.landing_zone.stores.base import PathExistsError
+from shared.landing_zone.tables import TableRef
+from shared.pipeline.plans import Phase, TablePlan, all_plans, load_plan
+from shared.pipeline.rebuild import rebuild_table
+from shared.pipeline.schema_registry import SchemaRegistry
+from shared.pipeline.stream_checkpoint import STREAM_KIND, ensure_checkpoint
+from shared.pipeline.wiring import MirrorContext
+from shared.source.change_stream import (
+    ROW_OPERATIONS,
+    TABLE_ENDING_OPERATIONS,
+    ChangeEvent,
+    HistoryLost,
+    database_position,
+    next_event,
+    open_stream,
+    token_order,
+    token_to_json,
+)
+from shared.state.base import JsonObject, update
+
+log = logging.getLogger(__name__)
+
+CHANGES_WRITER = "changes"
+HELD_FOLDER = "_held-changes"
+HELD_WRITE_ATTEMPTS = 5
+
+
+@dataclass
+class TableActivity:
+    """What one window did to one table (for progress lines and the caller's decisions)."""
+
+    events: int = 0
+    rows: int = 0
+    lag_seconds: float = 0.0
+
+
+@dataclass
+class WindowResult:
+    events: int = 0
+    idle: bool = True  # nothing more was ready when the window closed
+    tables: dict[str, TableActivity] = field(default_factory=dict)
+    rebuilt: list[str] = field(default_factory=list)
+    discovered: list[str] = field(default_factory=list)  # collections with events and no plan
+
+
+class ChangeReader:
+    """The single reader of one database's stream (a lease in the state store makes it single).
+
+    ``collections`` None mirrors every collection (new ones are reported as discovered).
+    """
+
+    def __init__(self, ctx: MirrorContext, database: str, collections: list[str] | None) -> None:
+        self._ctx = ctx
+        self._database = database
+        self._collections = collections
+        self._owner = ""
+        self._lease_seconds = _setting(ctx, "CHANGE_LEASE_SECONDS")
+        self._stream: ChangeStream[RawBSONDocument] | None = None
+        self._table_owners: dict[str, str] = {}
+        self._registries: dict[str, SchemaRegistry] = {}
+
+    # -- the lease ---------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the database's reader lease; LeaseHeld while another live reader has it."""
+        ensure_checkpoint(self._ctx, self._database)
+        owner = bson.ObjectId().binary.hex()
+        now = time.time()
+
+        def take(value: JsonObject | None) -> JsonObject:
+            current = dict(value or {})
+            held_until = current.get("lease_expires")
+            if current.get("owner") and isinstance(held_until, int | float) and held_until > now:
+                raise LeaseHeld(
+                    f"database {self._database} is being mirrored by another process (its lease "
+                    f"runs {held_until - now:.0f} s more); only one reader may stream it"
+                )
+            return {**current, "owner": owner, "lease_expires": now + self._lease_seconds}
+
+        update(self._ctx.state, STREAM_KIND, self._database, take)
+        self._owner = owner
+        self._table_owners.clear()
+
+    def release(self) -> None:
+        """Give the lease back (after the window in hand) so a successor need not wait."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if not self._owner:
+            return
+
+        def drop(value: JsonObject | None) -> JsonObject:
+            current = dict(value or {})
+            if current.get("owner") == self._owner:
+                current.pop("lease_expires", None)
+            return current
+
+        update(self._ctx.state, STREAM_KIND, self._database, drop)
+        self._owner = ""
+
+    def _checkpoint(self, token: str, start_after: bool) -> None:
+        def advance(value: JsonObject | None) -> JsonObject:
+            current = dict(value or {})
+            if current.get("owner") != self._owner:
+                raise Superseded(
+                    f"database {self._database}: another reader took over the stream; "
+                    "this one stops without publishing"
+                )
+            return {
+                **current,
+                "token": token,
+                "start_after": start_after,
+                "lease_expires": time.time() + self._lease_seconds,
+                "checkpoint_at": time.time(),
+            }
+
+        update(self._ctx.state, STREAM_KIND, self._database, advance)
+
+    # -- one window --------------------------------------------------------------------------
+
+    def window(self) -> WindowResult:
+        """Read, publish and checkpoint one window (see the module docstring)."""
+        if not self._owner:
+            raise MirrorError("acquire the reader lease before reading windows")
+        self.release_held_changes()
+        max_events = _setting(self._ctx, "CHANGE_WINDOW_EVENTS")
+        max_bytes = _setting(self._ctx, "CHANGE_WINDOW_BYTES")
+        deadline = time.monotonic() + _setting(self._ctx, "CHANGE_WINDOW_SECONDS")
+        result = WindowResult()
+        groups: dict[str, list[ChangeEvent]] = {}
+        size = 0
+        start_after = False
+        try:
+            stream = self._open()
+            result.idle = False
+            while result.events < max_events and size < max_bytes:
+                event = next_event(stream)
+                if event is None:
+                    result.idle = True  # drained up to the present
+                    break
+                result.events += 1
+                size += event.size
+                if event.operation == "invalidate":
+                    start_after = True  # the database was dropped; only startAfter goes on
+                    break
+                self._route(event, groups, result)
+                if time.monotonic() >= deadline:
+                    break
+            token = self._stream_token(stream)
+        except HistoryLost as error:
+            self._history_lost(str(error), result)
+            return result
+        for collection, events in groups.items():
+            result.tables[collection] = self._apply(collection, events, result)
+        self._checkpoint(token, start_after)
+        if start_after:
+            self._close_stream()
+        return result
+
+    def _route(
+        self, event: ChangeEvent, groups: dict[str, list[ChangeEvent]], result: WindowResult
+    ) -> None:
+        collection = event.collection
+        if event.operation == "dropDatabase":
+            groups.clear()
+            for plan in self._plans():
+                self._rebuild(plan.table, "the database was dropped", result)
+            return
+        if collection is None or not self._selected(collection):
+            return
+        if event.operation in TABLE_ENDING_OPERATIONS:
+            groups.pop(collection, None)  # rows of the old collection must not reach the new
+            cause = (
+                "the collection was dropped"
+                if event.operation == "drop"
+                else f"the collection was renamed to {event.target}"
+            )
+            table = TableRef(self._database, collection)
+            if load_plan(self._ctx.state, table) is not None:
+                self._rebuild(table, cause, result)
+            return
+        if event.operation in ROW_OPERATIONS:
+            groups.setdefault(collection, []).append(event)
+
+    def _apply(
+        self, collection: str, events: list[ChangeEvent], result: WindowResult
+    ) -> TableActivity:
+        table = TableRef(self._database, collection)
+        activity = TableActivity(events=len(events))
+        plan = load_plan(self._ctx.state, table)
+        if plan is None:
+            # A collection that appeared after planning: its events are held until its own
+            # snapshot is planned (by the orchestrator) and published.
+            self._ctx.publisher.prepare_table(table)
+            result.discovered.append(collection)
+        owner = self._table_owner(table)
+        progress = self._ctx.publisher.progress(table, CHANGES_WRITER) or {}
+        done = progress.get("token")
+        if isinstance(done, str):
+            floor = token_order(done)
+            events = [e for e in events if token_order(e.token) > floor]
+        rows = [e for e in events if e.document is not None]
+        if not events:
+            return activity
+        last = events[-1]
+        activity.lag_seconds = max(0.0, time.time() - last.cluster_seconds)
+        activity.rows = len(rows)
+        totals = _totals(progress, len(events), len(rows), activity.lag_seconds)
+        if plan is not None and plan.phase == Phase.STREAMING and not _holding(progress):
+            if rows:
+                batch = self._convert(table, rows)
+                self._ctx.publisher.publish(
+                    table,
+                    batch,
+                    CHANGES_WRITER,
+                    {**progress, **totals, "token": last.token},
+                    owner,
+                )
+            else:
+                self._ctx.publisher.record_progress(
+                    table, CHANGES_WRITER, {**progress, **totals, "token": last.token}, owner
+                )
+            return activity
+        held = int(progress.get("held", 0))
+        if rows:
+            self._write_held(table, held, rows)
+            held += 1
+        self._ctx.publisher.record_progress(
+            table,
+            CHANGES_WRITER,
+            {**progress, **totals, "token": last.token, "held": held},
+            owner,
+        )
+        return activity
+
+    # -- held changes (a table whose snapshot is still running) --------------------------------
+
+    def release_held_changes(self) -> None:
+        """Publish, in order, the changes held for every table whose snapshot has finished."""
+        for plan in self._plans():
+            if plan.phase != Phase.STREAMING:
+                continue
+            progress = self._ctx.publisher.progress(plan.table, CHANGES_WRITER) or {}
+            if not _holding(progress):
+                continue
+            owner = self._table_owner(plan.table)
+            released = int(progress.get("released", 0))
+            for number in range(released, int(progress["held"])):
+                path = _held_path(plan.table, number)
+                rows = list(_read_held(self._ctx.publisher.store.read(path)))
+                if rows:
+                    batch = self._convert(plan.table, rows)
+                    progress = {**progress, "released": number + 1}
+                    self._ctx.publisher.publish(plan.table, batch, CHANGES_WRITER, progress, owner)
+                else:
+                    progress = {**progress, "released": number + 1}
+                    self._ctx.publisher.record_progress(plan.table, CHANGES_WRITER, progress, owner)
+                self._ctx.publisher.store.delete(path)
+            log.info("%s: published the changes held during its snapshot", plan.table)
+
+    def _write_held(self, table: TableRef, number: int, rows: list[ChangeEvent]) -> None:
+        data = b"".join(
+            bson.encode({"m": _marker(event), "d": RawBSONDocument(event.document or b"")})
+            for event in rows
+        )
+        path = _held_path(table, number)
+        for _ in range(HELD_WRITE_ATTEMPTS):
+            try:
+                self._ctx.publisher.store.write_new(path, data)
+                return
+            except PathExistsError:
+                # Left by a crashed or fenced attempt at this number: never recorded, so unused.
+                self._ctx.publisher.store.delete(path)
+        raise MirrorError(f"{table}: could not write held changes {path}; another writer races")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _convert(self, table: TableRef, rows: list[ChangeEvent]) -> pa.Table:
+        registry = self._registries.get(table.folder)
+        if registry is None:
+            registry = self._registries[table.folder] = SchemaRegistry(self._ctx.state, table)
+        documents = [event.document or b"" for event in rows]
+        batch = registry.convert(documents, [_marker(event) for event in rows])
+        marker = batch.column(ROW_MARKER)
+        return batch.drop_columns([ROW_MARKER]).append_column(ROW_MARKER, marker)
+
+    def _table_owner(self, table: TableRef) -> str:
+        owner = self._table_owners.get(table.folder)
+        if owner is None:
+            owner, _ = self._ctx.publisher.claim(table, CHANGES_WRITER)
+            self._table_owners[table.folder] = owner
+        return owner
+
+    def _rebuild(self, table: TableRef, cause: str, result: WindowResult) -> None:
+        rebuild_table(self._ctx.publisher, table, cause)
+        self._table_owners.pop(table.folder, None)
+        self._registries.pop(table.folder, None)
+        result.rebuilt.append(str(table))
+
+    def _history_lost(self, reason: str, result: WindowResult) -> None:
+        """The checkpoint fell off the oplog: every table of the database starts again."""
+        log.error("database %s lost its change history (%s)", self._database, reason)
+        self._close_stream()
+        for plan in self._plans():
+            self._rebuild(plan.table, f"change history lost: {reason}", result)
+        self._checkpoint(database_position(self._ctx.mongo[self._database]), False)
+
+    def _plans(self) -> list[TablePlan]:
+        return [plan for plan in all_plans(self._ctx.state) if plan.database == self._database]
+
+    def _selected(self, collection: str) -> bool:
+        if collection.startswith("system."):
+            return False
+        return self._collections is None or collection in self._collections
+
+    def _open(self) -> ChangeStream[RawBSONDocument]:
+        if self._stream is None:
+            record = self._ctx.state.get(STREAM_KIND, self._database)
+            if record is None:
+                raise MirrorError(f"database {self._database} has no stream checkpoint")
+            self._stream = open_stream(
+                self._ctx.mongo[self._database],
+                self._collections,
+                str(record.value["token"]),
+                start_after=bool(record.value.get("start_after")),
+                max_await_ms=_setting(self._ctx, "CHANGE_AWAIT_MS"),
+            )
+        return self._stream
+
+    def _stream_token(self, stream: ChangeStream[RawBSONDocument]) -> str:
+        token = stream.resume_token
+        if token is None:
+            raise MirrorError(f"database {self._database}: the stream has no resume token")
+        return token_to_json(token)
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+def _marker(event: ChangeEvent) -> int:
+    return int(RowMarker.DELETE if event.operation == "delete" else RowMarker.UPSERT)
+
+
+def _holding(progress: JsonObject) -> bool:
+    return int(progress.get("held", 0)) > int(progress.get("released", 0))
+
+
+def _totals(progress: JsonObject, events: int, rows: int, lag: float) -> JsonObject:
+    return {
+        "events": int(progress.get("events", 0)) + events,
+        "rows": int(progress.get("rows", 0)) + rows,
+        "lag_seconds": round(lag, 3),
+        "checkpoint_at": time.time(),
+    }
+
+
+def _held_path(table: TableRef, number: int) -> str:
+    return f"{table.folder}/{HELD_FOLDER}/{number:020d}.bson"
+
+
+def _read_held(data: bytes) -> Iterator[ChangeEvent]:
+    """Held rows back as events; the file is ours, but storage is validated like any input."""
+    position = 0
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "little")
+        if length < 5 or position + length > len(data):
+            raise MirrorError("a held-changes file is truncated or damaged")
+        entry = RawBSONDocument(data[position : position + length])
+        position += length
+        marker = entry.get("m")
+        document = entry.get("d")
+        if marker not in (RowMarker.UPSERT, RowMarker.DELETE) or not isinstance(
+            document, RawBSONDocument
+        ):
+            raise MirrorError("a held-changes file has a malformed row")
+        operation = "delete" if marker == RowMarker.DELETE else "replace"
+        yield ChangeEvent("", operation, 0, None, bytes(document.raw), len(document.raw))
+
+
+def _setting(ctx: MirrorContext, name: str) -> int:
+    value = ctx.settings.integer(name)
+    if value is None:
+        raise MirrorError(f"{name} has no value")
+    return value
