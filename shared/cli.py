@@ -95,6 +95,19 @@ def _print_summary(summary: SnapshotSummary) -> None:
     )
 
 
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.verify import format_report, verify_mirror
+    from shared.pipeline.wiring import open_landing_zone_store
+    from shared.source.client import connect
+
+    store = open_landing_zone_store(settings)
+    with connect(settings.require("MONGODB_URI")) as client:
+        database = client[settings.require("MONGODB_DATABASE")]
+        report = verify_mirror(store, database, settings.collections())
+    print(format_report(report))
+    return 0 if report.equal else 1
+
+
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from shared.sandbox import serve_forever
 
@@ -159,6 +172,19 @@ def _parser() -> argparse.ArgumentParser:
         "SNAPSHOT_WORKERS",
         "FILE_ROWS",
         "FILE_BYTES",
+        "AZURE_AUTH",
+    )
+
+    verify = commands.add_parser(
+        "verify", help="compare each replayed table with its collection now, value by value"
+    )
+    verify.set_defaults(command=_verify)
+    _add_settings(
+        verify,
+        "MONGODB_URI",
+        "MONGODB_DATABASE",
+        "MONGODB_COLLECTIONS",
+        "LANDING_ZONE",
         "AZURE_AUTH",
     )
 
