@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -356,38 +356,38 @@ def _join(
         WHERE {l_id} IS NULL OR {s_id} IS NULL OR {any_differs}
         ORDER BY 1
     """  # noqa: S608 - names come from parquet schemas and are quoted
+    first: list[Difference] = []  # values looked up once the stream is drained
     for batch in connection.sql(query).to_arrow_reader(10_000):
         kinds = pc.value_counts(batch.column(1))
         for kind, count in zip(
             kinds.field("values").to_pylist(), kinds.field("counts").to_pylist(), strict=True
         ):
             result.counts[kind] += count
-        if len(result.differences) < SHOWN_DIFFERENCES:
-            _show(connection, batch.slice(0, SHOWN_DIFFERENCES).to_pylist(), result)
+        for row in batch.slice(0, SHOWN_DIFFERENCES).to_pylist():
+            key, kind = row[KEY_COLUMN], row["kind"]
+            names: list[str | None] = [None]
+            if kind == VALUE:
+                names = list(row["columns"].split(_SEPARATOR))
+            first += [Difference(kind, key, name) for name in names]
+    room = SHOWN_DIFFERENCES - len(result.differences)
+    result.differences += [
+        _with_values(connection, landing, difference) if difference.kind == VALUE else difference
+        for difference in first[:room]
+    ]
 
 
-def _show(
-    connection: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], result: TableVerification
-) -> None:
-    for row in rows:
-        key, kind = row[KEY_COLUMN], row["kind"]
-        for column in row["columns"].split(_SEPARATOR) if kind == VALUE else [None]:
-            if len(result.differences) >= SHOWN_DIFFERENCES:
-                return
-            if column is None:
-                result.differences.append(Difference(kind, key))
-            else:
-                result.differences.append(_value_difference(connection, key, column))
-
-
-def _value_difference(connection: duckdb.DuckDBPyConnection, key: str, column: str) -> Difference:
+def _with_values(
+    connection: duckdb.DuckDBPyConnection, landing: pa.Schema, difference: Difference
+) -> Difference:
+    key, column = difference.id_text, str(difference.column)
+    in_landing = _ident(column) if column in landing.names else "NULL"  # a field never mirrored
     row = connection.execute(
-        f"SELECT (SELECT {_ident(column)} FROM {_LANDING} WHERE {KEY_COLUMN} = $1 LIMIT 1), "  # noqa: S608
+        f"SELECT (SELECT {in_landing} FROM {_LANDING} WHERE {KEY_COLUMN} = $1 LIMIT 1), "  # noqa: S608
         f"(SELECT {_ident(column)} FROM {_SOURCE} WHERE {KEY_COLUMN} = $1 LIMIT 1)",
         [key],
     ).fetchone()
     landing, source = row if row is not None else (None, None)
-    return Difference(VALUE, key, column, _shown(landing), _shown(source))
+    return replace(difference, landing=_shown(landing), source=_shown(source))
 
 
 def _shown(value: Any) -> str:
