@@ -188,6 +188,7 @@ def compare_table(report: TableReport, collection: Collection[Any]) -> TableVeri
                 result.problems.append(str(error))
                 result.source_rows = collection.count_documents({})
                 return result
+            # A copy: the converter grows its schema with fields the landing zone never received.
             result.schema = TableSchema.from_json(schema.to_json())
             converter = BatchConverter(schema)
             result.source_rows = _spill_source(collection, converter, Path(work))
