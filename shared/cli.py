@@ -113,6 +113,19 @@ def _resync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.verify import format_report, verify_mirror
+    from shared.pipeline.wiring import open_landing_zone_store
+    from shared.source.client import connect
+
+    store = open_landing_zone_store(settings)
+    with connect(settings.require("MONGODB_URI")) as client:
+        database = client[settings.require("MONGODB_DATABASE")]
+        report = verify_mirror(store, database, settings.collections())
+    print(format_report(report))
+    return 0 if report.equal else 1
+
+
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from mongodb_sandbox import serve_forever
 
@@ -190,6 +203,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "AZURE_AUTH")
 
     add_fabric_parser(commands, _add_settings)
+
+    verify = commands.add_parser(
+        "verify", help="compare each replayed table with its collection now, value by value"
+    )
+    verify.set_defaults(command=_verify)
+    _add_settings(
+        verify,
+        "MONGODB_URI",
+        "MONGODB_DATABASE",
+        "MONGODB_COLLECTIONS",
+        "LANDING_ZONE",
+        "AZURE_AUTH",
+    )
 
     sandbox = commands.add_parser(
         "sandbox", help="run the MongoDB wire-protocol sandbox (for trying and testing only)"
