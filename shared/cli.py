@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -82,6 +84,23 @@ def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from shared.pipeline.local_snapshot import run_local_snapshot
 
     _print_summary(run_local_snapshot(settings))
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.local_mirror import run_mirror
+
+    stop = threading.Event()
+
+    def finish_window_then_stop(signum: int, frame: object) -> None:
+        print("stopping after the window in hand", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, finish_window_then_stop)
+    signal.signal(signal.SIGTERM, finish_window_then_stop)
+    summary = run_mirror(settings, once=args.once, stop=stop)
+    rebuilt = f"; rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else ""
+    print(f"mirrored {summary.events:,} change events in {summary.windows:,} windows{rebuilt}")
     return 0
 
 
@@ -190,6 +209,35 @@ def _parser() -> argparse.ArgumentParser:
         "SNAPSHOT_WORKERS",
         "FILE_ROWS",
         "FILE_BYTES",
+        "AZURE_AUTH",
+    )
+
+    run = commands.add_parser(
+        "run",
+        help="mirror continuously: snapshot what needs it, then stream changes until stopped",
+    )
+    run.set_defaults(command=_run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="exit 0 once every table is snapshotted and every change so far is published",
+    )
+    _add_settings(
+        run,
+        "MONGODB_URI",
+        "MONGODB_DATABASE",
+        "MONGODB_COLLECTIONS",
+        "LANDING_ZONE",
+        "STATE_STORE",
+        "SNAPSHOT_PARTITIONS",
+        "SNAPSHOT_WORKERS",
+        "FILE_ROWS",
+        "FILE_BYTES",
+        "CHANGE_WINDOW_EVENTS",
+        "CHANGE_WINDOW_BYTES",
+        "CHANGE_WINDOW_SECONDS",
+        "CHANGE_AWAIT_MS",
+        "CHANGE_LEASE_SECONDS",
         "AZURE_AUTH",
     )
 

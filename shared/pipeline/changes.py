@@ -188,7 +188,8 @@ class ChangeReader:
             self._history_lost(str(error), result)
             return result
         for collection, events in groups.items():
-            result.tables[collection] = self._apply(collection, events, result)
+            name = str(TableRef(self._database, collection))
+            result.tables[name] = self._apply(collection, events, result)
         self._checkpoint(token, start_after)
         if start_after:
             self._close_stream()
@@ -269,6 +270,15 @@ class ChangeReader:
             owner,
         )
         return activity
+
+    def settled(self) -> bool:
+        """Every table of the database snapshotted and its held changes published."""
+        for plan in self._plans():
+            if plan.phase != Phase.STREAMING:
+                return False
+            if _holding(self._ctx.publisher.progress(plan.table, CHANGES_WRITER) or {}):
+                return False
+        return True
 
     # -- held changes (a table whose snapshot is still running) --------------------------------
 

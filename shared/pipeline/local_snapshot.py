@@ -51,7 +51,16 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
         selection = plan_selected(ctx)
         plans = selection.plans
         tasks = pending_tasks(plans)
-        results = _run_pool(ctx, settings, plans, tasks, out) if tasks else []
+        results: list[tuple[PartitionResult, float]] = []
+        if tasks:
+            progress = ProgressDisplay(ctx, plans, out)
+            with SnapshotPool(ctx, settings, len(tasks)) as pool:
+                pool.submit(tasks)
+                while pool.busy:
+                    results += pool.wait(REFRESH_SECONDS)
+                    progress.show()
+                progress.show(final=True)
+                pool.raise_failures()
         final = [load_plan(ctx.state, plan.table) or plan for plan in plans]
     finally:
         ctx.close()
@@ -71,50 +80,67 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
     )
 
 
-def _run_pool(
-    ctx: MirrorContext,
-    settings: Settings,
-    plans: list[TablePlan],
-    tasks: list[PartitionTask],
-    out: TextIO,
-) -> list[tuple[PartitionResult, float]]:
-    """Each partition's result with its worker's peak memory (MB) when it finished."""
-    workers = settings.integer("SNAPSHOT_WORKERS") or os.cpu_count() or 1
-    workers = min(workers, len(tasks))
-    progress = ProgressDisplay(ctx, plans, out)
-    results: list[tuple[PartitionResult, float]] = []
-    failures: list[str] = []
-    # spawn, not fork: each worker opens its own MongoDB client, SQLite handle and SDK clients.
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=get_context("spawn"),
-        initializer=_open_worker,
-        initargs=(dict(settings.values),),
-    ) as pool:
-        pending: set[Future[tuple[PartitionResult, float]]] = set()
-        owners: dict[Future[tuple[PartitionResult, float]], PartitionTask] = {}
-        for task in tasks:
-            future = pool.submit(_run_in_worker, task)
-            pending.add(future)
-            owners[future] = task
-        while pending:
-            done, pending = wait(pending, timeout=REFRESH_SECONDS, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = owners[future]
-                try:
-                    results.append(future.result())
-                except BrokenProcessPool:
-                    failures.append(f"{task.table} partition {task.index}: a worker process died")
-                except Exception as error:  # reported per partition; the others carry on
-                    failures.append(f"{task.table} partition {task.index}: {error}")
-                    record_status(ctx, task, "failed", 0, 0, error=str(error))
-            progress.show()
-    progress.show(final=True)
-    if failures:
-        raise MirrorError(
-            "snapshot partitions failed (run again to resume):\n  " + "\n  ".join(failures)
+class SnapshotPool:
+    """Partitions running in local worker processes, polled without blocking the caller (the
+    `run` command reads change windows meanwhile). Each result comes with its worker's peak
+    memory (MB); failures are collected per partition, the others carry on."""
+
+    def __init__(self, ctx: MirrorContext, settings: Settings, expected_tasks: int) -> None:
+        workers = settings.integer("SNAPSHOT_WORKERS") or os.cpu_count() or 1
+        self._ctx = ctx
+        # spawn, not fork: each worker opens its own MongoDB client, SQLite handle, SDK clients.
+        self._pool = ProcessPoolExecutor(
+            max(1, min(workers, expected_tasks)),
+            mp_context=get_context("spawn"),
+            initializer=_open_worker,
+            initargs=(dict(settings.values),),
         )
-    return results
+        self._running: dict[Future[tuple[PartitionResult, float]], PartitionTask] = {}
+        self.failures: list[str] = []
+
+    def __enter__(self) -> SnapshotPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def running(self) -> set[PartitionTask]:
+        return set(self._running.values())
+
+    def submit(self, tasks: list[PartitionTask]) -> None:
+        for task in tasks:
+            self._running[self._pool.submit(_run_in_worker, task)] = task
+
+    def wait(self, timeout: float) -> list[tuple[PartitionResult, float]]:
+        """Results of the partitions that finished within ``timeout`` seconds."""
+        if not self._running:
+            return []
+        done, _ = wait(self._running, timeout=timeout, return_when=FIRST_COMPLETED)
+        results = []
+        for future in done:
+            task = self._running.pop(future)
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:
+                self.failures.append(f"{task.table} partition {task.index}: a worker died")
+            except Exception as error:  # reported per partition; the others carry on
+                self.failures.append(f"{task.table} partition {task.index}: {error}")
+                record_status(self._ctx, task, "failed", 0, 0, error=str(error))
+        return results
+
+    def raise_failures(self) -> None:
+        if self.failures:
+            raise MirrorError(
+                "snapshot partitions failed (run again to resume):\n  " + "\n  ".join(self.failures)
+            )
+
+    def close(self, wait: bool = True) -> None:
+        """Stop taking partitions; ``wait=False`` leaves running ones to resume on a later run."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def _open_worker(values: Mapping[str, str]) -> None:

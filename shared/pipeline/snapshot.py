@@ -28,6 +28,7 @@ from shared.pipeline.plans import (
     load_plan,
 )
 from shared.pipeline.schema_registry import SchemaRegistry
+from shared.pipeline.stream_checkpoint import ensure_checkpoint
 from shared.pipeline.wiring import MirrorContext
 from shared.source.change_stream import current_position
 from shared.source.collections import SourceCollection, select_collections
@@ -122,9 +123,12 @@ def plan_selected(ctx: MirrorContext) -> Selection:
     A table whose folder fails the binding check is stopped alone; the others go on.
     """
     database = ctx.mongo[ctx.settings.require("MONGODB_DATABASE")]
+    sources = select_collections(database, ctx.settings.collections())
+    # The database's change stream starts before any table's snapshot reads anything.
+    ensure_checkpoint(ctx, database.name)
     plans: list[TablePlan] = []
     stopped: dict[str, str] = {}
-    for source in select_collections(database, ctx.settings.collections()):
+    for source in sources:
         try:
             plans.append(plan_table(ctx, source))
         except (BindingError, PublishConflict) as error:

@@ -1,0 +1,142 @@
+"""The `run` command: snapshot what needs it in local worker processes while this process reads
+the database's change windows, then stream until stopped (or, with ``once``, until drained).
+
+Reading windows while partitions run is what keeps a long snapshot independent of the oplog:
+the stream's checkpoint keeps moving and each snapshotting table's changes are held in the
+landing zone until its snapshot is published (shared/pipeline/changes.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from shared.config import Settings
+from shared.errors import MirrorError
+from shared.pipeline.changes import ChangeReader, WindowResult
+from shared.pipeline.local_snapshot import ProgressDisplay, SnapshotPool
+from shared.pipeline.snapshot import pending_tasks, plan_selected
+from shared.pipeline.wiring import MirrorContext, open_context
+
+log = logging.getLogger(__name__)
+
+# With `all`, how often collections created since are looked for (events also reveal them).
+DISCOVERY_SECONDS = 30.0
+PROGRESS_SECONDS = 10.0
+
+
+@dataclass
+class RunSummary:
+    windows: int = 0
+    events: int = 0
+    rebuilt: list[str] = field(default_factory=list)
+    stopped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _TableTally:
+    events: int = 0
+    lag: float = 0.0
+
+
+def run_mirror(
+    settings: Settings,
+    *,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    out: TextIO = sys.stderr,
+) -> RunSummary:
+    """Mirror the selected collections until ``stop`` is set; with ``once``, until every table
+    is snapshotted and every stream is drained up to the present."""
+    stop = stop or threading.Event()
+    ctx = open_context(settings)
+    reader = ChangeReader(ctx, settings.require("MONGODB_DATABASE"), settings.collections())
+    pool: SnapshotPool | None = None
+    summary = RunSummary()
+    try:
+        reader.acquire()
+        replan_at = 0.0
+        display: ProgressDisplay | None = None
+        tally: dict[str, _TableTally] = {}
+        shown_at = time.monotonic()
+        while True:
+            if time.monotonic() >= replan_at:
+                pool, display = _plan(ctx, settings, pool, summary, out) or (pool, display)
+                replan_at = time.monotonic() + DISCOVERY_SECONDS
+            result = reader.window()
+            summary.windows += 1
+            summary.events += result.events
+            _count(tally, result)
+            if result.rebuilt or result.discovered:
+                summary.rebuilt += result.rebuilt
+                replan_at = 0.0  # plan rebuilt and new tables now, not at the next discovery
+            if pool is not None:
+                finished = pool.wait(0)
+                pool.raise_failures()
+                if finished:
+                    replan_at = 0.0
+                if display is not None:
+                    display.show(final=not pool.busy)
+                if not pool.busy:
+                    pool.close()
+                    pool, display = None, None
+            if time.monotonic() - shown_at >= PROGRESS_SECONDS:
+                _show(tally, out)
+                shown_at = time.monotonic()
+            if stop.is_set():
+                break
+            if once and result.idle and pool is None and reader.settled():
+                break
+        _show(tally, out)
+    finally:
+        if pool is not None:
+            pool.close(wait=False)
+        try:
+            reader.release()
+        finally:
+            ctx.close()
+    if summary.stopped:
+        raise MirrorError(
+            "stopped before publishing anything:\n  " + "\n  ".join(summary.stopped.values())
+        )
+    return summary
+
+
+def _plan(
+    ctx: MirrorContext,
+    settings: Settings,
+    pool: SnapshotPool | None,
+    summary: RunSummary,
+    out: TextIO,
+) -> tuple[SnapshotPool, ProgressDisplay] | None:
+    """Plan every selected table (new and rebuilt ones included) and start their partitions."""
+    selection = plan_selected(ctx)
+    summary.stopped.update(selection.stopped)
+    running = pool.running() if pool is not None else set()
+    tasks = [task for task in pending_tasks(selection.plans) if task not in running]
+    if not tasks:
+        return None
+    if pool is None:
+        pool = SnapshotPool(ctx, settings, len(tasks))
+    pool.submit(tasks)
+    snapshotting = [plan for plan in selection.plans if plan.pending_partitions]
+    return pool, ProgressDisplay(ctx, snapshotting, out)
+
+
+def _count(tally: dict[str, _TableTally], result: WindowResult) -> None:
+    for name, activity in result.tables.items():
+        entry = tally.setdefault(name, _TableTally())
+        entry.events += activity.events
+        entry.lag = activity.lag_seconds
+
+
+def _show(tally: dict[str, _TableTally], out: TextIO) -> None:
+    """One line per table that changed since the last lines: events and lag."""
+    for name, entry in sorted(tally.items()):
+        out.write(f"{name}: {entry.events:,} change events, lag {entry.lag:.1f}s\n")
+    out.flush()
+    tally.clear()

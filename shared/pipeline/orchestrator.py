@@ -1,0 +1,78 @@
+"""The Functions timer's tick: the orchestrator of the durable-style mirror.
+
+Each tick plans the tables that need a snapshot (first run, a collection created since, a table
+being rebuilt) and fans their partitions out on the queue, then runs change windows back to back
+until its time budget is spent. The reader lease makes overlapping ticks (or a second app) harmless:
+a tick that cannot take it leaves the windows to the holder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from azure.storage.queue import QueueClient
+
+from shared.landing_zone.publisher import LeaseHeld
+from shared.pipeline.changes import ChangeReader
+from shared.pipeline.fanout import enqueue
+from shared.pipeline.plans import Phase, all_plans
+from shared.pipeline.snapshot import pending_tasks, plan_selected
+from shared.pipeline.wiring import MirrorContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickSummary:
+    windows: int = 0
+    events: int = 0
+    messages: int = 0
+    rebuilt: list[str] = field(default_factory=list)
+    stopped: dict[str, str] = field(default_factory=dict)
+    lease_held_elsewhere: bool = False
+
+
+def tick(ctx: MirrorContext, queue: QueueClient, budget_seconds: float) -> TickSummary:
+    """One timer invocation: plan and fan out what needs a snapshot, then stream."""
+    deadline = time.monotonic() + budget_seconds
+    summary = TickSummary()
+    reader = ChangeReader(ctx, ctx.settings.require("MONGODB_DATABASE"), ctx.settings.collections())
+    _plan_and_fan_out(ctx, queue, summary)
+    try:
+        reader.acquire()
+    except LeaseHeld as error:
+        log.info("%s", error)
+        summary.lease_held_elsewhere = True
+        return summary
+    window_seconds = ctx.settings.integer("CHANGE_WINDOW_SECONDS") or 1
+    try:
+        while True:
+            result = reader.window()
+            summary.windows += 1
+            summary.events += result.events
+            if result.rebuilt or result.discovered:
+                summary.rebuilt += result.rebuilt
+                _plan_and_fan_out(ctx, queue, summary)
+            # Leave room for one more window and its publishes inside the budget.
+            if time.monotonic() + 2 * window_seconds >= deadline:
+                break
+    finally:
+        reader.release()
+    return summary
+
+
+def _plan_and_fan_out(ctx: MirrorContext, queue: QueueClient, summary: TickSummary) -> None:
+    """Plan every selected table; send the partitions of tables planned by this call.
+
+    Tables already snapshotting had their messages sent when they were planned (a lost message
+    reaches the poison queue and status, never silence), so they are not sent twice.
+    """
+    planned_before = {
+        plan.table.folder for plan in all_plans(ctx.state) if plan.phase != Phase.PLANNING
+    }
+    selection = plan_selected(ctx)
+    summary.stopped.update(selection.stopped)
+    fresh = [plan for plan in selection.plans if plan.table.folder not in planned_before]
+    summary.messages += enqueue(queue, pending_tasks(fresh))
