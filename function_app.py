@@ -29,8 +29,9 @@ from shared.pipeline.fanout import (
     orchestrate_snapshot,
 )
 from shared.pipeline.inspect import inspect_landing_zone, report_to_json
-from shared.pipeline.snapshot import mark_failed, run_partition, status_report
-from shared.pipeline.wiring import open_landing_zone_store, process_context
+from shared.pipeline.snapshot import mark_failed, run_partition
+from shared.pipeline.status import collect_status
+from shared.pipeline.wiring import open_landing_zone_store, open_state, process_context
 
 app = func.FunctionApp()
 log = logging.getLogger("mongo_fabric_mirror")
@@ -83,12 +84,18 @@ def start_snapshot(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def status(req: func.HttpRequest) -> func.HttpResponse:
-    """Phase and snapshot progress of every table, with partitions that failed."""
+    """Per table: phase, snapshot progress, changes, lag, files, rebuilds, errors (and Fabric's
+    own view when its ids are set)."""
     try:
-        report = status_report(process_context(load_settings(os.environ)))
+        settings = load_settings(os.environ)
+        state = open_state(settings)
+        try:
+            report = collect_status(settings, state)
+        finally:
+            state.close()
     except MirrorError as error:
         return _error(error)
-    return _json({"tables": report}, 200)
+    return _json(report, 200)
 
 
 @app.queue_trigger(arg_name="message", queue_name=QUEUE_NAME, connection=QUEUE_CONNECTION)

@@ -115,6 +115,24 @@ def _print_summary(summary: SnapshotSummary) -> None:
     )
 
 
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from shared.pipeline.status import collect_status, format_status
+    from shared.pipeline.wiring import open_state
+
+    state = open_state(settings)
+    try:
+        report = collect_status(settings, state)
+    finally:
+        state.close()
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_status(report))
+    return 0
+
+
 def _resync(args: argparse.Namespace, settings: Settings) -> int:
     from shared.pipeline.rebuild import parse_table_name, rebuild_table
     from shared.pipeline.wiring import open_publisher
@@ -240,6 +258,14 @@ def _parser() -> argparse.ArgumentParser:
         "CHANGE_LEASE_SECONDS",
         "AZURE_AUTH",
     )
+
+    status = commands.add_parser(
+        "status",
+        help="per table: phase, snapshot progress, changes, lag, files, rebuilds and errors",
+    )
+    status.set_defaults(command=_status)
+    status.add_argument("--json", action="store_true", help="JSON even on a terminal")
+    _add_settings(status, "STATE_STORE", "FABRIC_WORKSPACE_ID", "FABRIC_ITEM_ID", "AZURE_AUTH")
 
     resync = commands.add_parser(
         "resync",

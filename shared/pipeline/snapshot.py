@@ -23,7 +23,6 @@ from shared.pipeline.plans import (
     TABLE_KIND,
     Phase,
     TablePlan,
-    all_plans,
     complete_partition,
     load_plan,
 )
@@ -252,29 +251,6 @@ def mark_failed(ctx: MirrorContext, task: PartitionTask, error: str) -> None:
         return {**(value or {}), "status": "failed", "error": error[:2000], "updated": time.time()}
 
     update(ctx.state, PARTITION_KIND, key, change)
-
-
-def status_report(ctx: MirrorContext) -> list[JsonObject]:
-    """Per table: phase and snapshot progress, per partition status (for the status endpoint)."""
-    partitions: dict[str, list[JsonObject]] = {}
-    for key, record in ctx.state.list(PARTITION_KIND):
-        folder, index = key.rsplit("#", 1)
-        partitions.setdefault(folder, []).append({"partition": int(index), **record.value})
-    report = []
-    for plan in all_plans(ctx.state):
-        entries = partitions.get(plan.table.folder, [])
-        report.append(
-            {
-                "table": str(plan.table),
-                "phase": plan.phase.value,
-                "partitions": len(plan.ranges),
-                "completed": len(plan.completed),
-                "estimated_documents": plan.estimated_documents,
-                "documents": sum(int(entry.get("documents", 0)) for entry in entries),
-                "failed": [entry for entry in entries if entry.get("status") == "failed"],
-            }
-        )
-    return report
 
 
 def partition_key(task: PartitionTask) -> str:

@@ -90,8 +90,8 @@ def test_poison_message_is_reported_in_status(
     response = FUNCTIONS["status"](func.HttpRequest("GET", "http://localhost/api/status", body=b""))
     tables = json.loads(response.get_body())["tables"]
     assert tables[0]["phase"] == "snapshotting"
-    assert [entry["status"] for entry in tables[0]["failed"]] == ["failed"]
-    assert "gave up after 5 deliveries" in tables[0]["failed"][0]["error"]
+    assert [entry["status"] for entry in tables[0]["failed_partitions"]] == ["failed"]
+    assert "gave up after 5 deliveries" in tables[0]["failed_partitions"][0]["error"]
 
 
 def test_malformed_message_is_refused(azure_settings):

@@ -1,0 +1,181 @@
+"""What an operator sees: one report per table from the state store (and, when the Fabric ids are
+set, the replicator's own view), shared by `GET /api/status` and `mongo-fabric-mirror status`.
+
+It reads state only: status works while MongoDB or the landing zone is unreachable, which is
+when it is needed most.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from shared.config import Settings
+from shared.errors import MirrorError
+from shared.landing_zone.publisher import SEQUENCE_KIND
+from shared.pipeline.changes import CHANGES_WRITER
+from shared.pipeline.plans import all_plans
+from shared.pipeline.rebuild import REBUILD_KIND
+from shared.pipeline.snapshot import PARTITION_KIND
+from shared.pipeline.stream_checkpoint import STREAM_KIND
+from shared.state.base import JsonObject, StateStore, update
+
+MAX_ERROR_CHARS = 2000
+
+
+def record_error(state: StateStore, database: str, error: str) -> None:
+    """Remember the last failure of a database's mirror (a tick, a run) for status."""
+
+    def change(value: JsonObject | None) -> JsonObject:
+        return {
+            **(value or {}),
+            "last_error": {"at": time.time(), "error": error[:MAX_ERROR_CHARS]},
+        }
+
+    update(state, STREAM_KIND, database, change)
+
+
+def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> JsonObject:
+    """Databases (stream checkpoint, lease, last error) and tables (phase, snapshot progress,
+    changes, files and rows published, rebuilds with causes, failed partitions)."""
+    now = time.time()
+    partitions: dict[str, list[JsonObject]] = {}
+    for key, record in state.list(PARTITION_KIND):
+        folder, index = key.rsplit("#", 1)
+        partitions.setdefault(folder, []).append({"partition": int(index), **record.value})
+    sequences = {key: record.value for key, record in state.list(SEQUENCE_KIND)}
+    rebuilds = {key: record.value for key, record in state.list(REBUILD_KIND)}
+    replicator = {entry.get("table"): entry for entry in fabric or []}
+    tables = []
+    for plan in all_plans(state):
+        folder = plan.table.folder
+        entries = partitions.get(folder, [])
+        sequence = sequences.get(folder, {})
+        changes = dict((sequence.get("progress") or {}).get(CHANGES_WRITER) or {})
+        snapshot_documents = sum(int(entry.get("documents", 0)) for entry in entries)
+        failed = [entry for entry in entries if entry.get("status") == "failed"]
+        errors = [entry.get("error") for entry in entries if entry.get("error")]
+        rebuild = rebuilds.get(folder, {})
+        table: JsonObject = {
+            "table": str(plan.table),
+            "phase": plan.phase.value,
+            "snapshot": {
+                "partitions": len(plan.ranges),
+                "completed": len(plan.completed),
+                "documents": snapshot_documents,
+                "estimated_documents": plan.estimated_documents,
+            },
+            "last_checkpoint": _iso(changes.get("checkpoint_at")),
+            "lag_seconds": changes.get("lag_seconds"),
+            "change_events": int(changes.get("events", 0)),
+            "files_published": max(0, int(sequence.get("next", 1)) - 1),
+            "rows_published": snapshot_documents + int(changes.get("rows", 0)),
+            "rebuilds": int(rebuild.get("count", 0)),
+            "rebuild_causes": [
+                {"at": _iso(cause.get("at")), "cause": cause.get("cause")}
+                for cause in rebuild.get("causes", [])
+            ],
+            "last_error": errors[-1] if errors else None,
+            "failed_partitions": failed,
+        }
+        if fabric is not None:
+            table["replicator"] = replicator.get(str(plan.table))
+        tables.append(table)
+    databases = []
+    for name, record in state.list(STREAM_KIND):
+        value = record.value
+        checkpoint_at = value.get("checkpoint_at")
+        age = now - checkpoint_at if isinstance(checkpoint_at, int | float) else None
+        lease = value.get("lease_expires")
+        databases.append(
+            {
+                "database": name,
+                "last_checkpoint": _iso(checkpoint_at),
+                "checkpoint_age_seconds": None if age is None else round(age, 1),
+                "reader_active": isinstance(lease, int | float) and lease > now,
+                "last_error": _error(value.get("last_error")),
+            }
+        )
+    return {"databases": databases, "tables": tables}
+
+
+def format_status(report: JsonObject) -> str:
+    """The report as a table for people on a terminal."""
+    lines = []
+    for database in report["databases"]:
+        age = database["checkpoint_age_seconds"]
+        reader = "reading" if database["reader_active"] else "no reader"
+        lines.append(
+            f"database {database['database']}: {reader}, last checkpoint "
+            f"{database['last_checkpoint'] or 'never'}"
+            + (f" ({age:.0f}s ago)" if age is not None else "")
+        )
+        if database["last_error"]:
+            lines.append(f"  last error: {database['last_error']['error']}")
+    header = ("TABLE", "PHASE", "SNAPSHOT", "EVENTS", "LAG", "FILES", "ROWS", "REBUILDS")
+    rows = [header]
+    for table in report["tables"]:
+        snapshot = table["snapshot"]
+        lag = table["lag_seconds"]
+        rows.append(
+            (
+                table["table"],
+                table["phase"],
+                f"{snapshot['completed']}/{snapshot['partitions']}",
+                f"{table['change_events']:,}",
+                "-" if lag is None else f"{lag:.1f}s",
+                f"{table['files_published']:,}",
+                f"{table['rows_published']:,}",
+                str(table["rebuilds"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    for table in report["tables"]:
+        for partition in table["failed_partitions"]:
+            lines.append(
+                f"{table['table']} partition {partition['partition']} failed: {partition['error']}"
+            )
+        if table["rebuild_causes"]:
+            last = table["rebuild_causes"][-1]
+            lines.append(f"{table['table']} last rebuilt {last['at']}: {last['cause']}")
+        replicator = table.get("replicator")
+        if replicator:
+            lines.append(
+                f"{table['table']} in Fabric: {replicator.get('status')}, "
+                f"{replicator.get('processedRows')} rows, last sync "
+                f"{replicator.get('lastSyncDateTime')}"
+            )
+    return "\n".join(lines)
+
+
+def _iso(seconds: Any) -> str | None:
+    if not isinstance(seconds, int | float):
+        return None
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
+
+
+def _error(value: Any) -> JsonObject | None:
+    if not isinstance(value, dict):
+        return None
+    return {"at": _iso(value.get("at")), "error": str(value.get("error", ""))}
+
+
+def collect_status(settings: Settings, state: StateStore) -> JsonObject:
+    """The status report with the replicator's per-table view when FABRIC_WORKSPACE_ID and
+    FABRIC_ITEM_ID are set; an unreachable Fabric API is reported, not fatal."""
+    from shared.fabric import fabric_table_status
+
+    fabric_error = None
+    try:
+        fabric = fabric_table_status(settings)
+    except MirrorError as error:
+        fabric, fabric_error = [], str(error)
+    report = status_report(state, fabric)
+    if fabric_error is not None:
+        report["fabric_error"] = fabric_error
+    return report
