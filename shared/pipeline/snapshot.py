@@ -28,9 +28,9 @@ from shared.pipeline.plans import (
     load_plan,
 )
 from shared.pipeline.schema_registry import SchemaRegistry
-from shared.pipeline.wiring import MirrorContext
+from shared.pipeline.wiring import MirrorContext, selected_sources
 from shared.source.change_stream import current_position
-from shared.source.collections import SourceCollection, select_collections
+from shared.source.collections import SourceCollection
 from shared.source.id_ranges import id_from_json, id_to_json, read_chunks, split_ranges
 from shared.state.base import ConflictError, JsonObject, update
 
@@ -63,7 +63,7 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     The change-stream start point is taken and recorded *before* anything is read, so every
     change made while the snapshot runs can be replayed after it.
     """
-    table = TableRef(source.database, source.name)
+    table = TableRef.for_collection(source.database, source.name)
     plan = load_plan(ctx.state, table)
     if plan is not None and plan.phase != Phase.PLANNING:
         return plan
@@ -107,11 +107,8 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
 
 def plan_selected(ctx: MirrorContext) -> list[TablePlan]:
     """Plan every collection the settings select (the orchestrator's first step)."""
-    database = ctx.mongo[ctx.settings.require("MONGODB_DATABASE")]
-    return [
-        plan_table(ctx, source)
-        for source in select_collections(database, ctx.settings.collections())
-    ]
+    sources = ctx.sources if ctx.sources is not None else selected_sources(ctx.mongo, ctx.settings)
+    return [plan_table(ctx, source) for source in sources]
 
 
 def pending_tasks(plans: list[TablePlan]) -> list[PartitionTask]:
