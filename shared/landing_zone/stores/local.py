@@ -36,8 +36,9 @@ class LocalStore:
         except PermissionError:
             raise _unusable(f"{existing} cannot be searched (permission denied)") from None
         if not existing.is_dir():
-            where = "is a file" if existing == root else f"is inside {existing}, which is a file"
-            raise _unusable(f"{root} {where}, not a folder")
+            if existing == root:
+                raise _unusable(f"{root} is a file, not a folder")
+            raise _unusable(f"{root} is inside {existing}, which is a file")
         if not writing:
             if existing != root:
                 raise _unusable(f"{root} does not exist")
