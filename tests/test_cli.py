@@ -405,3 +405,55 @@ def test_log_level_in_any_case_from_the_environment_or_either_side_of_the_comman
     assert "Traceback" not in result.stderr
     assert (" INFO shared.pipeline.wiring: landing zone" in result.stderr) == shown
     assert result.stderr.splitlines()[-1].startswith("error: no tables in local folder")
+
+
+def test_log_lines_never_run_on_after_the_progress_line_on_a_terminal(
+    tmp_path: Path, mongodb_uri: str, mongo_client: MongoClient, mongo_db_name: str
+):
+    """Progress redraws one terminal line in place; a log line (DEBUG: many, from the workers
+    too) must replace it, never continue it. Results go to stdout, apart from both."""
+    import pty
+    import termios
+    import threading
+
+    mongo_client[mongo_db_name].orders.insert_many([{"_id": i} for i in range(4000)])
+    master, terminal = pty.openpty()
+    modes = termios.tcgetattr(terminal)
+    modes[1] &= ~termios.ONLCR  # keep "\n" as written, so "\r" means only what the program meant
+    termios.tcsetattr(terminal, termios.TCSANOW, modes)
+    arguments = [mongo_db_name, "--landing-zone", "lz", "--partitions", "4", "--workers", "2"]
+    process = subprocess.Popen(
+        [str(SCRIPT), "snapshot", "--mongodb-uri", mongodb_uri, "--database", *arguments],
+        cwd=tmp_path,
+        env=cli_env({"LOG_LEVEL": "DEBUG"}),
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    shown = bytearray()
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    out, _ = process.communicate(timeout=300)
+    reader.join(timeout=30)
+    os.close(master)
+    assert process.returncode == 0
+    assert "snapshot published 4,000 documents" in out
+    assert "docs/s ETA" not in out and " DEBUG " not in out
+    # What a terminal shows on each line: the text after the line's last carriage return.
+    visible = [line.rsplit("\r", 1)[-1] for line in shown.decode().split("\n")]
+    assert any(" DEBUG " in line for line in visible)
+    assert any("docs/s ETA" in line for line in visible)
+    glued = [line for line in visible if "docs/s ETA" in line and LOG_LINE.search(line)]
+    assert glued == []

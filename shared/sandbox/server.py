@@ -7,8 +7,8 @@ error reply (or, when even its length is nonsense, a closed connection); it neve
 from __future__ import annotations
 
 import itertools
-import os
 import logging
+import os
 import signal
 import socket
 import threading
