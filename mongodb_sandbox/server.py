@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import signal
 import socket
 import threading
@@ -20,6 +21,7 @@ from mongodb_sandbox.change_streams import MAX_EVENT_BYTES
 from mongodb_sandbox.commands import MAX_MESSAGE_SIZE, Connection, Sandbox, encode_reply
 from mongodb_sandbox.errors import CommandError
 from mongodb_sandbox.faults import CloseConnection
+from shared.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -240,12 +242,18 @@ def serve_forever(port: int, oplog_size: int | None = None) -> None:
     def request_stop(signum: int, frame: Any) -> None:
         stop.set()
 
+    server = SandboxServer(port=port, oplog_size=oplog_size)
+    try:
+        server.start()
+    except OSError as error:  # the port is taken, or privileged
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ConfigError("--port", f"cannot listen on {server.host}:{port}: {reason}") from None
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with SandboxServer(port=port, oplog_size=oplog_size) as server:
-            print(f"MongoDB sandbox listening on {server.uri}", flush=True)
-            while not stop.wait(0.5):
-                pass
+        print(f"MongoDB sandbox listening on {server.uri}", flush=True)
+        while not stop.wait(0.5):
+            pass
     finally:
+        server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

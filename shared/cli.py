@@ -7,7 +7,6 @@ exit code. A user mistake prints one clear line (exit 2); nothing here prints a 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -22,7 +21,9 @@ from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
 from shared.fabric.commands import add_fabric_parser
 from shared.landing_zone.stores.base import LandingZoneStore
+from shared.logs import configure_logging
 from shared.redaction import redact
+from shared.source.client import describe_mongo_error
 
 if TYPE_CHECKING:
     from shared.pipeline.local_snapshot import SnapshotSummary
@@ -36,9 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {name: getattr(args, name.lower(), None) for name in SPECS}
         settings = load_settings(os.environ, overrides)
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level)
         command: Command = args.command
         return command(args, settings)
     except ConfigError as error:
@@ -47,8 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MirrorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except (PyMongoError, AzureError) as error:  # outages, permissions: one line, no traceback
+    except PyMongoError as error:  # outages, permissions: one line, no traceback
+        print(f"error: {describe_mongo_error(error)}", file=sys.stderr)
+        return 1
+    except AzureError as error:
         print(f"error: {type(error).__name__}: {redact(str(error))}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a disk full or a folder made read-only mid-run
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -66,15 +71,22 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def _inspect(args: argparse.Namespace, settings: Settings) -> int:
     from shared.pipeline.wiring import open_landing_zone_store
 
-    return _print_inspection(open_landing_zone_store(settings), args.table)
+    return _print_inspection(open_landing_zone_store(settings, must_exist=True), args.table)
 
 
 def _print_inspection(store: LandingZoneStore, table: str | None) -> int:
-    from shared.pipeline.inspect import format_report, inspect_landing_zone
+    from shared.pipeline.inspect import UnknownTableError, format_report, inspect_landing_zone
 
-    reports = inspect_landing_zone(store, table)
+    try:
+        reports = inspect_landing_zone(store, table)
+    except UnknownTableError as error:
+        raise ConfigError("--table", str(error)) from None
     if not reports:
-        print(f"no tables in {store.description}")
+        # Not a pass: an empty folder is most often a LANDING_ZONE that points one level off.
+        raise MirrorError(
+            f"no tables in {store.description}: nothing to inspect (LANDING_ZONE is the folder "
+            "holding the <database>.schema folders)"
+        )
     for report in reports:
         print(format_report(report))
     return 0 if all(report.conforms for report in reports) else 1
@@ -187,14 +199,25 @@ def _add_settings(parser: argparse.ArgumentParser, *names: str) -> None:
         )
 
 
+def _add_log_level(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    """--log-level before or after the command. After it, no default: a subcommand's default
+    would overwrite the value given before the command."""
+    spec = SPECS["LOG_LEVEL"]
+    parser.add_argument(
+        spec.flag,
+        dest="log_level",
+        metavar="LOG_LEVEL",
+        default=default,
+        help=f"{spec.help} (default {spec.default}) [env LOG_LEVEL]",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mongo-fabric-mirror",
         description="Mirror MongoDB collections into a Fabric open-mirroring landing zone.",
     )
-    parser.add_argument(
-        "--log-level", dest="log_level", metavar="LEVEL", help=SPECS["LOG_LEVEL"].help
-    )
+    _add_log_level(parser, default=None)
     commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -203,12 +226,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(
         command=_demo, landing_zone="demo-landing-zone", state_store=".mirror-state/demo.db"
     )
+    _add_log_level(demo)
     _add_settings(demo, "LANDING_ZONE", "STATE_STORE")
 
     inspect = commands.add_parser(
         "inspect", help="check a landing zone against the Fabric contract and replay its tables"
     )
     inspect.set_defaults(command=_inspect)
+    _add_log_level(inspect)
     inspect.add_argument("--table", help="only this table (<table> or <schema>.<table>)")
     _add_settings(inspect, "LANDING_ZONE", "AZURE_AUTH")
 
@@ -216,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
         "snapshot", help="initial sync: publish every selected collection, resumably"
     )
     snapshot.set_defaults(command=_snapshot)
+    _add_log_level(snapshot)
     _add_settings(
         snapshot,
         "MONGODB_URI",
@@ -295,6 +321,7 @@ def _parser() -> argparse.ArgumentParser:
         "sandbox", help="run the MongoDB wire-protocol sandbox (for trying and testing only)"
     )
     sandbox.set_defaults(command=_sandbox)
+    _add_log_level(sandbox)
     sandbox.add_argument("--port", type=int, default=27017, help="TCP port (default 27017)")
     sandbox.add_argument(
         "--oplog-size", type=int, default=None, help="keep only the last N change events"

@@ -230,6 +230,7 @@ def load_settings(
             values[spec.name] = raw.strip()
         elif spec.default is not None:
             values[spec.name] = spec.default
+    values["LOG_LEVEL"] = values["LOG_LEVEL"].upper()  # "debug" means DEBUG
     _validate(values)
     return Settings(values, _auth(values, environ))
 
@@ -279,7 +280,7 @@ def _validate(values: Mapping[str, str]) -> None:
             continue
         if not value.isdigit() or not low <= int(value) <= high:
             raise ConfigError(name, f"must be a whole number from {low} to {high}")
-    if not isinstance(logging.getLevelName(values["LOG_LEVEL"].upper()), int):
+    if not isinstance(logging.getLevelName(values["LOG_LEVEL"]), int):
         raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
     if not _NCRONTAB.fullmatch(values["CHANGE_SCHEDULE"]):
         raise ConfigError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from shared.config import load_settings, parse_collections
@@ -86,3 +88,10 @@ def test_repr_hides_secrets():
 )
 def test_collection_lists(text: str, expected: list[str] | None):
     assert parse_collections(text) == expected
+
+
+@pytest.mark.parametrize("level", ["debug", "Debug", " DEBUG "])
+def test_log_level_in_any_case_is_normalised(level: str):
+    settings = load_settings({"LOG_LEVEL": level})
+    assert settings.get("LOG_LEVEL") == "DEBUG"
+    assert settings.log_level == logging.DEBUG

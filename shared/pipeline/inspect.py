@@ -5,16 +5,32 @@ from __future__ import annotations
 from shared.errors import MirrorError
 from shared.landing_zone.replayer import TableReport, find_tables, inspect_table
 from shared.landing_zone.stores.base import LandingZoneStore
+from shared.landing_zone.tables import TableRef, collection_name
+
+
+class UnknownTableError(MirrorError):
+    """The table asked for is not in the landing zone (the CLI calls it a wrong --table)."""
 
 
 def inspect_landing_zone(store: LandingZoneStore, table: str | None = None) -> list[TableReport]:
-    """Reports for every table, or for the one named ``<table>`` or ``<schema>.<table>``."""
+    """Reports for every table, or for the one named ``<table>`` or ``<schema>.<table>``.
+
+    A table may also be named by its collection when its folder name is escaped (``a/b``).
+    """
     tables = find_tables(store)
     if table is not None:
-        tables = [ref for ref in tables if table in (str(ref), ref.name)]
+        tables = [ref for ref in tables if table in _names(ref)]
         if not tables:
-            raise MirrorError(f"no table {table!r} in {store.description}")
+            raise UnknownTableError(f"no table {table!r} in {store.description}")
     return [inspect_table(store, ref) for ref in tables]
+
+
+def _names(ref: TableRef) -> set[str]:
+    collection = collection_name(ref.name)
+    names = {str(ref), ref.name, collection}
+    if ref.schema is not None:
+        names.add(f"{ref.schema}.{collection}")
+    return names
 
 
 def format_report(report: TableReport) -> str:

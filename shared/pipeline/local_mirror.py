@@ -53,7 +53,7 @@ def run_mirror(
     """Mirror the selected collections until ``stop`` is set; with ``once``, until every table
     is snapshotted and every stream is drained up to the present."""
     stop = stop or threading.Event()
-    ctx = open_context(settings)
+    ctx = open_context(settings, select_sources=True)
     reader = ChangeReader(ctx, settings.require("MONGODB_DATABASE"), settings.collections())
     pool: SnapshotPool | None = None
     summary = RunSummary()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import sys
@@ -17,6 +16,7 @@ from typing import TextIO
 from shared.config import Settings, load_settings
 from shared.errors import MirrorError
 from shared.landing_zone.tables import TableRef
+from shared.logs import configure_logging
 from shared.pipeline.plans import Phase, TablePlan, load_plan
 from shared.pipeline.snapshot import (
     PARTITION_KIND,
@@ -46,7 +46,7 @@ class SnapshotSummary:
 def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> SnapshotSummary:
     """Snapshot every selected collection; returns when all of them are streaming."""
     started = time.monotonic()
-    ctx = open_context(settings)
+    ctx = open_context(settings, select_sources=True)
     try:
         selection = plan_selected(ctx)
         plans = selection.plans
@@ -146,9 +146,7 @@ class SnapshotPool:
 def _open_worker(values: Mapping[str, str]) -> None:
     global _worker_context
     settings = load_settings(values)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s"
-    )
+    configure_logging(settings.log_level, "%(processName)s")
     _worker_context = open_context(settings)
 
 

@@ -28,9 +28,9 @@ from shared.pipeline.plans import (
 )
 from shared.pipeline.schema_registry import SchemaRegistry
 from shared.pipeline.stream_checkpoint import ensure_checkpoint
-from shared.pipeline.wiring import MirrorContext
+from shared.pipeline.wiring import MirrorContext, selected_sources
 from shared.source.change_stream import current_position
-from shared.source.collections import SourceCollection, select_collections
+from shared.source.collections import SourceCollection
 from shared.source.id_ranges import id_from_json, id_to_json, read_chunks, split_ranges
 from shared.state.base import ConflictError, JsonObject, update
 
@@ -63,7 +63,7 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     The change-stream start point is taken and recorded *before* anything is read, so every
     change made while the snapshot runs can be replayed after it.
     """
-    table = TableRef(source.database, source.name)
+    table = TableRef.for_collection(source.database, source.name)
     # The folder must belong to this state before anything is recorded or published; this also
     # writes _metadata.json before any data file.
     ctx.publisher.prepare_table(table)
@@ -121,10 +121,10 @@ def plan_selected(ctx: MirrorContext) -> Selection:
 
     A table whose folder fails the binding check is stopped alone; the others go on.
     """
-    database = ctx.mongo[ctx.settings.require("MONGODB_DATABASE")]
-    sources = select_collections(database, ctx.settings.collections())
+    # Selected afresh each time: the `run` loop and the timer find collections created since.
+    sources = selected_sources(ctx.mongo, ctx.settings)
     # The database's change stream starts before any table's snapshot reads anything.
-    ensure_checkpoint(ctx, database.name)
+    ensure_checkpoint(ctx, ctx.settings.require("MONGODB_DATABASE"))
     plans: list[TablePlan] = []
     stopped: dict[str, str] = {}
     for source in sources:

@@ -15,7 +15,9 @@ from shared.errors import ConfigError
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.stores import open_landing_zone, parse_landing_zone
 from shared.landing_zone.stores.base import LandingZoneStore
+from shared.landing_zone.stores.local import LocalStore
 from shared.source.client import connect
+from shared.source.collections import SourceCollection, select_collections
 from shared.state import open_state_store, parse_state_location
 from shared.state.base import StateStore
 
@@ -27,12 +29,19 @@ STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
 def open_landing_zone_store(
-    settings: Settings, credential: TokenCredential | None = None
+    settings: Settings, credential: TokenCredential | None = None, *, must_exist: bool = False
 ) -> LandingZoneStore:
+    """The landing zone, checked as far as can be without writing to it.
+
+    A local folder must be a folder (or not exist yet, unless ``must_exist``: to read it) and
+    be writable when it will be written, so a wrong path fails here and not mid-snapshot.
+    """
     location = settings.require("LANDING_ZONE")
     if credential is None and _landing_zone_needs_token(location):
         credential = checked_credential(settings)
     store = open_landing_zone(location, credential)
+    if isinstance(store, LocalStore):
+        store.check_usable(writing=not must_exist)
     log.info("landing zone: %s", store.description)
     return store
 
@@ -110,9 +119,27 @@ class MirrorContext:
         self.publisher.state.close()
 
 
-def open_context(settings: Settings) -> MirrorContext:
+def open_context(settings: Settings, *, select_sources: bool = False) -> MirrorContext:
+    """Connect to MongoDB, then open the stores.
+
+    With ``select_sources``, the database and the collection selection are validated against
+    the server first, so a wrong MONGODB_DATABASE or collection name writes nothing anywhere.
+    """
     mongo = connect(settings.require("MONGODB_URI"))
-    return MirrorContext(settings, open_publisher(settings), mongo)
+    try:
+        if select_sources:
+            selected_sources(mongo, settings)
+        return MirrorContext(settings, open_publisher(settings), mongo)
+    except BaseException:
+        mongo.close()
+        raise
+
+
+def selected_sources(
+    mongo: MongoClient[RawBSONDocument], settings: Settings
+) -> list[SourceCollection]:
+    """The collections MONGODB_DATABASE and MONGODB_COLLECTIONS select, checked on the server."""
+    return select_collections(mongo[settings.require("MONGODB_DATABASE")], settings.collections())
 
 
 _process_context: MirrorContext | None = None

@@ -21,15 +21,25 @@ class SourceCollection:
 def select_collections(database: Database, wanted: list[str] | None) -> list[SourceCollection]:
     """The collections to mirror: every plain collection (``wanted`` None) or exactly ``wanted``.
 
-    Views and ``system.*`` collections are never mirrored. Time-series collections cannot feed a
+    A database without any collection does not exist in MongoDB: that is an error. Views and
+    ``system.*`` collections are never mirrored. Time-series collections cannot feed a
     change stream, so a mirror of them would silently go stale: named ones are an error, and
     ``all`` skips them with a warning.
     """
     kinds: dict[str, str] = {}
+    listed = 0
     for info in database.list_collections():
+        listed += 1
         name = str(info["name"])
         if not name.startswith("system."):
             kinds[name] = str(info.get("type", "collection"))
+    if not listed:
+        # MongoDB creates a database with its first collection: none at all means a wrong name,
+        # which must not pass as a snapshot of nothing.
+        raise ConfigError(
+            "MONGODB_DATABASE",
+            f"no database {database.name!r} on this server (it has no collections)",
+        )
     if wanted is None:
         for name, kind in sorted(kinds.items()):
             if kind != "collection":

@@ -5,6 +5,11 @@ a compare-and-swap is atomic across processes, and a writer killed mid-transacti
 file consistent. ETags are random tokens, so a record deleted and re-created never matches an
 ETag read from its predecessor.
 
+Opening checks the file before anything is written to it: a wrong path (a folder, a file
+inside a file, a read-only place, another program's database) is a ConfigError naming
+STATE_STORE; a damaged file (not a database, a broken page, a record that is not JSON) is a
+CorruptStateError naming the file. The state is small, so every record is checked.
+
 Not fork-safe: a store opened before ``fork`` must not be used in the child; open one per process.
 """
 
@@ -18,12 +23,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.errors import MirrorError
+from shared.errors import ConfigError, MirrorError
 from shared.state.base import ConflictError, JsonObject, Record
-from shared.state.codec import check_key, check_kind, dump_value, load_value, record_name
+from shared.state.codec import (
+    CorruptStateError,
+    check_key,
+    check_kind,
+    dump_value,
+    load_value,
+    record_name,
+)
 
 # Generous: a writer waits for another process's transaction rather than failing the activity.
 BUSY_TIMEOUT_SECONDS = 30
+SETTING = "STATE_STORE"
+TABLE = "records"
+RECOVERY_ADVICE = (
+    "restore the file from a backup, or set STATE_STORE to the state this landing zone was "
+    "written with"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -41,20 +59,61 @@ class SqliteStateStore:
         self._path = path
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection per store; the lock serialises the threads that share it.
-        self._connection = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
+        _check_location(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection per store; the lock serialises the threads that share it.
+            self._connection = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as error:
+            raise _opening_failure(path, error) from None
         try:
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+            # Read-only checks first: nothing is written to a damaged or foreign file.
+            self._check_content()
             self._connection.execute("PRAGMA journal_mode = WAL")
             # FULL (not WAL's usual NORMAL): checkpoints must survive a power cut, not only a crash.
             self._connection.execute("PRAGMA synchronous = FULL")
             self._connection.execute(_SCHEMA)
-        except BaseException:
+        except BaseException as error:
             self._connection.close()
+            if isinstance(error, sqlite3.Error):
+                raise _opening_failure(path, error) from None
             raise
+
+    def _check_content(self) -> None:
+        """CorruptStateError unless the file is a sound SQLite database whose records all parse."""
+        problems = [str(row[0]) for row in self._connection.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            first = " ".join(problems[0].split())[:200]  # one line, however long SQLite's list
+            raise _corrupt(self._path, f"SQLite's quick_check found {first}")
+        tables = [
+            str(row[0])
+            for row in self._connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        if tables and TABLE not in tables:
+            raise ConfigError(
+                SETTING,
+                f"{self._path} is another program's SQLite database (tables "
+                f"{', '.join(sorted(tables)[:5])}), not a mirror state store",
+            )
+        if TABLE not in tables:
+            return
+        # As bytes: text that is not UTF-8 must be reported as damage, not fail on every read.
+        for kind, key, value, etag in self._connection.execute(
+            "SELECT CAST(kind AS BLOB), CAST(key AS BLOB), CAST(value AS BLOB),"
+            " CAST(etag AS BLOB) FROM records"
+        ):
+            names = [_text(kind), _text(key), _text(etag)]
+            if None in names:
+                raise _corrupt(self._path, f"a record's name is not UTF-8 text: {kind!r}/{key!r}")
+            try:
+                load_value(str(names[0]), str(names[1]), value, self.description)
+            except CorruptStateError as error:
+                raise CorruptStateError(f"{error}; {RECOVERY_ADVICE}") from None
 
     @property
     def description(self) -> str:
@@ -69,7 +128,8 @@ class SqliteStateStore:
         check_key(key)
         with self._connected() as connection:
             row = connection.execute(
-                "SELECT value, etag FROM records WHERE kind = ? AND key = ?", (kind, key)
+                "SELECT CAST(value AS BLOB), etag FROM records WHERE kind = ? AND key = ?",
+                (kind, key),
             ).fetchone()
         if row is None:
             return None
@@ -105,7 +165,8 @@ class SqliteStateStore:
         with self._connected() as connection:
             # SQLite's BINARY collation compares UTF-8 bytes: the same order as Python's str.
             rows = connection.execute(
-                "SELECT key, value, etag FROM records WHERE kind = ? ORDER BY key", (kind,)
+                "SELECT key, CAST(value AS BLOB), etag FROM records WHERE kind = ? ORDER BY key",
+                (kind,),
             ).fetchall()
         return [
             (key, Record(load_value(kind, key, value, self.description), etag))
@@ -137,7 +198,12 @@ class SqliteStateStore:
                 f"{self.description} was opened in another process; open a store after fork"
             )
         with self._lock:
-            yield self._connection
+            try:
+                yield self._connection
+            except sqlite3.DatabaseError as error:
+                if _is_damage(error):  # damaged since it was opened
+                    raise _corrupt(self._path, str(error)) from None
+                raise
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -151,3 +217,51 @@ class SqliteStateStore:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+
+
+def _check_location(path: Path) -> None:
+    """ConfigError unless ``path`` can be a state file this process reads and writes."""
+    existing = path
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except PermissionError:
+        raise ConfigError(SETTING, f"{existing} cannot be searched (permission denied)") from None
+    if existing == path:
+        if path.is_dir():
+            raise ConfigError(SETTING, f"{path} is a folder, not a SQLite file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(SETTING, f"{path} cannot be read and written (permission denied)")
+        existing = path.parent
+    elif not existing.is_dir():
+        raise ConfigError(SETTING, f"{path} is inside {existing}, which is a file")
+    # SQLite keeps its write-ahead log beside the file: the folder must be writable too.
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(SETTING, f"{path} cannot be written: {existing} is read-only")
+
+
+def _text(stored: bytes | None) -> str | None:
+    try:
+        return None if stored is None else stored.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _is_damage(error: sqlite3.Error) -> bool:
+    return getattr(error, "sqlite_errorname", "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def _corrupt(path: Path, problem: str) -> CorruptStateError:
+    return CorruptStateError(
+        f"state store SQLite file {path} is damaged ({problem}): {RECOVERY_ADVICE}"
+    )
+
+
+def _opening_failure(path: Path, error: OSError | sqlite3.Error) -> MirrorError:
+    if isinstance(error, sqlite3.Error) and _is_damage(error):
+        return _corrupt(path, str(error))
+    if isinstance(error, OSError) or getattr(error, "sqlite_errorname", "").startswith(
+        ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
+    ):
+        return ConfigError(SETTING, f"{path} cannot be opened for writing: {error}")
+    return MirrorError(f"state store SQLite file {path} cannot be opened: {error}")

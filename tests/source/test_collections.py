@@ -50,3 +50,13 @@ def test_named_collections_that_cannot_be_mirrored_are_errors(database, wanted, 
 def test_named_collections_keep_their_order(database):
     chosen = select_collections(database, ["users", "orders"])
     assert [c.name for c in chosen] == ["users", "orders"]
+
+
+def test_a_database_without_any_collection_is_an_error_naming_the_setting(
+    mongo_client: MongoClient, mongo_db_name: str
+):
+    # MongoDB lists a database only once it has a collection: a typo looks like an empty database.
+    with pytest.raises(ConfigError) as caught:
+        select_collections(mongo_client[mongo_db_name], None)
+    assert caught.value.setting == "MONGODB_DATABASE"
+    assert f"no database '{mongo_db_name}'" in str(caught.value)

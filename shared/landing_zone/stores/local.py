@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from shared.errors import ConfigError
 from shared.landing_zone.stores._common import clean_path, join, staging_path
 from shared.landing_zone.stores.base import PathExistsError, PathNotFoundError, StoredFile
 
@@ -20,6 +21,32 @@ class LocalStore:
     @property
     def description(self) -> str:
         return f"local folder {self._root}"
+
+    def check_usable(self, *, writing: bool) -> None:
+        """ConfigError naming LANDING_ZONE unless this process can use the folder; writes nothing.
+
+        Reading needs an existing, readable folder. Writing needs a writable folder, or one
+        that does not exist yet below a writable folder (it is created on the first write).
+        """
+        root = self._root
+        existing = root
+        try:
+            while not existing.exists():
+                existing = existing.parent
+        except PermissionError:
+            raise _unusable(f"{existing} cannot be searched (permission denied)") from None
+        if not existing.is_dir():
+            if existing == root:
+                raise _unusable(f"{root} is a file, not a folder")
+            raise _unusable(f"{root} is inside {existing}, which is a file")
+        if not writing:
+            if existing != root:
+                raise _unusable(f"{root} does not exist")
+            if not os.access(root, os.R_OK | os.X_OK):
+                raise _unusable(f"{root} cannot be read (permission denied)")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            where = "is" if existing == root else f"cannot be created: {existing} is"
+            raise _unusable(f"{root} {where} not writable")
 
     def _file(self, path: str) -> Path:
         return self._root / clean_path(path)
@@ -104,6 +131,10 @@ class LocalStore:
                 _remove(Path(entry.path))
         else:
             _remove(path)
+
+
+def _unusable(problem: str) -> ConfigError:
+    return ConfigError("LANDING_ZONE", problem)
 
 
 def _link_new(source: Path, target: Path, name: str) -> None:
