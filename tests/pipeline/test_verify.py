@@ -52,7 +52,7 @@ def snapshot(tmp_path: Path, uri: str, database: str, collections: str = "all") 
     )
     context = open_context(settings)
     try:
-        for task in pending_tasks(plan_selected(context)):
+        for task in pending_tasks(plan_selected(context).plans):
             run_partition(context, task)
     finally:
         context.close()
