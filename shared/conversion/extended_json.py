@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _VALUE_KEY_LEN = len('"v" : ')
-# Escaped quotes inside strings never match: an unescaped `"$date" : "` is a $date key with a
-# string value, which libbson writes only for a date.
+# Quotes inside strings are escaped, so this matches only a `$date` key with a string value: a
+# date, or a sub-document keyed `$date` that Extended JSON cannot tell from one (README's limit).
 _FAR_DATE = re.compile(r'"\$date" : "(\d{5,})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{3}))?Z"')
 
 
