@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.errors import MirrorError
-from shared.landing_zone.replayer import TableReport, find_tables, inspect_table
 from shared.landing_zone.stores.base import LandingZoneStore
+
+if TYPE_CHECKING:
+    from shared.landing_zone.replayer import TableReport
 
 
 def inspect_landing_zone(store: LandingZoneStore, table: str | None = None) -> list[TableReport]:
     """Reports for every table, or for the one named ``<table>`` or ``<schema>.<table>``."""
+    # Imported here: the replayer loads DuckDB, which no other trigger of the Functions app needs.
+    from shared.landing_zone.replayer import find_tables, inspect_table
+
     tables = find_tables(store)
     if table is not None:
         tables = [ref for ref in tables if table in (str(ref), ref.name)]
