@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from . import extended_json
+from . import _libbson
 
 DOUBLE, STRING, DOCUMENT, ARRAY, OBJECTID, BOOL, DATE, NULL, INT32, INT64, DECIMAL = (
     0x01,
@@ -244,7 +244,7 @@ def decimals(u8: np.ndarray, f: Field) -> pa.Array:
     elements = np.empty((n, 19), dtype=np.uint8)
     elements[:, 0], elements[:, 1], elements[:, 2] = DECIMAL, ord("v"), 0
     elements[:, 3:] = u8[f.start[:, None] + np.arange(16)]
-    texts = _DECIMAL_TEXT.findall(extended_json.render_document(elements.tobytes()))
+    texts = _DECIMAL_TEXT.findall(_libbson.render_document(elements.tobytes()))
     if len(texts) != n:
         raise ValueError("Decimal128 rendering mismatch")
     return pa.array(texts, pa.string())
@@ -258,6 +258,6 @@ def json_array(buf: bytes, f: Field, rows: np.ndarray | None = None) -> pa.Array
         size = size if isinstance(size, int) else size[rows]
     begin = start.tolist()
     end = (start + size).tolist()
-    return extended_json.to_json_array(
+    return _libbson.to_json_array(
         [buf[a:b] for a, b in zip(begin, end, strict=True)], bytes([f.type]) + b"v\x00"
     )

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from bson import Binary
 from bson.raw_bson import RawBSONDocument, _inflate_bson
 
-from . import _scan, extended_json
+from . import _libbson, _scan
 from .id_text import id_text
 from .names import KEY_COLUMN
 from .schema import FieldSpec, TableSchema
@@ -68,14 +68,14 @@ def split_documents(raw_docs: RawDocs) -> list[bytes]:
 
 def _json_element(value: Any) -> bytes:
     if type(value) is RawBSONDocument:
-        return extended_json.element(b"\x03", bytes(value.raw))
+        return _libbson.element(b"\x03", bytes(value.raw))
     # bson.encode picks the BSON type from the decoded value; slice off the wrapper document.
     return bson.encode({"v": value})[4:-1]
 
 
 def json_texts(values: Iterable[Any]) -> list[str]:
     """Relaxed Extended JSON of each value (as decoded with ``DECODE_OPTIONS``)."""
-    return extended_json.to_json_texts([_json_element(v) for v in values])
+    return _libbson.to_json_texts([_json_element(v) for v in values])
 
 
 def _json_column(values: list[Any]) -> list[str | None]:
@@ -89,8 +89,8 @@ def _json_column(values: list[Any]) -> list[str | None]:
 def _decimal_column(values: list[Any]) -> list[str | None]:
     # libbson prints Decimal128 far faster than Decimal128.__str__; same IEEE 754 text.
     present = [v for v in values if v is not None]
-    elements = [extended_json.element(b"\x13", v.bid) for v in present]
-    texts = iter(extended_json.to_json_texts(elements))
+    elements = [_libbson.element(b"\x13", v.bid) for v in present]
+    texts = iter(_libbson.to_json_texts(elements))
     return [None if v is None else next(texts)[_DECIMAL_PREFIX:-_DECIMAL_SUFFIX] for v in values]
 
 
