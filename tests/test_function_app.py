@@ -7,6 +7,8 @@ directly with real ``azure.functions`` request objects: a stand-in for the host 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import azure.functions as func
@@ -83,3 +85,26 @@ def test_bad_setting_is_a_500_naming_it(monkeypatch: pytest.MonkeyPatch):
     response = function("inspect")(get("landing-zone/inspect"))
     assert response.status_code == 500
     assert json.loads(response.get_body())["error"].startswith("configuration error: LANDING_ZONE")
+
+
+# Loaded by the host before any trigger runs, so every trigger's cold start would pay for them:
+# DuckDB serves only `inspect`; pandas and azure-identity no trigger needs at import.
+HEAVY = ["azure.identity", "duckdb", "pandas"]
+
+
+def test_importing_the_app_leaves_heavy_modules_to_the_triggers_that_use_them():
+    code = (
+        "import json, sys\n"
+        f"heavy = {HEAVY!r}\n"
+        "import function_app\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+        "import shared.landing_zone.replayer\n"  # what the inspect trigger loads on first call
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    at_import, after_inspect = (json.loads(line) for line in run.stdout.splitlines())
+    assert at_import == []
+    assert after_inspect == ["duckdb"]  # the check sees a heavy module once it is loaded

@@ -13,12 +13,17 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+# The bundled library is named by platform and libbson major: libbson2.so.2 on Linux,
+# libbson2.2.dylib on macOS, libbson-1.0.so.0 in libbson 1 builds.
+_LIB_NAME = re.compile(r"(lib)?bson[-\d.]*\.(so[\d.]*|dylib|dll)")
 
 
 def _lib_path() -> Path:
@@ -27,13 +32,21 @@ def _lib_path() -> Path:
     spec = importlib.util.find_spec("pymongoarrow")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("pymongoarrow (which bundles libbson) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "libbson2.so.2"
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for path in sorted(folder.iterdir()):
+        if _LIB_NAME.fullmatch(path.name):
+            return path
+    raise ImportError(f"no libbson shared library in {folder}")
 
 
 def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(os.fspath(_lib_path()))
-    lib.bson_init_static.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-    lib.bson_init_static.restype = ctypes.c_bool
+    # bson_new_from_data allocates the bson_t (and copies the bytes), so sizeof(bson_t), which
+    # is libbson's private ABI, never matters here.
+    lib.bson_new_from_data.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.bson_new_from_data.restype = ctypes.c_void_p
+    lib.bson_destroy.argtypes = [ctypes.c_void_p]
+    lib.bson_destroy.restype = None
     lib.bson_as_relaxed_extended_json.argtypes = [
         ctypes.c_void_p,
         ctypes.POINTER(ctypes.c_size_t),
@@ -45,8 +58,6 @@ def _load() -> ctypes.CDLL:
 
 
 _LIB = _load()
-# sizeof(bson_t) is 128 bytes in libbson 1.x and 2.x; bson_init_static only fills it in.
-_BSON_T_SIZE = 128
 _VALUE_KEY_LEN = len('"v" : ')
 
 
@@ -62,11 +73,14 @@ def render_document(body: bytes) -> str:
 
 def _render(body: bytes) -> bytes:
     doc = (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
-    holder = ctypes.create_string_buffer(_BSON_T_SIZE)
-    if not _LIB.bson_init_static(holder, doc, len(doc)):
+    bson = _LIB.bson_new_from_data(doc, len(doc))
+    if not bson:
         raise ValueError("invalid BSON handed to libbson")
-    length = ctypes.c_size_t()
-    ptr = _LIB.bson_as_relaxed_extended_json(holder, ctypes.byref(length))
+    try:
+        length = ctypes.c_size_t()
+        ptr = _LIB.bson_as_relaxed_extended_json(bson, ctypes.byref(length))
+    finally:
+        _LIB.bson_destroy(bson)
     if not ptr:
         # libbson refuses invalid UTF-8; MongoDB validates UTF-8 on write, so this means
         # corrupt input that must not be published half-converted.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.errors import MirrorError
-from shared.landing_zone.replayer import TableReport, find_tables, inspect_table
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.tables import TableRef, collection_name
 
@@ -12,11 +13,18 @@ class UnknownTableError(MirrorError):
     """The table asked for is not in the landing zone (the CLI calls it a wrong --table)."""
 
 
+if TYPE_CHECKING:
+    from shared.landing_zone.replayer import TableReport
+
+
 def inspect_landing_zone(store: LandingZoneStore, table: str | None = None) -> list[TableReport]:
     """Reports for every table, or for the one named ``<table>`` or ``<schema>.<table>``.
 
     A table may also be named by its collection when its folder name is escaped (``a/b``).
     """
+    # Imported here: the replayer loads DuckDB, which no other trigger of the Functions app needs.
+    from shared.landing_zone.replayer import find_tables, inspect_table
+
     tables = find_tables(store)
     if table is not None:
         tables = [ref for ref in tables if table in _names(ref)]

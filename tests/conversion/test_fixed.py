@@ -94,6 +94,22 @@ def test_dates_beyond_microseconds_go_to_twin(ms: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("ms", "date_json"),
+    [
+        (0, '"1970-01-01T00:00:00Z"'),
+        (253402300799999, '"9999-12-31T23:59:59.999Z"'),
+        (253402300800000, '{ "$numberLong" : "253402300800000" }'),
+        (253402300800001, '{ "$numberLong" : "253402300800001" }'),
+        (-1, '{ "$numberLong" : "-1" }'),
+    ],
+)
+def test_nested_dates_are_iso_text_only_for_years_1970_to_9999(ms: int, date_json: str) -> None:
+    table, _ = convert({"d": DatetimeMS(ms)})
+    assert table.column("v").to_pylist() == [f'{{ "d" : {{ "$date" : {date_json} }} }}']
+    roundtrip({"d": DatetimeMS(ms)})
+
+
+@pytest.mark.parametrize(
     "value",
     [
         Regex("^a.*b$", "imsx"),
