@@ -139,6 +139,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "NCRONTAB schedule of the change timer (Functions), e.g. every minute: 0 * * * * *.",
         default="0 * * * * *",
     ),
+    SettingSpec(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "Export metrics and logs to this Application Insights resource (OpenTelemetry); "
+        "unset, telemetry is off and costs nothing.",
+        secret=True,
+    ),
     SettingSpec("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO"),
 )
 INTEGER_LIMITS = {

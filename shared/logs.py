@@ -16,3 +16,15 @@ def configure_logging(level: int, source: str = "%(name)s") -> None:
     logging.basicConfig(
         level=level, format=f"{prefix}%(asctime)s %(levelname)s {source}: %(message)s"
     )
+    quiet_sdk_logs(level)
+
+
+# The Azure SDKs log every request and response, headers included, at INFO: thousands of lines
+# for one snapshot, and in Functions a flood into Application Insights and its bill.
+SDK_LOGGERS = ("azure", "azure.core.pipeline.policies.http_logging_policy", "azure.identity")
+
+
+def quiet_sdk_logs(level: int) -> None:
+    """Keep the SDKs at WARNING unless the engine logs at DEBUG."""
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)

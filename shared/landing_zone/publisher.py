@@ -37,6 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone import parquet_files
 from shared.landing_zone.stores.base import LandingZoneStore, PathExistsError, PathNotFoundError
@@ -336,6 +337,8 @@ class Publisher:
             self.store.delete(staged)
             raise
         self._finish(table, taken[0], entry)
+        telemetry.record("files_published", 1, table=str(table))
+        telemetry.record("rows_published", batch.num_rows, table=str(table))
         return taken[0]
 
     def record_progress(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
+from shared import telemetry
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.tables import TableRef
@@ -42,7 +43,8 @@ def parse_table_name(text: str) -> TableRef:
 
 def rebuild_table(publisher: Publisher, table: TableRef, cause: str) -> int:
     """Drop ``table`` from the landing zone and the state; returns how often it was rebuilt."""
-    log.warning("rebuilding %s: %s", table, cause)
+    log.warning("rebuilding %s: %s", table, cause, extra={"table": str(table)})
+    telemetry.record("rebuilds", 1, table=str(table), cause=cause.split(":", 1)[0])
     publisher.drop_table(table)
     state = publisher.state
     state.delete(SCHEMA_KIND, table.folder)

@@ -10,12 +10,14 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
+from shared import telemetry
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.stores import open_landing_zone, parse_landing_zone
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.stores.local import LocalStore
+from shared.logs import quiet_sdk_logs
 from shared.source.client import connect
 from shared.source.collections import SourceCollection, select_collections
 from shared.state import open_state_store, parse_state_location
@@ -125,6 +127,8 @@ def open_context(settings: Settings, *, select_sources: bool = False) -> MirrorC
     With ``select_sources``, the database and the collection selection are validated against
     the server first, so a wrong MONGODB_DATABASE or collection name writes nothing anywhere.
     """
+    quiet_sdk_logs(settings.log_level)
+    telemetry.enable(settings)
     mongo = connect(settings.require("MONGODB_URI"))
     try:
         if select_sources:
