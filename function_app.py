@@ -38,7 +38,6 @@ from shared.pipeline.fanout import (
 )
 from shared.pipeline.inspect import inspect_landing_zone, report_to_json
 from shared.pipeline.orchestrator import tick
-from shared.pipeline.plans import load_plan
 from shared.pipeline.rebuild import parse_table_name, rebuild_table
 from shared.pipeline.snapshot import mark_failed, run_partition, status_report
 from shared.pipeline.wiring import open_landing_zone_store, process_context
@@ -105,9 +104,15 @@ def resync(req: func.HttpRequest) -> func.HttpResponse:
     except ConfigError as error:
         return _json({"error": error.problem}, 400)
     try:
-        ctx = process_context(load_settings(os.environ))
-        if load_plan(ctx.state, table) is None:
-            return _json({"error": f"{table} is not a mirrored table (see GET /api/status)"}, 404)
+        settings = load_settings(os.environ)
+        selected = settings.collections()
+        if table.schema != settings.require("MONGODB_DATABASE") or (
+            selected is not None and table.name not in selected
+        ):
+            # Rebuilding a table this app does not mirror would only delete it.
+            message = f"{table} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"
+            return _json({"error": message}, 404)
+        ctx = process_context(settings)
         count = rebuild_table(ctx.publisher, table, "resync requested by an operator")
     except MirrorError as error:
         return _error(error)
