@@ -32,6 +32,7 @@ from shared.pipeline.changes import CHANGES_WRITER, ChangeReader
 from shared.pipeline.fanout import enqueue, open_queue
 from shared.pipeline.plans import Phase, load_plan
 from shared.pipeline.rebuild import REBUILD_KIND
+from shared.pipeline.snapshot import plan_selected
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import VerifyReport, format_report, verify_mirror
 from tests.function_host import FUNCTIONS, REGISTERED
@@ -291,6 +292,22 @@ def test_a_table_stopped_by_its_folder_fails_the_tick_after_the_others_streamed(
     assert response.status_code == 202
     tick()
     deliver_partitions(functions_env)
+    tick_until_verified(functions_env, database)
+
+
+def test_a_tick_that_died_after_planning_has_its_partitions_sent_by_the_next(
+    functions_env: Settings, mongo_client: MongoClient, mongo_db_name: str
+):
+    database = mongo_client[mongo_db_name]
+    database.orders.insert_many([{"_id": n} for n in range(90)])
+    # The first tick planned the table, then its instance went away before sending anything.
+    (plan,) = plan_selected(wiring.process_context(functions_env)).plans
+    assert plan.phase == Phase.SNAPSHOTTING and queued(functions_env) == 0
+
+    tick()
+    assert queued(functions_env) == len(plan.ranges)
+    tick()  # sent once per plan, not once per tick
+    assert queued(functions_env) == len(plan.ranges)
     tick_until_verified(functions_env, database)
 
 
