@@ -9,6 +9,14 @@ plans each table (start point first, then `_id` ranges) and sends one queue mess
 partition; ``snapshot_partition`` runs one partition per message; the last partition to finish
 flips its table to streaming with an ETag-guarded update; ``snapshot_partition_poison`` records
 partitions that kept failing, so status shows them.
+
+Change capture is the timer ``mirror_tick`` (schedule: the app setting CHANGE_SCHEDULE, which the
+host resolves itself, so it must be set as an app setting; Settings' default does not reach the
+binding): each tick plans and fans out what needs a snapshot (first run, a new collection, a
+rebuild) on the same queue, then runs change windows for CHANGE_BUDGET_SECONDS. The database's
+reader lease makes an overlapping tick (or a second app) a harmless no-op. A failing tick raises,
+so the host records a failed invocation. ``resync`` (``POST /api/tables/{table}/resync``) drops a
+table's folder and state; the next tick snapshots it afresh.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from shared.pipeline.fanout import (
     orchestrate_snapshot,
 )
 from shared.pipeline.inspect import inspect_landing_zone, report_to_json
+from shared.pipeline.orchestrator import tick
+from shared.pipeline.rebuild import parse_table_name, rebuild_table
 from shared.pipeline.snapshot import mark_failed, run_partition
 from shared.pipeline.status import collect_status
 from shared.pipeline.wiring import open_landing_zone_store, open_state, process_context
@@ -42,10 +52,14 @@ def _json(body: object, status: int) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
-def _error(error: MirrorError, status: int = 500) -> func.HttpResponse:
+def _describe(error: MirrorError) -> str:
     prefix = "configuration error: " if isinstance(error, ConfigError) else ""
-    log.error("%s%s", prefix, error)
-    return _json({"error": f"{prefix}{error}"}, status)
+    return f"{prefix}{error}"
+
+
+def _error(error: MirrorError, status: int = 500) -> func.HttpResponse:
+    log.error("%s", _describe(error))
+    return _json({"error": _describe(error)}, status)
 
 
 @app.route(route="landing-zone/inspect", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -80,6 +94,30 @@ def start_snapshot(req: func.HttpRequest) -> func.HttpResponse:
     ]
     body = {"tables": tables, "messages": sent, "stopped": selection.stopped}
     return _json(body, 409 if selection.stopped else 202)
+
+
+@app.route(route="tables/{table}/resync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def resync(req: func.HttpRequest) -> func.HttpResponse:
+    """Rebuild one mirrored table (folder and state dropped); 202 with how often it was rebuilt."""
+    name = req.route_params.get("table", "")
+    try:
+        table = parse_table_name(name)
+    except ConfigError as error:
+        return _json({"error": error.problem}, 400)
+    try:
+        settings = load_settings(os.environ)
+        selected = settings.collections()
+        if table.schema != settings.require("MONGODB_DATABASE") or (
+            selected is not None and table.name not in selected
+        ):
+            # Rebuilding a table this app does not mirror would only delete it.
+            message = f"{table} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"
+            return _json({"error": message}, 404)
+        ctx = process_context(settings)
+        count = rebuild_table(ctx.publisher, table, "resync requested by an operator")
+    except MirrorError as error:
+        return _error(error)
+    return _json({"table": str(table), "rebuilds": count}, 202)
 
 
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -123,3 +161,31 @@ def snapshot_partition_poison(message: func.QueueMessage) -> None:
     reason = f"gave up after {message.dequeue_count} deliveries (message {message.id})"
     mark_failed(process_context(load_settings(os.environ)), task, reason)
     log.error("%s partition %d failed: %s", task.table, task.index, reason)
+
+
+@app.timer_trigger(
+    schedule="%CHANGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True
+)
+def mirror_tick(timer: func.TimerRequest) -> None:
+    """One orchestrator tick: fan out snapshots that are due, then stream changes on a budget."""
+    try:
+        settings = load_settings(os.environ)
+        budget = int(settings.require("CHANGE_BUDGET_SECONDS"))
+        summary = tick(process_context(settings), open_queue(settings, os.environ), budget)
+    except MirrorError as error:
+        log.error("tick failed: %s", _describe(error))
+        raise  # a failed invocation in Application Insights, not a quiet success
+    log.info(
+        "tick%s: %d windows, %d events, %d partition messages sent%s%s",
+        " (past due)" if timer.past_due else "",
+        summary.windows,
+        summary.events,
+        summary.messages,
+        f", rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else "",
+        ", the stream is read by another tick" if summary.lease_held_elsewhere else "",
+    )
+    if summary.stopped:
+        # The other tables streamed; these need an operator, so the invocation fails visibly.
+        stopped = "; ".join(f"{table}: {why}" for table, why in summary.stopped.items())
+        log.error("tick stopped tables: %s", stopped)
+        raise MirrorError(f"tables stopped: {stopped}")

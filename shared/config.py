@@ -143,7 +143,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "Export metrics and logs to this Application Insights resource (OpenTelemetry); "
         "unset, telemetry is off and costs nothing.",
-        secret=True,
+        # Not a credential (Microsoft: the key only routes data; ingestion here is Entra-only).
     ),
     SettingSpec("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO"),
 )

@@ -42,6 +42,15 @@ param mongodbDatabase string
 @minLength(1)
 param mongodbCollections string = 'all'
 
+@description('NCRONTAB schedule (six fields, seconds first) of the change-capture timer: each tick fans out the snapshots that are due and streams changes for changeBudgetSeconds. Every minute by default.')
+@minLength(11)
+param changeSchedule string = '0 * * * * *'
+
+@description('Seconds one timer tick streams change windows. Keep it below the schedule\'s period (an overlapping tick finds the stream leased and does nothing) and well inside host.json\'s functionTimeout (30 minutes).')
+@minValue(1)
+@maxValue(600)
+param changeBudgetSeconds int = 55
+
 @description('Log level of the mirror.')
 @allowed([
   'DEBUG'
@@ -222,6 +231,9 @@ var mirrorSettings = {
   MONGODB_DATABASE: mongodbDatabase
   MONGODB_COLLECTIONS: mongodbCollections
   LOG_LEVEL: logLevel
+  // The timer's binding reads CHANGE_SCHEDULE itself (%CHANGE_SCHEDULE%): it must be an app setting.
+  CHANGE_SCHEDULE: changeSchedule
+  CHANGE_BUDGET_SECONDS: string(changeBudgetSeconds)
   // The replicator's own per-table status (GET /api/status): ids taken from the landing-zone URL.
   FABRIC_WORKSPACE_ID: split(landingZoneUrl, '/')[3]
   FABRIC_ITEM_ID: split(landingZoneUrl, '/')[4]

@@ -19,6 +19,11 @@ param mongodbUri = readEnvironmentVariable('MONGODB_URI')
 param mongodbDatabase = 'shop'
 param mongodbCollections = 'all'
 
+// Change capture: the timer's NCRONTAB schedule (six fields, seconds first; every minute) and
+// how many seconds each tick streams (below the schedule's period, at most 600).
+param changeSchedule = '0 * * * * *'
+param changeBudgetSeconds = 55
+
 // DEBUG, INFO, WARNING or ERROR.
 param logLevel = 'INFO'
 

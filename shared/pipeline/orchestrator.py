@@ -17,11 +17,14 @@ from azure.storage.queue import QueueClient
 from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader
 from shared.pipeline.fanout import enqueue
-from shared.pipeline.plans import Phase, all_plans
+from shared.pipeline.plans import TablePlan
 from shared.pipeline.snapshot import pending_tasks, plan_selected
 from shared.pipeline.wiring import MirrorContext
+from shared.state.base import JsonObject, StateStore, update
 
 log = logging.getLogger(__name__)
+
+FAN_OUT_KIND = "fanout"  # per table: the start token of the plan whose partitions were sent
 
 
 @dataclass
@@ -64,15 +67,28 @@ def tick(ctx: MirrorContext, queue: QueueClient, budget_seconds: float) -> TickS
 
 
 def _plan_and_fan_out(ctx: MirrorContext, queue: QueueClient, summary: TickSummary) -> None:
-    """Plan every selected table; send the partitions of tables planned by this call.
+    """Plan every selected table; send the partitions of each plan not sent yet.
 
-    Tables already snapshotting had their messages sent when they were planned (a lost message
-    reaches the poison queue and status, never silence), so they are not sent twice.
+    Sending is recorded per plan (by its start token, so a rebuilt table's new plan is sent
+    again) after the messages are out: a tick that died between planning and sending leaves no
+    record, and the next tick sends them. One that died after sending and before recording sends
+    them twice, which is harmless: a partition's later run takes over from the published
+    progress. A message lost later reaches the poison queue and status, never silence.
     """
-    planned_before = {
-        plan.table.folder for plan in all_plans(ctx.state) if plan.phase != Phase.PLANNING
-    }
     selection = plan_selected(ctx)
     summary.stopped.update(selection.stopped)
-    fresh = [plan for plan in selection.plans if plan.table.folder not in planned_before]
-    summary.messages += enqueue(queue, pending_tasks(fresh))
+    for plan in selection.plans:
+        if not plan.pending_partitions or _sent(ctx.state, plan):
+            continue
+        summary.messages += enqueue(queue, pending_tasks([plan]))
+        _record_sent(ctx.state, plan)
+
+
+def _sent(state: StateStore, plan: TablePlan) -> bool:
+    record = state.get(FAN_OUT_KIND, plan.table.folder)
+    return record is not None and record.value.get("start_token") == plan.start_token
+
+
+def _record_sent(state: StateStore, plan: TablePlan) -> None:
+    sent: JsonObject = {"start_token": plan.start_token}
+    update(state, FAN_OUT_KIND, plan.table.folder, lambda _: sent)

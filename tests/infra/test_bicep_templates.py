@@ -8,11 +8,12 @@ identities and roles instead of keys, HTTPS and TLS 1.2, and no secret in a sett
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from shared.config import AUTH_MODES, SETTINGS
+from shared.config import AUTH_MODES, INTEGER_LIMITS, SETTINGS, SPECS, load_settings
 from shared.pipeline.fanout import QUEUE_NAME
 from shared.state import parse_state_location
 from tests.infra.templates import (
@@ -54,6 +55,11 @@ LEFT_UNSET_ON_AZURE = {
     "FILE_ROWS": "tuning: Settings' default applies",
     "FILE_BYTES": "tuning: Settings' default applies",
     "FABRIC_API_URL": "Settings' default (the public Fabric REST endpoint) applies",
+    "CHANGE_WINDOW_EVENTS": "tuning: Settings' default applies",
+    "CHANGE_WINDOW_BYTES": "tuning: Settings' default applies",
+    "CHANGE_WINDOW_SECONDS": "tuning: Settings' default applies",
+    "CHANGE_AWAIT_MS": "tuning: Settings' default applies",
+    "CHANGE_LEASE_SECONDS": "tuning: Settings' default applies",
 }
 # Settings the engine treats as secret because they may be connection strings with a key; the
 # template sets them to plain endpoint URLs read with the identity, so they need no Key Vault.
@@ -345,6 +351,37 @@ def test_queue_and_state_table_are_the_ones_the_engine_uses():
     state_store, scope = resolve(*app_settings()["STATE_STORE"])
     assert state_store == "${storage.properties.primaryEndpoints.table}${stateTable.name}"
     assert scope.template.resources["stateTable"] is table
+
+
+def function_timeout_seconds() -> int:
+    hours, minutes, seconds = json.loads((ROOT / "host.json").read_text())["functionTimeout"].split(
+        ":"
+    )
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+
+
+def test_timer_schedule_and_budget_come_from_parameters_inside_the_function_timeout():
+    settings = app_settings()
+    main = template(MAIN)
+    schedule, scope = resolve(*settings["CHANGE_SCHEDULE"])
+    assert schedule == "changeSchedule" and scope.template is main
+    budget, _ = resolve(*settings["CHANGE_BUDGET_SECONDS"])
+    assert budget == {
+        "function": {"type": "string", "parameters": {"value_to_convert": "changeBudgetSeconds"}}
+    }
+    _, example = parse_parameters_file(BICEP / "main.bicepparam")
+    for value in (main.params["changeSchedule"]["default"], example["changeSchedule"]):
+        assert load_settings({"CHANGE_SCHEDULE": value}).get("CHANGE_SCHEDULE") == value
+    assert main.params["changeSchedule"]["default"] == SPECS["CHANGE_SCHEDULE"].default
+
+    spec = main.params["changeBudgetSeconds"]
+    assert str(spec["default"]) == SPECS["CHANGE_BUDGET_SECONDS"].default
+    limits = {d["type"]: d["argument"] for d in spec["decorators"] if "value" in d["type"]}
+    low, high = INTEGER_LIMITS["CHANGE_BUDGET_SECONDS"]
+    assert low <= limits["min_value"] <= limits["max_value"] <= high
+    # A tick may overrun its budget by a window and its publishes: the largest budget the
+    # template accepts stays well inside the host's timeout, so a tick is never killed mid-publish.
+    assert 2 * limits["max_value"] <= function_timeout_seconds()
 
 
 def check_against_decorators(name: str, value: Expression, spec: Mapping[str, Any]) -> None:
