@@ -157,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         "STATE_STORE",
         "SNAPSHOT_PARTITIONS",
         "SNAPSHOT_WORKERS",
+        "MONGODB_RETRY_SECONDS",
         "FILE_ROWS",
         "FILE_BYTES",
         "AZURE_AUTH",
