@@ -172,7 +172,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         collection,
         plan.ranges[task.index],
         after,
-        Retrier.for_settings(ctx.settings, f"{task.table} partition {task.index}"),
+        Retrier.for_settings(ctx.settings, "MongoDB read"),  # the caller names the partition
         max_rows=piece_rows,
         max_bytes=file_bytes,
     )
