@@ -20,6 +20,7 @@ from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.redaction import redact
+from shared.source.retry import describe
 
 if TYPE_CHECKING:
     from shared.pipeline.local_snapshot import SnapshotSummary
@@ -44,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MirrorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except (PyMongoError, AzureError) as error:  # outages, permissions: one line, no traceback
+    except PyMongoError as error:  # outages, permissions: one line, no traceback, no raw BSON
+        print(f"error: {describe(error)}", file=sys.stderr)
+        return 1
+    except AzureError as error:
         print(f"error: {type(error).__name__}: {redact(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
