@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# The names MongoDB gives the codes the sandbox answers with (drivers show codeName to users).
+# The names MongoDB gives the codes the sandbox answers with, or that tests inject through
+# `failCommand` (drivers show codeName to users).
 CODE_NAMES = {
     1: "InternalError",
     2: "BadValue",
+    6: "HostUnreachable",
+    7: "HostNotFound",
     9: "FailedToParse",
     14: "TypeMismatch",
     20: "IllegalOperation",
@@ -22,14 +25,23 @@ CODE_NAMES = {
     66: "ImmutableField",
     72: "InvalidOptions",
     73: "InvalidNamespace",
+    89: "NetworkTimeout",
     91: "ShutdownInProgress",
     115: "CommandNotSupported",
     166: "CommandNotSupportedOnView",
+    189: "PrimarySteppedDown",
     260: "InvalidResumeToken",
+    262: "ExceededTimeLimit",
     280: "ChangeStreamFatalError",
     286: "ChangeStreamHistoryLost",
+    9001: "SocketException",
+    10107: "NotWritablePrimary",
     10334: "BSONObjectTooLarge",
     11000: "DuplicateKey",
+    11600: "InterruptedAtShutdown",
+    11602: "InterruptedDueToReplStateChange",
+    13435: "NotPrimaryNoSecondaryOk",
+    13436: "NotPrimaryOrSecondary",
     31254: "Location31254",
     40324: "Location40324",
 }

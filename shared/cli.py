@@ -23,7 +23,7 @@ from shared.fabric.commands import add_fabric_parser
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.logs import configure_logging
 from shared.redaction import redact
-from shared.source.client import describe_mongo_error
+from shared.source.retry import describe
 
 if TYPE_CHECKING:
     from shared.pipeline.local_snapshot import SnapshotSummary
@@ -46,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MirrorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except PyMongoError as error:  # outages, permissions: one line, no traceback
-        print(f"error: {describe_mongo_error(error)}", file=sys.stderr)
+    except PyMongoError as error:  # outages, permissions: one line, no traceback, no raw BSON
+        print(f"error: {describe(error)}", file=sys.stderr)
         return 1
     except AzureError as error:
         print(f"error: {type(error).__name__}: {redact(str(error))}", file=sys.stderr)
@@ -251,6 +251,7 @@ def _parser() -> argparse.ArgumentParser:
         "STATE_STORE",
         "SNAPSHOT_PARTITIONS",
         "SNAPSHOT_WORKERS",
+        "MONGODB_RETRY_SECONDS",
         "FILE_ROWS",
         "FILE_BYTES",
         "AZURE_AUTH",

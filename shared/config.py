@@ -93,6 +93,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="auto",
         aliases=("--workers",),
     ),
+    SettingSpec(
+        "MONGODB_RETRY_SECONDS",
+        "How long a transient MongoDB fault (failover, shutdown, dropped connection) is retried, "
+        "with growing pauses, before the step it stops fails; a read resumes after the last _id "
+        "it got. 0: no retries beyond the driver's own.",
+        default="60",
+    ),
     SettingSpec("FILE_ROWS", "Most rows in one parquet file.", default="100000"),
     SettingSpec("FILE_BYTES", "Most BSON bytes in one parquet file.", default="134217728"),
     SettingSpec(
@@ -150,6 +157,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
 INTEGER_LIMITS = {
     "SNAPSHOT_PARTITIONS": (1, 256),
     "SNAPSHOT_WORKERS": (1, 64),
+    "MONGODB_RETRY_SECONDS": (0, 3600),
     "FILE_ROWS": (1, 10_000_000),
     "FILE_BYTES": (1024, 4 * 1024**3),
     "CHANGE_WINDOW_EVENTS": (1, 1_000_000),

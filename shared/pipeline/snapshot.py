@@ -31,7 +31,13 @@ from shared.pipeline.stream_checkpoint import ensure_checkpoint
 from shared.pipeline.wiring import MirrorContext, selected_sources
 from shared.source.change_stream import current_position
 from shared.source.collections import SourceCollection
-from shared.source.id_ranges import id_from_json, id_to_json, read_chunks, split_ranges
+from shared.source.id_ranges import (
+    id_from_json,
+    id_to_json,
+    read_chunks_resuming,
+    split_ranges,
+)
+from shared.source.retry import Retrier
 from shared.state.base import ConflictError, JsonObject, update
 
 log = logging.getLogger(__name__)
@@ -71,21 +77,22 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     if plan is not None and plan.phase != Phase.PLANNING:
         return plan
     collection = ctx.collection(source.database, source.name)
+    retrier = Retrier.for_settings(ctx.settings, f"planning {table}")
     if plan is None:
-        plan = TablePlan(
-            table, source.database, source.name, Phase.PLANNING, current_position(collection)
-        )
+        start = retrier.call(lambda: current_position(collection))
+        plan = TablePlan(table, source.database, source.name, Phase.PLANNING, start)
         try:
             ctx.state.create(TABLE_KIND, table.folder, plan.to_json())
         except ConflictError:
             return plan_table(ctx, source)  # another planner recorded first; use its plan
-    if collection.find_one({}, projection={"_id": 1}) is None:
+    if retrier.call(lambda: collection.find_one({}, projection={"_id": 1})) is None:
         ranges: tuple[Any, ...] = ()
         phase = Phase.STREAMING  # empty: a table with metadata and no rows
         estimated = 0
     else:
-        estimated = collection.estimated_document_count()
-        ranges = tuple(split_ranges(collection, _partition_count(ctx, estimated)))
+        estimated = retrier.call(collection.estimated_document_count)
+        count = _partition_count(ctx, estimated)
+        ranges = tuple(retrier.call(lambda: split_ranges(collection, count)))
         phase = Phase.SNAPSHOTTING
     planned = replace(plan, phase=phase, ranges=ranges, estimated_documents=estimated)
 
@@ -183,8 +190,13 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         pending, pending_rows, pending_bytes = [], 0, 0
         record_status(ctx, task, "running", documents, expected)
 
-    pieces = read_chunks(
-        collection, plan.ranges[task.index], after, max_rows=piece_rows, max_bytes=file_bytes
+    pieces = read_chunks_resuming(
+        collection,
+        plan.ranges[task.index],
+        after,
+        Retrier.for_settings(ctx.settings, "MongoDB read"),  # the caller names the partition
+        max_rows=piece_rows,
+        max_bytes=file_bytes,
     )
     try:
         for piece in pieces:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from shared.pipeline.wiring import MirrorContext
 from shared.source.change_stream import database_position
+from shared.source.retry import Retrier
 from shared.state.base import JsonObject, update
 
 STREAM_KIND = "stream"
@@ -18,7 +19,8 @@ def ensure_checkpoint(ctx: MirrorContext, database: str) -> None:
     """Record the stream's start point for ``database`` unless one is recorded already."""
     if ctx.state.get(STREAM_KIND, database) is not None:
         return
-    token = database_position(ctx.mongo[database])
+    retrier = Retrier.for_settings(ctx.settings, f"starting the change stream of {database}")
+    token = retrier.call(lambda: database_position(ctx.mongo[database]))
 
     def create(value: JsonObject | None) -> JsonObject:
         return value if value is not None else {"token": token, "start_after": False}

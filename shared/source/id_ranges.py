@@ -19,8 +19,10 @@ from bson import json_util
 from bson.codec_options import DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
 
 from shared.errors import MirrorError
+from shared.source.retry import Retrier
 
 SAMPLES_PER_RANGE = 16
 ID_INDEX = [("_id", 1)]
@@ -150,6 +152,27 @@ def read_chunks(
             index = max(end, index)
     if rows:
         yield RawChunk(b"".join(parts), rows, _id_of(last, collection))
+
+
+def read_chunks_resuming(
+    collection: Collection[RawBSONDocument],
+    id_range: IdRange,
+    after: Any,
+    retrier: Retrier,
+    **sizes: int,
+) -> Iterator[RawChunk]:
+    """`read_chunks` through transient faults: a failed read is opened again after the last
+    `_id` of the last chunk the caller took, so nothing is read twice or skipped."""
+    last = after
+    while True:
+        try:
+            for chunk in read_chunks(collection, id_range, last, **sizes):
+                yield chunk
+                last = chunk.last_id  # asked for the next one: the caller has this chunk
+                retrier.progressed()
+            return
+        except PyMongoError as error:
+            retrier.recover(error)
 
 
 def _document_starts(buffer: bytes) -> list[int]:

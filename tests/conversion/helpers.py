@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import bson
+import pyarrow as pa
 from bson import Binary, Int64, Regex
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
@@ -40,3 +41,22 @@ def norm(value: Any) -> Any:
 def doc_norm(doc: dict[str, Any]) -> Any:
     """A top-level document: null fields dropped (null ≡ missing), _id excluded."""
     return {k: norm(v) for k, v in doc.items() if v is not None and k != "_id"}
+
+
+def same_table(left: pa.Table, right: pa.Table) -> bool:
+    """Equal schemas and values, NaN equal to NaN and -0.0 told from 0.0.
+
+    ``pa.Table.equals`` has it the other way round on both counts, so a table holding a NaN
+    never equals itself and a sign lost from a zero goes unnoticed. Timestamps are compared as
+    their integers: Python's datetime cannot hold all of them.
+    """
+    if left.schema != right.schema:
+        return False
+    # The converter's columns are flat (nested values are JSON text), so only top-level types.
+    plain = pa.schema(
+        [
+            field.with_type(pa.int64()) if pa.types.is_timestamp(field.type) else field
+            for field in left.schema
+        ]
+    )
+    return norm(left.cast(plain).to_pylist()) == norm(right.cast(plain).to_pylist())
