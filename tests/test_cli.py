@@ -178,7 +178,8 @@ def test_unreachable_mongodb_is_one_line_without_traceback(tmp_path: Path):
     # One short line: the cause, not PyMongo's topology dump.
     assert result.stderr.splitlines() == [
         f"error: cannot reach MongoDB at mongodb://***@127.0.0.1:{port}/"
-        f"?serverSelectionTimeoutMS=500: 127.0.0.1:{port}: [Errno 111] Connection refused"
+        f"?serverSelectionTimeoutMS=500: ServerSelectionTimeoutError: 127.0.0.1:{port}: "
+        "[Errno 111] Connection refused"
     ]
     assert list(tmp_path.iterdir()) == []
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from pymongo import MongoClient
-from shared.sandbox import SandboxServer
 
+from mongodb_sandbox import SandboxServer
 from shared.config import Settings, load_settings
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef

@@ -12,8 +12,8 @@ import pytest
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, NotPrimaryError, OperationFailure
-from shared.sandbox import SandboxServer
 
+from mongodb_sandbox import SandboxServer
 from shared.conversion import split_documents
 from shared.errors import MirrorError
 from shared.source.client import connect
