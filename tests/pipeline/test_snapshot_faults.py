@@ -206,13 +206,13 @@ def test_a_fault_outlasting_the_budget_fails_each_partition_with_one_line(
     [
         (
             {"error_code": ErrorCode.SHUTDOWN_IN_PROGRESS, "times": None},
-            "error: planning shop.orders: ShutdownInProgress (91): Failing command via "
+            "error: starting the change stream of shop: ShutdownInProgress (91): Failing command via "
             "'failCommand' failpoint (still failing after ",
             True,
         ),
         (
             {"error_code": 2, "times": None},  # BadValue: not transient
-            "error: planning shop.orders: BadValue (2): Failing command via 'failCommand' "
+            "error: starting the change stream of shop: BadValue (2): Failing command via 'failCommand' "
             "failpoint",
             False,
         ),
