@@ -78,6 +78,7 @@ _STORAGE_NAMES = {
     )
 }
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_LONGEST_ECHOED_NAME = 32  # Azure Storage's longest name, DefaultEndpointsProtocol, has 24
 _NAME_VALUE_START = re.compile(r"\s*[A-Za-z][A-Za-z0-9]*\s*=")
 
 
@@ -144,9 +145,11 @@ def parse_connection_string(
             raise config_error(setting, f"connection string sets {name} twice")
         if key not in _STORAGE_NAMES and key not in extras_wanted:
             own = " or ".join(extras_wanted.values())
+            # A long "name" is more likely a pasted key than a misspelling: not echoed.
+            shown = repr(name) if len(name) <= _LONGEST_ECHOED_NAME else f"in part {number}"
             raise config_error(
                 setting,
-                f"connection string name {name!r} is neither an Azure Storage one"
+                f"connection string name {shown} is neither an Azure Storage one"
                 + (f" nor {own}" if own else ""),
             )
         values[key] = value
