@@ -51,13 +51,14 @@ AZURITE_PORTS: Mapping[ConnectionService, int] = {"blob": 10000, "queue": 10001,
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 """As ``urlsplit(...).hostname`` spells them: ``[::1]`` arrives as ``::1``."""
 
-_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
+_ACCOUNT = r"[a-z0-9]{3,24}"  # a storage account name
+_ACCOUNT_NAME = re.compile(_ACCOUNT)
 _ACCOUNT_HOSTS = (
     re.compile(
-        r"[a-z0-9]{3,24}\.(blob|dfs|queue|table)"
+        rf"{_ACCOUNT}\.(blob|dfs|queue|table)"
         r"\.core\.(?:windows\.net|chinacloudapi\.cn|usgovcloudapi\.net)"
     ),
-    re.compile(r"[a-z0-9]{3,24}\.z[0-9]{2}\.(blob|dfs|queue|table)\.storage\.azure\.net"),
+    re.compile(rf"{_ACCOUNT}\.z[0-9]{{2}}\.(blob|dfs|queue|table)\.storage\.azure\.net"),
 )
 _ONELAKE_HOST = re.compile(r"(?:[a-z0-9-]+-)?onelake\.(dfs|blob)\.fabric\.microsoft\.com")
 
