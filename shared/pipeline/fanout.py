@@ -19,6 +19,12 @@ from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.snapshot import PartitionTask, Selection, pending_tasks, plan_selected
 from shared.pipeline.wiring import MirrorContext, checked_credential
+from shared.storage_location import (
+    config_error,
+    is_connection_string,
+    parse_connection_string,
+    parse_storage_url,
+)
 
 QUEUE_NAME = "snapshot-partitions"
 POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"  # where the Functions host moves repeated failures
@@ -49,24 +55,41 @@ def decode_task(text: str) -> PartitionTask:
 def open_queue(
     settings: Settings, environ: Mapping[str, str], name: str = QUEUE_NAME
 ) -> QueueClient:
-    """The partition queue, on QUEUE_STORAGE or else the Functions host storage."""
+    """The partition queue, on QUEUE_STORAGE or else the Functions host storage.
+
+    Both take :mod:`shared.storage_location`'s forms: a connection string, an account URL
+    ``https://<account>.queue.core.windows.net`` (token credential) or Azurite's
+    ``http://127.0.0.1:<port>/devstoreaccount1``; errors name the setting the value came from.
+    """
     policies: dict[str, Any] = {
         "message_encode_policy": TextBase64EncodePolicy(),
         "message_decode_policy": TextBase64DecodePolicy(),
         **QUEUE_OPTIONS,
     }
-    location = settings.get("QUEUE_STORAGE") or environ.get("AzureWebJobsStorage")
-    account = environ.get("AzureWebJobsStorage__accountName")
-    if location and location.startswith("https://"):
-        return QueueClient(location, name, credential=checked_credential(settings), **policies)
+    setting, location = "QUEUE_STORAGE", settings.get("QUEUE_STORAGE")
+    if not location and environ.get("AzureWebJobsStorage"):
+        setting, location = "AzureWebJobsStorage", environ["AzureWebJobsStorage"]
+    if location and is_connection_string(location):
+        connection_string = parse_connection_string(setting, location, "queue").sdk_text
+        return QueueClient.from_connection_string(connection_string, name, **policies)
     if location:
-        try:
-            return QueueClient.from_connection_string(location, name, **policies)
-        except ValueError:
-            raise ConfigError("QUEUE_STORAGE", "is not a valid storage connection string") from None
-    if account:
-        url = f"https://{account}.queue.core.windows.net"
-        return QueueClient(url, name, credential=checked_credential(settings), **policies)
+        url = parse_storage_url(setting, location, ("queue",))
+        if url.path:
+            raise config_error(setting, f"{url.safe_text}: give the account URL {url.account_url}")
+        if url.connection_string is not None:  # Azurite, with its published key
+            return QueueClient.from_connection_string(url.connection_string, name, **policies)
+        return QueueClient(
+            url.account_url, name, credential=checked_credential(settings), **policies
+        )
+    if account := environ.get("AzureWebJobsStorage__accountName"):
+        url = parse_storage_url(
+            "AzureWebJobsStorage__accountName",
+            f"https://{account}.queue.core.windows.net",
+            ("queue",),
+        )
+        return QueueClient(
+            url.account_url, name, credential=checked_credential(settings), **policies
+        )
     raise ConfigError("QUEUE_STORAGE", "is required (or AzureWebJobsStorage) to fan out partitions")
 
 

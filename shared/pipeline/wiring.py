@@ -69,17 +69,11 @@ def open_publisher(settings: Settings) -> Publisher:
 
 
 def _landing_zone_needs_token(location: str) -> bool:
-    parsed = parse_landing_zone(location)
-    return (
-        parsed.kind != "local"
-        and parsed.connection_string is None
-        and (parsed.account_url or "").startswith("https://")
-    )
+    return parse_landing_zone(location).needs_token
 
 
 def _state_needs_token(location: str) -> bool:
-    parsed = parse_state_location(location)
-    return parsed.kind == "table" and parsed.connection_string is None
+    return parse_state_location(location).needs_token
 
 
 def checked_credential(settings: Settings) -> TokenCredential:

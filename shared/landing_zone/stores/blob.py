@@ -19,12 +19,7 @@ from shared.landing_zone.stores._common import (
     require_credential,
 )
 from shared.landing_zone.stores.base import StoredFile
-from shared.landing_zone.stores.location import AZURITE_ACCOUNT, LandingZoneLocation
-
-# Azurite's published development-account key: public, identical on every machine.
-AZURITE_ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+from shared.landing_zone.stores.location import LandingZoneLocation
 
 
 class BlobStore:
@@ -47,16 +42,9 @@ class BlobStore:
         cls, location: LandingZoneLocation, credential: TokenCredential | None
     ) -> BlobStore:
         assert location.container is not None
-        if location.connection_string:
+        if location.connection_string:  # also Azurite's URL form, with the emulator's public key
             service = BlobServiceClient.from_connection_string(
                 location.connection_string, **SDK_OPTIONS
-            )
-        elif location.account_url and location.account_url.startswith("http://"):
-            # Only the emulator is reached over http (the parser enforces it), with its public key.
-            service = BlobServiceClient(
-                location.account_url,
-                credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_ACCOUNT_KEY},
-                **SDK_OPTIONS,
             )
         else:
             service = BlobServiceClient(
