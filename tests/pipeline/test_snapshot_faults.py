@@ -206,14 +206,14 @@ def test_a_fault_outlasting_the_budget_fails_each_partition_with_one_line(
     [
         (
             {"error_code": ErrorCode.SHUTDOWN_IN_PROGRESS, "times": None},
-            "error: starting the change stream of shop: ShutdownInProgress (91): Failing command via "
-            "'failCommand' failpoint (still failing after ",
+            "error: starting the change stream of shop: ShutdownInProgress (91): "
+            "Failing command via 'failCommand' failpoint (still failing after ",
             True,
         ),
         (
             {"error_code": 2, "times": None},  # BadValue: not transient
-            "error: starting the change stream of shop: BadValue (2): Failing command via 'failCommand' "
-            "failpoint",
+            "error: starting the change stream of shop: BadValue (2): "
+            "Failing command via 'failCommand' failpoint",
             False,
         ),
     ],
