@@ -30,8 +30,7 @@ from shared.landing_zone.tables import TableRef
 from shared.pipeline import wiring
 from shared.pipeline.changes import CHANGES_WRITER, ChangeReader
 from shared.pipeline.fanout import enqueue, open_queue
-from shared.pipeline.plans import Phase, load_plan
-from shared.pipeline.rebuild import REBUILD_KIND
+from shared.pipeline.plans import REBUILD_KIND, Phase, load_plan
 from shared.pipeline.snapshot import plan_selected
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import VerifyReport, format_report, verify_mirror

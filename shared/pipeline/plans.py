@@ -16,6 +16,7 @@ from shared.source.id_ranges import IdRange
 from shared.state.base import JsonObject, StateStore, update
 
 TABLE_KIND = "table"
+REBUILD_KIND = "rebuild"  # per table folder: how often and why it was rebuilt (outlives the plan)
 
 
 class Phase(StrEnum):

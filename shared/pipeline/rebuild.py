@@ -19,14 +19,13 @@ from shared import telemetry
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.tables import TableRef
-from shared.pipeline.plans import TABLE_KIND
+from shared.pipeline.plans import REBUILD_KIND, TABLE_KIND
 from shared.pipeline.schema_registry import SCHEMA_KIND
 from shared.pipeline.snapshot import PARTITION_KIND
 from shared.state.base import JsonObject, update
 
 log = logging.getLogger(__name__)
 
-REBUILD_KIND = "rebuild"
 KEPT_CAUSES = 10
 
 

@@ -18,11 +18,13 @@ import pyarrow as pa
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.publisher import BindingError, PublishConflict, Superseded
-from shared.landing_zone.tables import TableRef
+from shared.landing_zone.tables import TableRef, collection_name
 from shared.pipeline.plans import (
+    REBUILD_KIND,
     TABLE_KIND,
     Phase,
     TablePlan,
+    all_plans,
     complete_partition,
     load_plan,
 )
@@ -128,8 +130,9 @@ def plan_selected(ctx: MirrorContext) -> Selection:
 
     A table whose folder fails the binding check is stopped alone; the others go on.
     """
-    # Selected afresh each time: the `run` loop and the timer find collections created since.
-    sources = selected_sources(ctx.mongo, ctx.settings)
+    # Selected afresh each time: the `run` loop and the timer find collections created since,
+    # and a named collection dropped while mirrored does not stop the others.
+    sources = selected_sources(ctx.mongo, ctx.settings, mirrored_collections(ctx))
     # The database's change stream starts before any table's snapshot reads anything.
     ensure_checkpoint(ctx, ctx.settings.require("MONGODB_DATABASE"))
     plans: list[TablePlan] = []
@@ -141,6 +144,17 @@ def plan_selected(ctx: MirrorContext) -> Selection:
             log.error("%s", error)
             stopped[f"{source.database}.{source.name}"] = str(error)
     return Selection(plans, stopped)
+
+
+def mirrored_collections(ctx: MirrorContext) -> set[str]:
+    """Collections of the database that have a plan, or had one before a rebuild."""
+    database = ctx.settings.require("MONGODB_DATABASE")
+    names = {plan.collection for plan in all_plans(ctx.state) if plan.database == database}
+    for folder, _ in ctx.state.list(REBUILD_KIND):
+        table = TableRef.from_folder(folder)
+        if table.schema == database:
+            names.add(collection_name(table.name))
+    return names
 
 
 def pending_tasks(plans: list[TablePlan]) -> list[PartitionTask]:

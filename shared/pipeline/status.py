@@ -15,8 +15,7 @@ from shared.config import Settings
 from shared.errors import MirrorError
 from shared.landing_zone.publisher import SEQUENCE_KIND
 from shared.pipeline.changes import CHANGES_WRITER
-from shared.pipeline.plans import all_plans
-from shared.pipeline.rebuild import REBUILD_KIND
+from shared.pipeline.plans import REBUILD_KIND, all_plans
 from shared.pipeline.snapshot import PARTITION_KIND
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.state.base import JsonObject, StateStore, update

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -134,10 +135,14 @@ def open_context(settings: Settings, *, select_sources: bool = False) -> MirrorC
 
 
 def selected_sources(
-    mongo: MongoClient[RawBSONDocument], settings: Settings
+    mongo: MongoClient[RawBSONDocument],
+    settings: Settings,
+    mirrored: AbstractSet[str] = frozenset(),
 ) -> list[SourceCollection]:
-    """The collections MONGODB_DATABASE and MONGODB_COLLECTIONS select, checked on the server."""
-    return select_collections(mongo[settings.require("MONGODB_DATABASE")], settings.collections())
+    """The collections MONGODB_DATABASE and MONGODB_COLLECTIONS select, checked on the server;
+    ``mirrored`` (collections mirrored before) may have been dropped since."""
+    database = mongo[settings.require("MONGODB_DATABASE")]
+    return select_collections(database, settings.collections(), mirrored)
 
 
 _process_context: MirrorContext | None = None

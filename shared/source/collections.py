@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from pymongo.database import Database
@@ -18,8 +19,14 @@ class SourceCollection:
     name: str
 
 
-def select_collections(database: Database, wanted: list[str] | None) -> list[SourceCollection]:
+def select_collections(
+    database: Database, wanted: list[str] | None, mirrored: AbstractSet[str] = frozenset()
+) -> list[SourceCollection]:
     """The collections to mirror: every plain collection (``wanted`` None) or exactly ``wanted``.
+
+    ``mirrored`` names collections this mirror has had: one of them missing now was dropped
+    while mirrored (its table was rebuilt away), so it is skipped until it exists again rather
+    than taken for a typo that stops every other table.
 
     A database without any collection does not exist in MongoDB: that is an error. Views and
     ``system.*`` collections are never mirrored. Time-series collections cannot feed a
@@ -33,7 +40,7 @@ def select_collections(database: Database, wanted: list[str] | None) -> list[Sou
         name = str(info["name"])
         if not name.startswith("system."):
             kinds[name] = str(info.get("type", "collection"))
-    if not listed:
+    if not listed and not mirrored:
         # MongoDB creates a database with its first collection: none at all means a wrong name,
         # which must not pass as a snapshot of nothing.
         raise ConfigError(
@@ -46,12 +53,20 @@ def select_collections(database: Database, wanted: list[str] | None) -> list[Sou
                 log.warning("skipping %s.%s: a %s cannot be mirrored", database.name, name, kind)
         chosen = sorted(name for name, kind in kinds.items() if kind == "collection")
     else:
-        missing = [name for name in wanted if name not in kinds]
+        for name in wanted:
+            if name not in kinds and name in mirrored:
+                log.warning(
+                    "%s.%s no longer exists; it is mirrored again once it is created",
+                    database.name,
+                    name,
+                )
+        missing = [name for name in wanted if name not in kinds and name not in mirrored]
         if missing:
             raise ConfigError(
                 "MONGODB_COLLECTIONS",
                 f"no collection {', '.join(missing)} in database {database.name}",
             )
+        wanted = [name for name in wanted if name in kinds]
         unsupported = [f"{name} ({kinds[name]})" for name in wanted if kinds[name] != "collection"]
         if unsupported:
             raise ConfigError(

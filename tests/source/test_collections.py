@@ -60,3 +60,17 @@ def test_a_database_without_any_collection_is_an_error_naming_the_setting(
         select_collections(mongo_client[mongo_db_name], None)
     assert caught.value.setting == "MONGODB_DATABASE"
     assert f"no database '{mongo_db_name}'" in str(caught.value)
+
+
+def test_a_named_collection_dropped_while_mirrored_is_skipped_not_fatal(database):
+    with pytest.raises(ConfigError, match="no collection gone"):
+        select_collections(database, ["orders", "gone"])
+    chosen = select_collections(database, ["orders", "gone"], mirrored={"gone"})
+    assert chosen == [SourceCollection(database.name, "orders")]
+
+
+def test_a_dropped_database_that_was_mirrored_selects_nothing(mongo_client: MongoClient):
+    empty = mongo_client["never_created_here"]
+    with pytest.raises(ConfigError, match="no database"):
+        select_collections(empty, None)
+    assert select_collections(empty, None, mirrored={"orders"}) == []
