@@ -22,9 +22,9 @@ from shared.pipeline.snapshot import (
     PARTITION_KIND,
     PartitionResult,
     PartitionTask,
+    mark_failed,
     pending_tasks,
     plan_selected,
-    record_status,
     run_partition,
 )
 from shared.pipeline.wiring import MirrorContext, open_context
@@ -129,7 +129,7 @@ class SnapshotPool:
                 self.failures.append(f"{task.table} partition {task.index}: a worker died")
             except Exception as error:  # reported per partition; the others carry on
                 self.failures.append(f"{task.table} partition {task.index}: {error}")
-                record_status(self._ctx, task, "failed", 0, 0, error=str(error))
+                mark_failed(self._ctx, task, str(error))
         return results
 
     def raise_failures(self) -> None:

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 from azure.storage.queue import QueueClient
 
+from shared import telemetry
 from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader
 from shared.pipeline.fanout import enqueue
 from shared.pipeline.plans import TablePlan
 from shared.pipeline.snapshot import pending_tasks, plan_selected
+from shared.pipeline.status import record_error
 from shared.pipeline.wiring import MirrorContext
 from shared.state.base import JsonObject, StateStore, update
 
@@ -39,9 +41,21 @@ class TickSummary:
 
 def tick(ctx: MirrorContext, queue: QueueClient, budget_seconds: float) -> TickSummary:
     """One timer invocation: plan and fan out what needs a snapshot, then stream."""
+    database = ctx.settings.require("MONGODB_DATABASE")
+    try:
+        return _tick(ctx, queue, budget_seconds, database)
+    except Exception as error:
+        telemetry.record("errors", 1, database=database, step="tick")
+        record_error(ctx.state, database, f"timer tick: {error}")
+        raise
+
+
+def _tick(
+    ctx: MirrorContext, queue: QueueClient, budget_seconds: float, database: str
+) -> TickSummary:
     deadline = time.monotonic() + budget_seconds
     summary = TickSummary()
-    reader = ChangeReader(ctx, ctx.settings.require("MONGODB_DATABASE"), ctx.settings.collections())
+    reader = ChangeReader(ctx, database, ctx.settings.collections())
     _plan_and_fan_out(ctx, queue, summary)
     try:
         reader.acquire()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.publisher import BindingError, PublishConflict, Superseded
@@ -228,6 +229,11 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     except Superseded:
         log.info("%s partition %d was taken over by another run; stopping", task.table, task.index)
         return PartitionResult(task, documents, files, False)
+    except Exception as error:
+        # Kept for status: a partition that ends on the poison queue shows its real cause.
+        record_status(ctx, task, "retrying", documents, expected, error=str(error)[:2000])
+        telemetry.record("errors", 1, table=str(task.table), step="partition")
+        raise
     record_status(ctx, task, "done", documents, expected)
     finished = complete_partition(ctx.state, task.table, task.index)
     if finished:
@@ -274,7 +280,10 @@ def mark_failed(ctx: MirrorContext, task: PartitionTask, error: str) -> None:
     key = partition_key(task)
 
     def change(value: JsonObject | None) -> JsonObject:
-        return {**(value or {}), "status": "failed", "error": error[:2000], "updated": time.time()}
+        current = value or {}
+        last = current.get("error")
+        reason = f"{error}; last error: {last}" if last and last not in error else error
+        return {**current, "status": "failed", "error": reason[:2000], "updated": time.time()}
 
     update(ctx.state, PARTITION_KIND, key, change)
 
