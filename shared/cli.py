@@ -49,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PyMongoError as error:  # outages, permissions: one line, no traceback, no raw BSON
         print(f"error: {describe(error)}", file=sys.stderr)
         return 1
-    except AzureError as error:
-        print(f"error: {type(error).__name__}: {redact(str(error))}", file=sys.stderr)
+    except AzureError as error:  # the service's reason on one line, not its XML reply
+        reason = getattr(error, "reason", None) or str(error).splitlines()[0]
+        code = getattr(error, "error_code", None)
+        detail = f" ({code})" if code else ""
+        print(f"error: {type(error).__name__}{detail}: {redact(str(reason))}", file=sys.stderr)
         return 1
     except OSError as error:  # a disk full or a folder made read-only mid-run
         print(f"error: {redact(str(error))}", file=sys.stderr)

@@ -81,11 +81,11 @@ def assert_hidden(message: str) -> None:
         ),
         # Our own names are taken out, whatever their case.
         (
-            f"{ACCOUNT}container=lz;PATH=a/b",
+            f"{ACCOUNT}container=lzone;PATH=a/b",
             "blob",
             ("Container", "Path"),
             "https://acct.blob.core.windows.net",
-            {"container": "lz", "path": "a/b"},
+            {"container": "lzone", "path": "a/b"},
         ),
         ("UseDevelopmentStorage=true", "blob", (), DEV.format(port=10000), {}),
         ("UseDevelopmentStorage=true", "queue", (), DEV.format(port=10001), {}),
@@ -134,7 +134,7 @@ def test_development_storage_is_azurite_with_the_published_key() -> None:
         (f"{ACCOUNT}{KEY}", "name in part 4 is neither"),  # a pasted key is never echoed
         (f"{ACCOUNT}{KEY.replace('=', '+')}", "part 4 is not Name=value"),
         (f"{ACCOUNT}accountkey={KEY}", "sets accountkey twice"),
-        (f"{ACCOUNT}Contianer=lz", "'Contianer' is neither an Azure Storage one nor Container"),
+        (f"{ACCOUNT}Contianer=lzone", "'Contianer' is neither an Azure Storage one nor Container"),
         (f"{ACCOUNT}TableName=t1", "'TableName' is neither"),  # another setting's name
         (f"AccountKey={KEY}", "neither BlobEndpoint nor AccountName"),
         ("AccountName=acct", "neither AccountKey nor SharedAccessSignature"),
@@ -162,7 +162,7 @@ def test_connection_strings_rejected_without_echoing_secrets(text: str, problem:
 
 
 @pytest.mark.parametrize(
-    "text", ["/srv/lz", "a=b/folder", "https://acct.blob.core.windows.net/lz", "state.db"]
+    "text", ["/srv/lzone", "a=b/folder", "https://acct.blob.core.windows.net/lzone", "state.db"]
 )
 def test_other_forms_are_not_connection_strings(text: str) -> None:
     assert not is_connection_string(text, ("Container", "Path", "TableName"))
@@ -178,29 +178,29 @@ WS = "6f1b7f7e-0000-4000-8000-000000000001"
     ("text", "services", "service", "account_url", "path", "onelake", "emulator"),
     [
         (
-            "https://acct.blob.core.windows.net/lz/a%20b",
+            "https://acct.blob.core.windows.net/lzone/a%20b",
             BLOB_DFS,
             "blob",
             "https://acct.blob.core.windows.net",
-            ("lz", "a b"),
+            ("lzone", "a b"),
             False,
             False,
         ),
         (
-            "https://ACCT.DFS.core.usgovcloudapi.net//fs/",
+            "https://ACCT.DFS.core.usgovcloudapi.net//fsys/",
             BLOB_DFS,
             "dfs",
             "https://acct.dfs.core.usgovcloudapi.net",
-            ("fs",),
+            ("fsys",),
             False,
             False,
         ),
         (
-            "https://acct.z12.dfs.storage.azure.net/fs",
+            "https://acct.z12.dfs.storage.azure.net/fsys",
             BLOB_DFS,
             "dfs",
             "https://acct.z12.dfs.storage.azure.net",
-            ("fs",),
+            ("fsys",),
             False,
             False,
         ),
@@ -251,11 +251,11 @@ WS = "6f1b7f7e-0000-4000-8000-000000000001"
         ),
         # Azurite: every loopback spelling alike, the service is the one the setting wants.
         (
-            "http://127.0.0.1:10000/devstoreaccount1/lz",
+            "http://127.0.0.1:10000/devstoreaccount1/lzone",
             BLOB_DFS,
             "blob",
             "http://127.0.0.1:10000/devstoreaccount1",
-            ("lz",),
+            ("lzone",),
             False,
             True,
         ),
@@ -299,26 +299,26 @@ def test_urls_accepted(
 @pytest.mark.parametrize(
     ("text", "services", "problem"),
     [
-        ("https://acct.blob.core.windows.net/lz?" + SAS, BLOB_DFS, "query string (SAS token)"),
-        ("https://acct.blob.core.windows.net/lz#frag", BLOB_DFS, "fragment"),
-        ("https://me:hunter2@acct.blob.core.windows.net/lz", BLOB_DFS, "user info"),
-        ("https://acct.blob.core.windows.net:99999/lz", BLOB_DFS, "not a valid URL"),
+        ("https://acct.blob.core.windows.net/lzone?" + SAS, BLOB_DFS, "query string (SAS token)"),
+        ("https://acct.blob.core.windows.net/lzone#frag", BLOB_DFS, "fragment"),
+        ("https://me:hunter2@acct.blob.core.windows.net/lzone", BLOB_DFS, "user info"),
+        ("https://acct.blob.core.windows.net:99999/lzone", BLOB_DFS, "not a valid URL"),
         ("http://[::1/devstoreaccount1", BLOB_DFS, "not a valid URL"),
-        ("ftp://acct.blob.core.windows.net/lz", BLOB_DFS, "unsupported URL scheme 'ftp'"),
-        ("abfss://acct.dfs.core.windows.net/fs", BLOB_DFS, "abfss://<filesystem>@<host>"),
-        ("abfss://fs@acct.dfs.core.windows.net/x", ("table",), "unsupported URL scheme"),
-        ("https://acct.blob.core.windows.net/lz/../x", BLOB_DFS, "must not contain '.', '..'"),
-        ("https://acct.blob.core.windows.net/lz/a%2Fb", BLOB_DFS, "'%2F'"),
-        ("https://acct.blob.core.windows.net/lz", ("table",), "Azure Storage table account"),
+        ("ftp://acct.blob.core.windows.net/lzone", BLOB_DFS, "unsupported URL scheme 'ftp'"),
+        ("abfss://acct.dfs.core.windows.net/fsys", BLOB_DFS, "abfss://<filesystem>@<host>"),
+        ("abfss://fsys@acct.dfs.core.windows.net/x", ("table",), "unsupported URL scheme"),
+        ("https://acct.blob.core.windows.net/lzone/../x", BLOB_DFS, "must not contain '.', '..'"),
+        ("https://acct.blob.core.windows.net/lzone/a%2Fb", BLOB_DFS, "'%2F'"),
+        ("https://acct.blob.core.windows.net/lzone", ("table",), "Azure Storage table account"),
         ("https://acct.table.core.windows.net", BLOB_DFS, "a OneLake, Azure Storage blob/dfs"),
         ("https://onelake.dfs.fabric.microsoft.com/ws", ("table",), "table account"),
-        ("https://acct.blob.example.net/lz", BLOB_DFS, "account or local emulator address"),
-        ("https://a.blob.core.windows.net/lz", BLOB_DFS, "account"),  # account name too short
-        ("http://acct.blob.core.windows.net/lz", BLOB_DFS, "only accepted for a local emulator"),
-        ("http://127.0.0.1/devstoreaccount1/lz", BLOB_DFS, "reached as http://127.0.0.1:<port>"),
-        ("https://[::1]:10000/devstoreaccount1/lz", BLOB_DFS, "reached as http://"),
-        ("http://localhost:10000/otheraccount/lz", BLOB_DFS, "connection string for other"),
-        ("http://127.0.0.1:10000/devstoreaccount1/lz", ("dfs",), "not a OneLake"),
+        ("https://acct.blob.example.net/lzone", BLOB_DFS, "account or local emulator address"),
+        ("https://a.blob.core.windows.net/lzone", BLOB_DFS, "account"),  # account name too short
+        ("http://acct.blob.core.windows.net/lzone", BLOB_DFS, "only accepted for a local emulator"),
+        ("http://127.0.0.1/devstoreaccount1/lzone", BLOB_DFS, "reached as http://127.0.0.1:<port>"),
+        ("https://[::1]:10000/devstoreaccount1/lzone", BLOB_DFS, "reached as http://"),
+        ("http://localhost:10000/otheraccount/lzone", BLOB_DFS, "connection string for other"),
+        ("http://127.0.0.1:10000/devstoreaccount1/lzone", ("dfs",), "not a OneLake"),
     ],
 )
 def test_urls_rejected_without_echoing_secrets(
@@ -332,15 +332,15 @@ def test_urls_rejected_without_echoing_secrets(
 
 
 def test_redact_url_drops_what_may_hold_a_secret() -> None:
-    safe = redact_url(f"https://me:hunter2@acct.blob.core.windows.net/lz?{SAS}#x")
-    assert safe == "https://acct.blob.core.windows.net/lz"
+    safe = redact_url(f"https://me:hunter2@acct.blob.core.windows.net/lzone?{SAS}#x")
+    assert safe == "https://acct.blob.core.windows.net/lzone"
 
 
 # --- the settings agree ----------------------------------------------------------------------
 
 
 def landing_zone(base: str) -> Any:
-    return parse_landing_zone(f"{base}/lz")
+    return parse_landing_zone(f"{base}/lzone")
 
 
 def state_store(base: str) -> Any:
@@ -359,7 +359,7 @@ SETTINGS: dict[str, Callable[[str], Any]] = {
 """Each setting's parser, given an account URL and adding what the setting names below it."""
 
 CONNECTION_STRING_SETTINGS: dict[str, Callable[[str], Any]] = {
-    "LANDING_ZONE": lambda text: parse_landing_zone(f"{text};Container=lz"),
+    "LANDING_ZONE": lambda text: parse_landing_zone(f"{text};Container=lzone"),
     "STATE_STORE": parse_state_location,
     "QUEUE_STORAGE": queue_storage,
 }
@@ -406,7 +406,7 @@ def test_every_setting_refuses_the_same_emulator_mistakes(
     ("text", "problem"),
     [
         (f"{ACCOUNT}AccountKey={KEY}", "twice"),
-        (f"{ACCOUNT}Contianer=lz", "'Contianer' is neither"),
+        (f"{ACCOUNT}Contianer=lzone", "'Contianer' is neither"),
         ("UseDevelopmentStorage=true;AccountName=acct", "stands alone"),
         (f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY}", "plain http"),
         (f"AccountKey={KEY}", "Endpoint nor AccountName"),
@@ -423,9 +423,9 @@ def test_every_setting_refuses_the_same_connection_string_mistakes(
 
 
 def test_https_accounts_need_a_token_for_both_stores() -> None:
-    assert parse_landing_zone("https://acct.blob.core.windows.net/lz").needs_token
+    assert parse_landing_zone("https://acct.blob.core.windows.net/lzone").needs_token
     assert parse_state_location("https://acct.table.core.windows.net/t12").needs_token
-    assert not parse_landing_zone(f"{ACCOUNT}Container=lz").needs_token
+    assert not parse_landing_zone(f"{ACCOUNT}Container=lzone").needs_token
     assert not parse_state_location(ACCOUNT).needs_token
 
 

@@ -18,6 +18,7 @@ STATE_STORE and QUEUE_STORAGE:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -33,6 +34,7 @@ from shared.storage_location import (
 )
 
 SETTING = "LANDING_ZONE"
+_CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _OWN_NAMES = ("Container", "Path")
 """Connection-string names of this setting, taken out before the string reaches the SDK."""
 
@@ -89,7 +91,7 @@ def _parse_connection_string(location: str) -> LandingZoneLocation:
         raise _fail("a storage connection string needs ';Container=<name>' (and optional ';Path=')")
     return LandingZoneLocation(
         kind="blob",
-        container=container,
+        container=_container(container),
         base_path=_folder(parsed.extras.get("path", "")),
         connection_string=parsed.sdk_text,
     )
@@ -116,6 +118,8 @@ def _parse_url(location: str) -> LandingZoneLocation:
             raise _fail(f"{url.safe_text}: an emulator URL is {url.account_url}/<container>[/...]")
         raise _fail(f"{url.safe_text}: name the container (file system) after the host")
     top, base = url.path[0], _folder("/".join(url.path[1:]))
+    if not url.onelake:
+        top = _container(top)
     if url.service == "dfs":
         return LandingZoneLocation(
             kind="onelake", account_url=url.account_url, filesystem=top, base_path=base
@@ -127,6 +131,16 @@ def _parse_url(location: str) -> LandingZoneLocation:
         base_path=base,
         connection_string=url.connection_string,
     )
+
+
+def _container(name: str) -> str:
+    """Azure's rule for container and file-system names, checked before any request."""
+    if not _CONTAINER_NAME.fullmatch(name) or "--" in name:
+        raise _fail(
+            f"container {name!r} must be 3-63 lower-case letters, digits and single hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    return name
 
 
 def _folder(path: str) -> str:

@@ -60,17 +60,17 @@ ONELAKE = "onelake.dfs.fabric.microsoft.com"
             ),
         ),
         (
-            "https://acct.dfs.core.windows.net/fs/mirror/zone",
+            "https://acct.dfs.core.windows.net/fsys/mirror/zone",
             LandingZoneLocation(
                 "onelake",
                 "https://acct.dfs.core.windows.net",
-                filesystem="fs",
+                filesystem="fsys",
                 base_path="mirror/zone",
             ),
         ),
         (
-            "https://acct.dfs.core.windows.net/fs",
-            LandingZoneLocation("onelake", "https://acct.dfs.core.windows.net", filesystem="fs"),
+            "https://acct.dfs.core.windows.net/fsys",
+            LandingZoneLocation("onelake", "https://acct.dfs.core.windows.net", filesystem="fsys"),
         ),
         (
             f"https://onelake.blob.fabric.microsoft.com/{WS}/{ITEM}/Files/LandingZone",
@@ -91,11 +91,11 @@ ONELAKE = "onelake.dfs.fabric.microsoft.com"
             ),
         ),
         (
-            "http://127.0.0.1:10000/devstoreaccount1/lz/base",
+            "http://127.0.0.1:10000/devstoreaccount1/lzone/base",
             LandingZoneLocation(
                 "blob",
                 "http://127.0.0.1:10000/devstoreaccount1",
-                container="lz",
+                container="lzone",
                 base_path="base",
                 # Azurite's URL form carries the emulator's published key, as for STATE_STORE.
                 connection_string=azurite_connection_string(
@@ -104,17 +104,17 @@ ONELAKE = "onelake.dfs.fabric.microsoft.com"
             ),
         ),
         (
-            f"{CONN};Container=lz;Path=a/b",
+            f"{CONN};Container=lzone;Path=a/b",
             LandingZoneLocation(
-                "blob", container="lz", base_path="a/b", connection_string=f"{CONN};"
+                "blob", container="lzone", base_path="a/b", connection_string=f"{CONN};"
             ),
         ),
         (
             f"BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature={SAS};"
-            "container=lz",
+            "container=lzone",
             LandingZoneLocation(
                 "blob",
-                container="lz",
+                container="lzone",
                 connection_string=(
                     f"BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature={SAS};"
                 ),
@@ -125,7 +125,10 @@ ONELAKE = "onelake.dfs.fabric.microsoft.com"
             "file:///srv/landing%20zone",
             LandingZoneLocation("local", local_path="/srv/landing zone"),
         ),
-        ("relative/lz", LandingZoneLocation("local", local_path=os.path.abspath("relative/lz"))),
+        (
+            "relative/lzone",
+            LandingZoneLocation("local", local_path=os.path.abspath("relative/lzone")),
+        ),
     ],
 )
 def test_accepted_forms(location: str, expected: LandingZoneLocation) -> None:
@@ -137,12 +140,12 @@ def test_accepted_forms(location: str, expected: LandingZoneLocation) -> None:
     [
         ("", "empty"),
         ("   ", "empty"),
-        ("ftp://host/lz", "unsupported URL scheme"),
-        ("s3://bucket/lz", "unsupported URL scheme"),
-        ("http://example.com/devstoreaccount1/lz", "only accepted for a local emulator"),
-        ("http://127.0.0.1:10000/otheraccount/lz", "connection string for other accounts"),
+        ("ftp://host/lzone", "unsupported URL scheme"),
+        ("s3://bucket/lzone", "unsupported URL scheme"),
+        ("http://example.com/devstoreaccount1/lzone", "only accepted for a local emulator"),
+        ("http://127.0.0.1:10000/otheraccount/lzone", "connection string for other accounts"),
         ("http://127.0.0.1:10000/devstoreaccount1", "emulator URL is"),
-        ("https://example.com/lz", "not a OneLake, Azure Storage"),
+        ("https://example.com/lzone", "not a OneLake, Azure Storage"),
         (f"https://{ONELAKE}/{WS}/{ITEM}/Files", "Files/LandingZone"),
         (f"https://{ONELAKE}/{WS}/{ITEM}/Tables/LandingZone", "Files/LandingZone"),
         (f"https://{ONELAKE}/{WS}", "Files/LandingZone"),
@@ -150,13 +153,13 @@ def test_accepted_forms(location: str, expected: LandingZoneLocation) -> None:
         ("https://acct.dfs.core.windows.net/", "name the container"),
         ("https://acct.blob.core.windows.net", "name the container"),
         (
-            f"https://acct.blob.core.windows.net/lz/base?{SAS}",
+            f"https://acct.blob.core.windows.net/lzone/base?{SAS}",
             "must not carry a query string (SAS token)",
         ),
         (f"{CONN}", "needs ';Container=<name>'"),
-        (f"{CONN};Container=lz;Path=a/../b", "must not contain"),
+        (f"{CONN};Container=lzone;Path=a/../b", "must not contain"),
         ("abfss://onelake.dfs.fabric.microsoft.com/x", "abfss://<filesystem>@<host>"),
-        ("file://remotehost/share/lz", "remote host"),
+        ("file://remotehost/share/lzone", "remote host"),
     ],
 )
 def test_rejected_forms_name_the_setting_and_hide_secrets(location: str, problem: str) -> None:
@@ -171,7 +174,7 @@ def test_rejected_forms_name_the_setting_and_hide_secrets(location: str, problem
 
 
 def test_connection_string_stays_out_of_repr() -> None:
-    location = parse_landing_zone(f"{CONN};Container=lz")
+    location = parse_landing_zone(f"{CONN};Container=lzone")
     assert location.connection_string is not None
     assert KEY not in repr(location)
     assert KEY not in str(location)
@@ -188,9 +191,9 @@ def test_factory_picks_the_store(tmp_path: Path) -> None:
     onelake = open_landing_zone(f"https://{ONELAKE}/{WS}/{ITEM}/Files/LandingZone", Unused())
     assert isinstance(onelake, OneLakeStore)
     assert onelake.description.endswith(f"/{WS}/{ITEM}/Files/LandingZone")
-    blob = open_landing_zone("https://acct.blob.core.windows.net/lz/base", Unused())
+    blob = open_landing_zone("https://acct.blob.core.windows.net/lzone/base", Unused())
     assert isinstance(blob, BlobStore)
-    assert isinstance(open_landing_zone(f"{CONN};Container=lz"), BlobStore)
+    assert isinstance(open_landing_zone(f"{CONN};Container=lzone"), BlobStore)
 
 
 def test_azure_urls_need_a_credential() -> None:
@@ -199,10 +202,10 @@ def test_azure_urls_need_a_credential() -> None:
 
 
 def test_connection_string_store_description_has_no_key() -> None:
-    description = open_landing_zone(f"{CONN};Container=lz;Path=a").description
+    description = open_landing_zone(f"{CONN};Container=lzone;Path=a").description
     assert KEY not in description
     assert "AccountKey" not in description
-    assert description.endswith("acct.blob.core.windows.net/lz/a")
+    assert description.endswith("acct.blob.core.windows.net/lzone/a")
 
 
 def test_azurite_url_form_uses_the_emulator_key(azurite: Azurite) -> None:
@@ -210,3 +213,13 @@ def test_azurite_url_form_uses_the_emulator_key(azurite: Azurite) -> None:
     store.write_new("t/file", b"via the emulator URL")
     assert store.read("t/file") == b"via the emulator URL"
     assert "Eby8vdM02" not in store.description
+
+
+@pytest.mark.parametrize("container", ["lz", "Upper", "a--b", "-lead", "x" * 64])
+def test_container_names_azure_refuses_are_refused_before_any_request(container: str):
+    for location in (
+        f"{CONN};Container={container}",
+        f"https://acct.blob.core.windows.net/{container}/base",
+    ):
+        with pytest.raises(ConfigError, match="must be 3-63 lower-case letters"):
+            parse_landing_zone(location)
