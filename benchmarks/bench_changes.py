@@ -55,6 +55,7 @@ from benchmarks.bench_conversion import PartnerAppBaseline, orders
 from benchmarks.bench_snapshot import SCRIPT, start_sandbox
 from shared.source.change_stream import token_from_json
 
+ROOT = Path(__file__).resolve().parents[1]
 DELTA_SYNC_BATCH_SIZE = 100  # the partner app's default
 ROW_MARKER = "__rowMarker__"
 PARTNER_MARKERS = {"insert": 0, "update": 4, "replace": 4, "delete": 2}  # its operation map
@@ -367,6 +368,8 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=int, default=1_000, help="writer events/s for latency")
     args = parser.parse_args()
+    # The commands started below (sandbox, snapshot, run) run this checkout's code.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")]))
     sandbox, uri = start_sandbox()
     try:
         with tempfile.TemporaryDirectory() as work:
