@@ -70,8 +70,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     changes = sum(result.changes.values())
     print(
         f"demo: applied {changes:,} changes while mirroring; the mirror read {result.events:,} "
-        f"change events in {result.live.windows + result.drain.windows:,} windows; "
-        f"{result.seconds:.0f}s in all"
+        f"change events in {result.live.windows + result.drain.windows:,} windows (an update "
+        f"that changes nothing makes no event); {result.seconds:.0f}s in all"
     )
     print(format_report(result.verify))
     inspected = _print_inspection(open_landing_zone_store(settings), None)
