@@ -146,9 +146,11 @@ def stream_token(root: Path, database: str) -> str:
 # --- ours: the ChangeReader in a process of its own --------------------------------------------
 
 
-def drain_with_change_reader(values: dict[str, str]) -> tuple[int, float, float, int, float]:
+def drain_with_change_reader(
+    values: dict[str, str], count: int
+) -> tuple[int, float, float, int, float, float]:
     """Windows until the stream is idle; (events, seconds, CPU seconds, files published, peak
-    RSS MB)."""
+    RSS MB once half of the ``count`` events were read, peak RSS MB at the end)."""
     from shared.config import load_settings
     from shared.pipeline.changes import ChangeReader
     from shared.pipeline.wiring import open_context
@@ -157,12 +159,15 @@ def drain_with_change_reader(values: dict[str, str]) -> tuple[int, float, float,
     ctx = open_context(settings)
     reader = ChangeReader(ctx, values["MONGODB_DATABASE"], [COLLECTION])
     events = 0
+    half_peak = 0.0
     try:
         reader.acquire()
         started, cpu = time.perf_counter(), time.process_time()
         while True:
             result = reader.window()
             events += result.events
+            if not half_peak and events >= count // 2:
+                half_peak = peak_rss_mb()
             if result.idle:
                 break
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -171,8 +176,11 @@ def drain_with_change_reader(values: dict[str, str]) -> tuple[int, float, float,
         ctx.close()
     folder = Path(values["LANDING_ZONE"]) / f"{values['MONGODB_DATABASE']}.schema" / COLLECTION
     files = len(list(folder.glob("[0-9]*.parquet")))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return events, seconds, cpu, files, peak
+    return events, seconds, cpu, files, half_peak, peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def process_cpu(pid: int) -> float:
@@ -188,15 +196,16 @@ def ours(uri: str, sandbox: int, database: str, root: Path, count: int) -> tuple
     write_backlog(uri, database, count)
     sandbox_cpu = process_cpu(sandbox)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        events, seconds, cpu, files, peak = pool.submit(
-            drain_with_change_reader, settings_values(uri, database, root)
+        events, seconds, cpu, files, half_peak, peak = pool.submit(
+            drain_with_change_reader, settings_values(uri, database, root), count
         ).result()
     sandbox_cpu = process_cpu(sandbox) - sandbox_cpu
     assert events == count, f"ours read {events} of {count} events"
     print(
         f"ours (ChangeReader, default settings): {events / seconds:,.0f} events/s "
         f"({count:,} events, {files} files; CPU per event: reader {cpu / count * 1e6:,.0f} µs, "
-        f"sandbox {sandbox_cpu / count * 1e6:,.0f} µs; peak RSS {peak:,.0f} MB)"
+        f"sandbox {sandbox_cpu / count * 1e6:,.0f} µs; peak RSS {half_peak:,.0f} MB after half "
+        f"the events, {peak:,.0f} MB at the end)"
     )
     return events / seconds, peak
 
