@@ -186,10 +186,9 @@ class ChangeStreamCursor:
             if not self._pending:
                 if self._oplog.lost_after(self._position):
                     raise history_lost("Executor error during getMore")
-                entries = self._oplog.after(self._position)
-                if not entries:
+                entry = self._oplog.entry(self._position + 1)
+                if entry is None:
                     break
-                entry = entries[0]
                 self._position = entry.seq
                 self._pending = self._render(entry)
                 self._last_token_is_current = False

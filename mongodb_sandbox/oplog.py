@@ -93,11 +93,6 @@ class Oplog:
         del self._entries[:excess]
         self._first_seq = self.dropped_through + 1
 
-    def after(self, seq: int) -> list[Entry]:
-        """Retained entries with a sequence number greater than `seq`."""
-        start = max(seq + 1 - self._first_seq, 0)
-        return self._entries[start:]
-
     def entry(self, seq: int) -> Entry | None:
         index = seq - self._first_seq
         return self._entries[index] if 0 <= index < len(self._entries) else None

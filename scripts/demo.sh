@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: publish a sample table to ./demo-landing-zone and inspect it.
+# The whole product on an embedded MongoDB sandbox: seed sample orders, mirror them live to
+# ./demo-landing-zone while a generator inserts, updates, replaces and deletes, drain, verify, inspect.
+# Progress on stderr, results on stdout; exit 0 only when verify finds every table equal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh

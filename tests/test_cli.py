@@ -56,21 +56,6 @@ def run(
     )
 
 
-def test_demo_snapshots_the_embedded_sandbox_and_inspects_it(tmp_path: Path):
-    result = run("demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "snapshot published 50,000 documents" in result.stdout
-    assert "demo.orders: conforms; " in result.stdout
-    assert "50000 rows replayed" in result.stdout
-    assert "demo.returns: conforms; 0 files, 0 rows replayed" in result.stdout
-    assert (tmp_path / "demo-landing-zone" / "demo.schema" / "orders" / "_metadata.json").exists()
-
-    again = run("demo", cwd=tmp_path)  # the tables are streaming: nothing is published twice
-    assert again.returncode == 0, again.stderr
-    assert "snapshot published 0 documents" in again.stdout
-    assert "50000 rows replayed" in again.stdout
-
-
 def test_inspect_exits_non_zero_and_names_the_defect(tmp_path: Path):
     folder = tmp_path / "lz" / "orders"
     folder.mkdir(parents=True)
