@@ -405,19 +405,22 @@ def test_dropped_connections_and_failed_getmores_resume_from_the_checkpoint(
     db.orders.insert_many([{"_id": i, "v": i} for i in range(30)])
     snapshot(ctx)
     reader = reader_for(ctx)
-    faults: list[dict[str, Any]] = [
-        {"close_connection": True, "times": 1},
-        {"error_code": 6, "times": 1},  # HostUnreachable: resumable, the driver resumes once
-        {"close_connection": True, "times": 3},  # more than the driver's one resume
-        {"error_code": 91, "times": 2},  # ShutdownInProgress, twice
-        {"error_code": 2, "times": 1},  # BadValue: not resumable at all
+    # (commands, options): the driver resumes once by itself; the errors it cannot resume
+    # from (its resume fails too, or the error is not resumable) reach the reader.
+    faults: list[tuple[list[str], dict[str, Any]]] = [
+        (["getMore"], {"close_connection": True, "times": 1}),
+        (["getMore"], {"error_code": 6, "times": 1}),  # HostUnreachable: resumable
+        (["getMore"], {"close_connection": True, "times": 3}),
+        (["getMore", "aggregate"], {"close_connection": True, "times": 3}),
+        (["getMore", "aggregate"], {"error_code": 89, "times": 3}),  # NetworkTimeout
+        (["getMore"], {"error_code": 2, "times": 1}),  # BadValue: not resumable at all
     ]
     errors = 0
-    for round_, fault in enumerate(faults):
+    for round_, (commands, fault) in enumerate(faults):
         db.orders.update_one({"_id": round_}, {"$set": {"v": f"r{round_}"}})
         db.orders.insert_one({"_id": 100 + round_, "n": round_})
         db.orders.delete_one({"_id": 29 - round_})
-        server.fail_command("getMore", **fault)
+        server.fail_command(commands, **fault)
         for _ in range(20):
             try:
                 if reader.window().idle:
@@ -426,7 +429,7 @@ def test_dropped_connections_and_failed_getmores_resume_from_the_checkpoint(
                 errors += 1
         server.clear_faults()
     drain(reader)
-    assert errors >= 1  # some faults outlived the driver's own resume
+    assert errors >= 3  # the faults that outlived the driver's own resume
     assert_verified(ctx)
     client.close()
 
