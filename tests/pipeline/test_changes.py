@@ -202,7 +202,9 @@ def test_an_update_whose_document_is_gone_writes_no_row(
 
     files = change_files(ctx.publisher.store, table, after=published)
     rows = [row for batch in files for row in batch.to_pylist()]
-    assert [(row[KEY_COLUMN], row[ROW_MARKER]) for row in rows] == [(id_text("keep"), RowMarker.DELETE)]
+    assert [(row[KEY_COLUMN], row[ROW_MARKER]) for row in rows] == [
+        (id_text("keep"), RowMarker.DELETE)
+    ]
     progress = ctx.publisher.progress(table, CHANGES_WRITER)
     assert progress is not None and progress["events"] == 2 and progress["rows"] == 1
     assert_verified(ctx)

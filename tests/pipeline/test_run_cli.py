@@ -50,6 +50,11 @@ SMALL_WINDOWS = [
     "40",
 ]
 Backend = tuple[str, str]
+# The console script imports the package its editable install names; this checkout's code first.
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
 @pytest.fixture(params=["local", "azurite"])
@@ -78,16 +83,42 @@ def command(name: str, uri: str, database: str, backend: Backend, *extra: str) -
     return [*args, *extra]
 
 
-def start_run(uri: str, database: str, backend: Backend, *extra: str) -> subprocess.Popen[str]:
-    # A session of its own, so SIGKILL can reach the snapshot workers with their parent.
-    return subprocess.Popen(
-        command("run", uri, database, backend, *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        cwd=REPO_ROOT,
-    )
+class RunProcess:
+    """`run` in a session of its own (so SIGKILL reaches its snapshot workers too), its output in
+    files: a pipe nobody reads while it runs would fill up and block it."""
+
+    def __init__(self, folder: Path, uri: str, database: str, backend: Backend, *extra: str):
+        name = uuid.uuid4().hex[:8]
+        self._stdout, self._stderr = folder / f"run-{name}.out", folder / f"run-{name}.err"
+        with self._stdout.open("w") as out, self._stderr.open("w") as err:
+            self.popen = subprocess.Popen(
+                command("run", uri, database, backend, *extra),
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                cwd=REPO_ROOT,
+                env=ENV,
+            )
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.read_text()
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM: the run finishes the window in hand and exits."""
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=60)
 
 
 def run_once(uri: str, database: str, backend: Backend, *extra: str) -> str:
@@ -98,6 +129,7 @@ def run_once(uri: str, database: str, backend: Backend, *extra: str) -> str:
         timeout=120,
         check=False,
         cwd=REPO_ROOT,
+        env=ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mirrored" in result.stdout and "change events" in result.stdout
@@ -112,6 +144,7 @@ def assert_verified(uri: str, database: str, backend: Backend) -> None:
         text=True,
         timeout=120,
         check=False,
+        env=ENV,
     )
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
     assert "DIFFERENT" not in verify.stdout
@@ -121,6 +154,7 @@ def assert_verified(uri: str, database: str, backend: Backend) -> None:
         text=True,
         timeout=120,
         check=False,
+        env=ENV,
     )
     assert inspect.returncode == 0, inspect.stdout[-3000:]
     assert "DOES NOT CONFORM" not in inspect.stdout and "conforms" in inspect.stdout
@@ -141,20 +175,27 @@ def open_publisher(backend: Backend) -> Publisher:
     return Publisher(open_landing_zone(backend[0]), open_state_store(backend[1]))
 
 
-def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
+def wait_for(condition: Callable[[], bool], process: RunProcess, what: str) -> None:
     deadline = time.monotonic() + 90
     while not condition():
-        if process.poll() is not None:
-            _, stderr = process.communicate()
-            raise AssertionError(f"run exited {process.returncode} before {what}:\n{stderr}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if not process.running() or time.monotonic() > deadline:
+            if process.running():
+                process.kill()
+            raise AssertionError(
+                f"run (exit {process.popen.returncode}) never got to {what}:\n"
+                + process.stderr[-5000:]
+            )
         time.sleep(0.05)
+
+
+def is_streaming(publisher: Publisher, table: TableRef) -> bool:
+    plan = load_plan(publisher.state, table)
+    return plan is not None and plan.phase == Phase.STREAMING
 
 
 def streamed_changes(publisher: Publisher, table: TableRef) -> int:
     """Change events the run recorded for ``table`` (0 until it streams)."""
-    plan = load_plan(publisher.state, table)
-    if plan is None or plan.phase != Phase.STREAMING:
+    if not is_streaming(publisher, table):
         return 0
     progress = publisher.progress(table, CHANGES_WRITER) or {}
     return int(progress.get("events", 0))
@@ -271,12 +312,16 @@ def expire_lease(backend: Backend, database: str) -> None:
 
 
 def test_run_mirrors_a_live_collection_end_to_end(
-    backend: Backend, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+    backend: Backend,
+    tmp_path: Path,
+    mongodb_uri: str,
+    mongo_db_name: str,
+    mongo_client: MongoClient,
 ):
     writer = Writer(mongodb_uri, mongo_db_name, seed=1)
     writer.seed(mongo_client[mongo_db_name].items, 60)
     writer.start()  # writing while the snapshot runs, and after
-    process = start_run(mongodb_uri, mongo_db_name, backend, "--partitions", "2")
+    process = RunProcess(tmp_path, mongodb_uri, mongo_db_name, backend, "--partitions", "2")
     publisher = open_publisher(backend)
     table = TableRef(mongo_db_name, "items")
     try:
@@ -284,11 +329,10 @@ def test_run_mirrors_a_live_collection_end_to_end(
     finally:
         publisher.state.close()
         operations = writer.finish()
-        process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr[-3000:]
-    assert "stopping after the window in hand" in stderr
-    assert "mirrored" in stdout
+        returncode = process.stop()
+    assert returncode == 0, process.stderr[-3000:]
+    assert "stopping after the window in hand" in process.stderr
+    assert "mirrored" in process.stdout
     assert operations >= 200
     run_once(mongodb_uri, mongo_db_name, backend)
     assert_verified(mongodb_uri, mongo_db_name, backend)
@@ -308,7 +352,9 @@ def lease_owner(backend: Backend, database: str) -> str | None:
     finally:
         state.close()
     owner = None if record is None else record.value.get("owner")
-    return owner if isinstance(owner, str) and record and record.value.get("lease_expires") else None
+    return (
+        owner if isinstance(owner, str) and record and record.value.get("lease_expires") else None
+    )
 
 
 @pytest.mark.parametrize("chain", range(KILL_CHAINS))
@@ -325,7 +371,7 @@ def test_sigkill_at_random_points_then_run_once_converges(
     try:
         for seed in range(chain * KILLS_PER_CHAIN, (chain + 1) * KILLS_PER_CHAIN):
             previous = lease_owner(backend, mongo_db_name)
-            process = start_run(mongodb_uri, mongo_db_name, backend, "--file-rows", "10")
+            process = RunProcess(tmp_path, mongodb_uri, mongo_db_name, backend, "--file-rows", "10")
             try:
                 wait_for(
                     lambda: lease_owner(backend, mongo_db_name) not in (None, previous),
@@ -335,8 +381,7 @@ def test_sigkill_at_random_points_then_run_once_converges(
                 # The fault's random point, not a synchronisation.
                 time.sleep(random.Random(seed).uniform(0.0, 1.2))
             finally:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.communicate(timeout=30)
+                process.kill()
             expire_lease(backend, mongo_db_name)
     finally:
         writer.finish()
@@ -349,12 +394,13 @@ def test_a_second_run_cannot_publish_while_the_first_holds_the_lease(
 ):
     backend = local_backend(tmp_path)
     mongo_client[mongo_db_name].items.insert_many([{"_id": i} for i in range(20)])
-    first = start_run(mongodb_uri, mongo_db_name, backend)
+    first = RunProcess(tmp_path, mongodb_uri, mongo_db_name, backend)
     publisher = open_publisher(backend)
     table = TableRef(mongo_db_name, "items")
     try:
+        wait_for(lambda: is_streaming(publisher, table), first, "the first run streams")
         mongo_client[mongo_db_name].items.insert_one({"_id": "first"})
-        wait_for(lambda: streamed_changes(publisher, table) >= 1, first, "the first run streams")
+        wait_for(lambda: streamed_changes(publisher, table) >= 1, first, "a change published")
         files = publisher.allocated_count(table)
         second = subprocess.run(
             command("run", mongodb_uri, mongo_db_name, backend, "--once"),
@@ -362,15 +408,15 @@ def test_a_second_run_cannot_publish_while_the_first_holds_the_lease(
             text=True,
             timeout=120,
             check=False,
+            env=ENV,
         )
         assert second.returncode == 1, second.stderr
         assert "another process" in second.stderr and "Traceback" not in second.stderr
         assert publisher.allocated_count(table) == files  # the second published nothing
     finally:
         publisher.state.close()
-        first.send_signal(signal.SIGTERM)
-    _, stderr = first.communicate(timeout=60)
-    assert first.returncode == 0, stderr[-3000:]
+        returncode = first.stop()
+    assert returncode == 0, first.stderr[-3000:]
     run_once(mongodb_uri, mongo_db_name, backend)  # the lease was given back on SIGTERM
     assert_verified(mongodb_uri, mongo_db_name, backend)
 
