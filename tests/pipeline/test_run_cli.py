@@ -346,15 +346,21 @@ KILLS_PER_CHAIN = 5  # 20 seeded kill points in all
 
 
 def lease_owner(backend: Backend, database: str) -> str | None:
+    """The reader holding the database's stream lease, if any."""
     state = open_state_store(backend[1])
     try:
         record = state.get(STREAM_KIND, database)
     finally:
         state.close()
-    owner = None if record is None else record.value.get("owner")
-    return (
-        owner if isinstance(owner, str) and record and record.value.get("lease_expires") else None
-    )
+    if record is None or not record.value.get("lease_expires"):
+        return None  # never taken, given back, or expired by the test
+    owner = record.value.get("owner")
+    return owner if isinstance(owner, str) else None
+
+
+def lease_taken(backend: Backend, database: str, previous: str | None) -> Callable[[], bool]:
+    """True once a reader other than ``previous`` holds the database's lease."""
+    return lambda: lease_owner(backend, database) not in (None, previous)
 
 
 @pytest.mark.parametrize("chain", range(KILL_CHAINS))
@@ -373,11 +379,7 @@ def test_sigkill_at_random_points_then_run_once_converges(
             previous = lease_owner(backend, mongo_db_name)
             process = RunProcess(tmp_path, mongodb_uri, mongo_db_name, backend, "--file-rows", "10")
             try:
-                wait_for(
-                    lambda: lease_owner(backend, mongo_db_name) not in (None, previous),
-                    process,
-                    "the run takes the lease",
-                )
+                wait_for(lease_taken(backend, mongo_db_name, previous), process, "the lease")
                 # The fault's random point, not a synchronisation.
                 time.sleep(random.Random(seed).uniform(0.0, 1.2))
             finally:
