@@ -159,6 +159,17 @@ class ChangeReader:
         """Read, publish and checkpoint one window (see the module docstring)."""
         if not self._owner:
             raise MirrorError("acquire the reader lease before reading windows")
+        try:
+            return self._window()
+        except BaseException:
+            # This window's events are dropped with it: the next window must read them again
+            # from the checkpoint, not go on from where the open stream has got to; and claim
+            # its tables afresh, which finishes any publish this one left pending.
+            self._close_stream()
+            self._table_owners.clear()
+            raise
+
+    def _window(self) -> WindowResult:
         self.release_held_changes()
         max_events = _setting(self._ctx, "CHANGE_WINDOW_EVENTS")
         max_bytes = _setting(self._ctx, "CHANGE_WINDOW_BYTES")
@@ -173,7 +184,9 @@ class ChangeReader:
             while result.events < max_events and size < max_bytes:
                 event = next_event(stream)
                 if event is None:
-                    result.idle = True  # drained up to the present
+                    # Drained up to the present, or the cursor died (a fatal error the driver
+                    # closed it on): then the next window reopens it.
+                    result.idle = stream.alive
                     break
                 result.events += 1
                 size += event.size
@@ -191,7 +204,7 @@ class ChangeReader:
             name = str(TableRef(self._database, collection))
             result.tables[name] = self._apply(collection, events, result)
         self._checkpoint(token, start_after)
-        if start_after:
+        if start_after or not stream.alive:
             self._close_stream()
         return result
 

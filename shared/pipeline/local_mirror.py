@@ -89,7 +89,9 @@ def run_mirror(
                 shown_at = time.monotonic()
             if stop.is_set():
                 break
-            if once and result.idle and pool is None and reader.settled():
+            # A rebuilt or new table is planned (and snapshotted) before --once may stop.
+            planning_due = replan_at == 0.0
+            if once and result.idle and not planning_due and pool is None and reader.settled():
                 break
         _show(tally, out)
     finally:

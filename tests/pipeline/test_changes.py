@@ -1,0 +1,501 @@
+"""Change windows against the MongoDB sandbox over TCP, with the local store and SQLite state:
+each test calls ``ChangeReader.window()`` directly and judges the landing zone by replaying it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from bson import Binary, Decimal128, Int64, ObjectId
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from mongodb_sandbox import SandboxServer
+from shared.config import load_settings
+from shared.conversion.id_text import id_text
+from shared.conversion.names import twin_name
+from shared.errors import MirrorError
+from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER, RowMarker
+from shared.landing_zone.publisher import LeaseHeld
+from shared.landing_zone.replayer import inspect_table
+from shared.landing_zone.stores.base import LandingZoneStore
+from shared.landing_zone.tables import TableRef, sequence_of
+from shared.pipeline.changes import CHANGES_WRITER, HELD_FOLDER, ChangeReader, WindowResult
+from shared.pipeline.plans import Phase, all_plans, load_plan
+from shared.pipeline.rebuild import REBUILD_KIND
+from shared.pipeline.snapshot import PartitionTask, plan_selected, run_partition
+from shared.pipeline.stream_checkpoint import STREAM_KIND
+from shared.pipeline.verify import format_report, verify_mirror
+from shared.pipeline.wiring import MirrorContext, open_context
+from tests.fixtures.mongodb import SMALL_OPLOG_SIZE, SandboxFactory
+
+WINDOW_SETTINGS = {
+    "CHANGE_WINDOW_EVENTS": "50",
+    "CHANGE_WINDOW_SECONDS": "1",
+    "CHANGE_AWAIT_MS": "30",
+    "FILE_ROWS": "40",
+}
+
+MakeContext = Callable[..., MirrorContext]
+
+
+@pytest.fixture
+def make_context(tmp_path: Path, mongodb_uri: str, mongo_db_name: str) -> Iterator[MakeContext]:
+    opened: list[MirrorContext] = []
+
+    def make(uri: str = mongodb_uri, database: str = mongo_db_name, **extra: str) -> MirrorContext:
+        settings = load_settings(
+            {
+                "MONGODB_URI": uri,
+                "MONGODB_DATABASE": database,
+                "LANDING_ZONE": str(tmp_path / "lz"),
+                "STATE_STORE": str(tmp_path / "state.db"),
+                **WINDOW_SETTINGS,
+                **extra,
+            }
+        )
+        opened.append(open_context(settings))
+        return opened[-1]
+
+    yield make
+    for ctx in opened:
+        ctx.close()
+
+
+def snapshot(ctx: MirrorContext) -> None:
+    """Plan every selected table and publish its partitions, in this process."""
+    for plan in plan_selected(ctx).plans:
+        for index in plan.pending_partitions:
+            run_partition(ctx, PartitionTask(plan.table, index))
+
+
+def reader_for(ctx: MirrorContext) -> ChangeReader:
+    reader = ChangeReader(ctx, ctx.settings.require("MONGODB_DATABASE"), ctx.settings.collections())
+    reader.acquire()
+    return reader
+
+
+def drain(reader: ChangeReader, ctx: MirrorContext | None = None) -> list[WindowResult]:
+    """Windows until the stream is idle and every table streams (replanning rebuilt ones)."""
+    results: list[WindowResult] = []
+    for _ in range(200):
+        result = reader.window()
+        results.append(result)
+        if ctx is not None and (result.rebuilt or result.discovered):
+            snapshot(ctx)
+            continue
+        if result.idle and reader.settled():
+            return results
+    raise AssertionError("the stream never drained")
+
+
+def assert_verified(ctx: MirrorContext, collections: list[str] | None = None) -> None:
+    """`verify` finds every table equal to its collection and `inspect` finds no problem."""
+    database = ctx.mongo[ctx.settings.require("MONGODB_DATABASE")]
+    report = verify_mirror(ctx.publisher.store, database, collections)
+    assert report.equal, format_report(report)
+    for table in report.tables:
+        inspected = inspect_table(ctx.publisher.store, table.table)
+        assert inspected.conforms, inspected.problems
+
+
+def change_files(store: LandingZoneStore, table: TableRef, after: int = 0) -> list[Any]:
+    """The rows of every numbered file after number ``after``, one pyarrow table per file."""
+    found = []
+    for stored in store.list_files(table.folder):
+        number = sequence_of(stored.path.rsplit("/", 1)[-1])
+        if number is not None and number > after:
+            found.append((number, pq.read_table(io.BytesIO(store.read(stored.path)))))
+    return [rows for _, rows in sorted(found, key=lambda item: item[0])]
+
+
+def stream_token(ctx: MirrorContext) -> str:
+    record = ctx.state.get(STREAM_KIND, ctx.settings.require("MONGODB_DATABASE"))
+    assert record is not None
+    return str(record.value["token"])
+
+
+MIXED_IDS: list[Any] = [
+    *range(-5, 5),
+    Int64(2**40),
+    *[i + 0.25 for i in range(5)],
+    Decimal128("12.5"),
+    *[f"key-{i}" for i in range(5)],
+    *[ObjectId() for _ in range(5)],
+    dt.datetime(2021, 5, 6, 7, 8, 9, 123000, tzinfo=dt.UTC),
+    Binary(b"\x01\x02\x03", 0),
+    {"k": 1, "s": "x"},
+    {"nested": {"a": [1, 2]}, "z": None},
+    True,
+]
+
+
+def test_inserts_updates_replaces_and_deletes_become_upserts_and_deletes(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i, "tags": ["a"]} for i in range(10)])
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    table = TableRef(db.name, "orders")
+    published = ctx.publisher.allocated_count(table)
+
+    db.orders.insert_one({"_id": 100, "v": 100, "nested": {"x": [1, {"y": 2}]}})
+    db.orders.update_one({"_id": 1}, {"$set": {"v": -1, "extra": "new"}})
+    db.orders.replace_one({"_id": 2}, {"only": "this"})
+    db.orders.delete_one({"_id": 3})
+    drain(reader)
+
+    files = change_files(ctx.publisher.store, table, after=published)
+    assert len(files) == 1  # one window, one file for the table
+    rows = files[0].to_pylist()
+    assert [(row[KEY_COLUMN], row[ROW_MARKER]) for row in rows] == [
+        (id_text(100), RowMarker.UPSERT),
+        (id_text(1), RowMarker.UPSERT),
+        (id_text(2), RowMarker.UPSERT),
+        (id_text(3), RowMarker.DELETE),
+    ]
+    assert files[0].schema.names[-1] == ROW_MARKER
+    assert_verified(ctx)
+    progress = ctx.publisher.progress(table, CHANGES_WRITER)
+    assert progress is not None and progress["events"] == 4 and progress["rows"] == 4
+
+
+def test_a_delete_removes_the_row_the_snapshot_wrote_for_every_id_type(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    """The delete's `_id` text must equal the snapshot's, or the replayed row would survive."""
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.mixed.insert_many([{"_id": value, "n": i} for i, value in enumerate(MIXED_IDS)])
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    for value in MIXED_IDS:
+        db.mixed.delete_one({"_id": value})
+    drain(reader)
+
+    report = inspect_table(ctx.publisher.store, TableRef(db.name, "mixed"))
+    assert report.conforms and report.row_count == 0
+    assert_verified(ctx)
+
+
+def test_an_update_whose_document_is_gone_writes_no_row(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.items.insert_one({"_id": "keep", "v": 0})
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    table = TableRef(db.name, "items")
+    published = ctx.publisher.allocated_count(table)
+    # Both happen before the window reads: the update's lookup finds nothing.
+    db.items.update_one({"_id": "keep"}, {"$set": {"v": 1}})
+    db.items.delete_one({"_id": "keep"})
+    drain(reader)
+
+    files = change_files(ctx.publisher.store, table, after=published)
+    rows = [row for batch in files for row in batch.to_pylist()]
+    assert [(row[KEY_COLUMN], row[ROW_MARKER]) for row in rows] == [
+        (id_text("keep"), RowMarker.DELETE)
+    ]
+    progress = ctx.publisher.progress(table, CHANGES_WRITER)
+    assert progress is not None and progress["events"] == 2 and progress["rows"] == 1
+    assert_verified(ctx)
+
+
+def test_a_changed_type_lands_in_the_twin_column(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.things.insert_many([{"_id": i, "v": i} for i in range(5)])
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    db.things.update_one({"_id": 1}, {"$set": {"v": "one"}})
+    db.things.insert_one({"_id": 9, "v": {"deep": [1, "x"]}})
+    drain(reader)
+
+    report = inspect_table(ctx.publisher.store, TableRef(db.name, "things"))
+    assert report.conforms and report.rows is not None
+    rows = {row[KEY_COLUMN]: row for row in report.rows.to_pylist()}
+    changed, kept = rows[id_text(1)], rows[id_text(2)]
+    assert changed["v"] is None and "one" in changed[twin_name("v")]
+    assert kept["v"] == 2 and kept[twin_name("v")] is None
+    assert_verified(ctx)
+
+
+def test_events_over_16_mb_are_split_and_reassembled(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.big.insert_one({"_id": 1, "blob": "a" * (9 * 1024 * 1024)})
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    # fullDocument (9 MB) + updateDescription (9 MB): one event of 18 MB, over the 16 MB limit.
+    db.big.update_one({"_id": 1}, {"$set": {"blob": "b" * (9 * 1024 * 1024)}})
+    db.big.insert_one({"_id": 2, "small": True})
+    results = drain(reader)
+
+    assert sum(result.events for result in results) == 2
+    assert_verified(ctx)
+
+
+def test_idle_windows_publish_nothing_and_advance_the_checkpoint(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.quiet.insert_one({"_id": 1})
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    table = TableRef(db.name, "quiet")
+    drain(reader)
+    before, files = stream_token(ctx), ctx.publisher.allocated_count(table)
+    result = reader.window()
+    assert result.idle and result.events == 0 and result.tables == {}
+    assert stream_token(ctx) > before  # postBatchResumeToken moved on
+    assert ctx.publisher.allocated_count(table) == files
+
+
+def test_one_window_over_200_idle_tables_publishes_nothing_and_advances(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    for i in range(200):
+        db.create_collection(f"c{i:03d}")
+    snapshot(ctx)
+    assert len([p for p in all_plans(ctx.state) if p.phase == Phase.STREAMING]) == 200
+    reader = reader_for(ctx)
+    before = stream_token(ctx)
+    counts = {f"c{i:03d}": 0 for i in range(200)}
+    result = reader.window()
+    assert result.idle and result.events == 0 and result.tables == {}
+    assert stream_token(ctx) > before
+    for name in counts:
+        assert ctx.publisher.allocated_count(TableRef(db.name, name)) == 0
+
+
+def test_changes_during_a_snapshot_are_held_then_published_after_it(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(100)])
+    plans = plan_selected(ctx).plans
+    assert plans[0].phase == Phase.SNAPSHOTTING
+    reader = reader_for(ctx)
+    db.orders.update_one({"_id": 5}, {"$set": {"v": "changed"}})
+    db.orders.delete_one({"_id": 6})
+    db.orders.insert_one({"_id": 1000, "v": 1000})
+    reader.window()
+    table = plans[0].table
+    held = [f.path for f in ctx.publisher.store.list_files(f"{table.folder}/{HELD_FOLDER}")]
+    assert len(held) == 1 and ctx.publisher.allocated_count(table) == 0
+    assert not reader.settled()
+
+    for index in plans[0].pending_partitions:
+        run_partition(ctx, PartitionTask(table, index))
+    drain(reader)
+    assert ctx.publisher.store.list_files(f"{table.folder}/{HELD_FOLDER}") == []
+    assert_verified(ctx)
+
+
+def test_a_second_reader_cannot_take_a_live_lease_and_a_stale_one_stops(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_one({"_id": 1})
+    snapshot(ctx)
+    first = reader_for(ctx)
+    other = make_context()
+    with pytest.raises(LeaseHeld, match="another process"):
+        reader_for(other)
+    first.release()
+    second = reader_for(other)
+    db.orders.insert_one({"_id": 2})
+    # The first reader forgot it released (a stale process): it must not publish.
+    first._owner = "stale"
+    with pytest.raises(MirrorError, match="another reader took over"):
+        first.window()
+    drain(second)
+    assert_verified(ctx)
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+class FlakyStore:
+    """The real store, failing the Nth write or rename (counted across both) with OSError."""
+
+    def __init__(self, store: LandingZoneStore, fail_at: set[int]) -> None:
+        self._store = store
+        self._fail_at = fail_at
+        self.calls = 0
+
+    def _tick(self, what: str) -> None:
+        self.calls += 1
+        if self.calls in self._fail_at:
+            raise OSError(f"injected storage error on {what} #{self.calls}")
+
+    def write(self, path: str, data: bytes) -> None:
+        self._tick("write")
+        self._store.write(path, data)
+
+    def write_new(self, path: str, data: bytes) -> None:
+        self._tick("write")
+        self._store.write_new(path, data)
+
+    def rename_new(self, source: str, target: str) -> None:
+        self._tick("rename")
+        self._store.rename_new(source, target)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("fail_at", [{1}, {2}, {3}, {2, 5}, {4, 6, 9}])
+def test_storage_errors_during_publish_never_lose_or_duplicate_a_change(
+    make_context: MakeContext, mongo_client: MongoClient, fail_at: set[int]
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.a.insert_many([{"_id": i, "v": i} for i in range(20)])
+    db.b.insert_many([{"_id": str(i), "v": i} for i in range(20)])
+    snapshot(ctx)
+    flaky = FlakyStore(ctx.publisher.store, fail_at)
+    ctx.publisher.store = flaky  # type: ignore[assignment]
+    reader = reader_for(ctx)
+    failures = 0
+    for round_ in range(4):
+        db.a.update_many({"_id": {"$lt": 10}}, {"$inc": {"v": 1}})
+        db.b.delete_one({"_id": str(round_)})
+        db.b.insert_one({"_id": f"new-{round_}", "v": [round_]})
+        db.a.replace_one({"_id": 15}, {"v": f"round {round_}"})
+        for _ in range(20):
+            try:
+                if reader.window().idle:
+                    break
+            except OSError:
+                failures += 1
+                if failures % 2:
+                    # The process dies here; its successor takes over once the lease is free.
+                    reader.release()
+                    reader = reader_for(ctx)
+                # Otherwise the same reader tries again (as the Functions tick's next window).
+    assert failures == len(fail_at)
+    drain(reader)
+    assert_verified(ctx)
+
+
+def test_dropped_connections_and_failed_getmores_resume_from_the_checkpoint(
+    sandbox_factory: SandboxFactory, make_context: MakeContext
+):
+    server: SandboxServer = sandbox_factory()
+    ctx = make_context(uri=server.uri)
+    client: MongoClient = MongoClient(server.uri)
+    db = client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(30)])
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    # (commands, options): the driver resumes once by itself; the errors it cannot resume
+    # from (its resume fails too, or the error is not resumable) reach the reader.
+    faults: list[tuple[list[str], dict[str, Any]]] = [
+        (["getMore"], {"close_connection": True, "times": 1}),
+        (["getMore"], {"error_code": 6, "times": 1}),  # HostUnreachable: resumable
+        (["getMore"], {"close_connection": True, "times": 3}),
+        (["getMore", "aggregate"], {"close_connection": True, "times": 3}),
+        (["getMore", "aggregate"], {"error_code": 89, "times": 3}),  # NetworkTimeout
+        (["getMore"], {"error_code": 2, "times": 1}),  # BadValue: not resumable at all
+    ]
+    errors = 0
+    for round_, (commands, fault) in enumerate(faults):
+        db.orders.update_one({"_id": round_}, {"$set": {"v": f"r{round_}"}})
+        db.orders.insert_one({"_id": 100 + round_, "n": round_})
+        db.orders.delete_one({"_id": 29 - round_})
+        server.fail_command(commands, **fault)
+        for _ in range(20):
+            try:
+                if reader.window().idle:
+                    break
+            except PyMongoError:
+                errors += 1
+        server.clear_faults()
+    drain(reader)
+    assert errors >= 3  # the faults that outlived the driver's own resume
+    assert_verified(ctx)
+    client.close()
+
+
+def test_history_lost_rebuilds_the_table_automatically(
+    small_oplog_sandbox: SandboxServer, make_context: MakeContext
+):
+    ctx = make_context(uri=small_oplog_sandbox.uri)
+    client: MongoClient = MongoClient(small_oplog_sandbox.uri)
+    db = client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(10)])
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    drain(reader)
+    table = TableRef(db.name, "orders")
+    # The mirror pauses while more changes happen than the oplog keeps.
+    for i in range(SMALL_OPLOG_SIZE + 5):
+        db.orders.update_one({"_id": i % 10}, {"$set": {"v": -i}})
+    db.orders.insert_one({"_id": "late"})
+
+    result = reader.window()
+    assert result.rebuilt == [str(table)]
+    assert load_plan(ctx.state, table) is None
+    record = ctx.state.get(REBUILD_KIND, table.folder)
+    assert record is not None and record.value["count"] == 1
+    assert "history lost" in record.value["causes"][0]["cause"]
+    snapshot(ctx)
+    db.orders.delete_one({"_id": 0})
+    drain(reader, ctx)
+    assert_verified(ctx)
+    client.close()
+
+
+def test_a_dropped_and_recreated_collection_is_rebuilt(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(10)])
+    db.other.insert_one({"_id": 1})
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    db.orders.drop()
+    db.orders.insert_many([{"_id": i, "w": str(i)} for i in range(5, 8)])
+    db.other.insert_one({"_id": 2})
+    results = drain(reader, ctx)
+    assert [name for r in results for name in r.rebuilt] == [f"{db.name}.orders"]
+    record = ctx.state.get(REBUILD_KIND, TableRef(db.name, "orders").folder)
+    assert record is not None and "dropped" in record.value["causes"][0]["cause"]
+    assert_verified(ctx)
+
+
+def test_a_renamed_collection_leaves_no_stale_table_and_the_new_one_is_mirrored(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.before.insert_many([{"_id": i, "v": i} for i in range(10)])
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    db.before.rename("after")
+    db.after.insert_one({"_id": 99})
+    drain(reader, ctx)
+    store = ctx.publisher.store
+    assert store.list_files(TableRef(db.name, "before").folder) == []
+    assert store.size(TableRef(db.name, "after").metadata_file) is not None
+    assert_verified(ctx)
