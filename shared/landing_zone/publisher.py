@@ -464,7 +464,9 @@ class Publisher:
 
     def _bind(self, table: TableRef) -> None:
         if table.folder in self._bound:
-            return
+            if self.state.get(SEQUENCE_KIND, table.folder) is not None:
+                return
+            self._bound.discard(table.folder)  # rebuilt by another process: bind afresh
         binding_path = f"{table.folder}/{BINDING_FILE}"
         record = self.state.get(SEQUENCE_KIND, table.folder)
         binding = self._read_binding(table)

@@ -23,6 +23,8 @@ lost, rebuilds the tables concerned (shared/pipeline/rebuild.py) while the other
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ import pyarrow as pa
 from bson.raw_bson import RawBSONDocument
 from pymongo.change_stream import ChangeStream
 
+from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.publisher import LeaseHeld, Superseded
@@ -96,6 +99,10 @@ class ChangeReader:
         self._table_owners: dict[str, str] = {}
         self._registries: dict[str, SchemaRegistry] = {}
 
+    @property
+    def database(self) -> str:
+        return self._database
+
     # -- the lease ---------------------------------------------------------------------------
 
     def acquire(self) -> None:
@@ -107,12 +114,19 @@ class ChangeReader:
         def take(value: JsonObject | None) -> JsonObject:
             current = dict(value or {})
             held_until = current.get("lease_expires")
-            if current.get("owner") and isinstance(held_until, int | float) and held_until > now:
+            if not isinstance(held_until, int | float):
+                held_until = 0.0
+            if current.get("owner") and held_until > now and not _died_here(current.get("holder")):
                 raise LeaseHeld(
                     f"database {self._database} is being mirrored by another process (its lease "
                     f"runs {held_until - now:.0f} s more); only one reader may stream it"
                 )
-            return {**current, "owner": owner, "lease_expires": now + self._lease_seconds}
+            return {
+                **current,
+                "owner": owner,
+                "lease_expires": now + self._lease_seconds,
+                "holder": {"host": socket.gethostname(), "pid": os.getpid()},
+            }
 
         update(self._ctx.state, STREAM_KIND, self._database, take)
         self._owner = owner
@@ -167,6 +181,8 @@ class ChangeReader:
             # its tables afresh, which finishes any publish this one left pending.
             self._close_stream()
             self._table_owners.clear()
+            self._registries.clear()
+            telemetry.record("errors", 1, database=self._database, step="window")
             raise
 
     def _window(self) -> WindowResult:
@@ -201,7 +217,7 @@ class ChangeReader:
             self._history_lost(str(error), result)
             return result
         for collection, events in groups.items():
-            name = str(TableRef(self._database, collection))
+            name = str(TableRef.for_collection(self._database, collection))
             result.tables[name] = self._apply(collection, events, result)
         self._checkpoint(token, start_after)
         if start_after or not stream.alive:
@@ -226,7 +242,7 @@ class ChangeReader:
                 if event.operation == "drop"
                 else f"the collection was renamed to {event.target}"
             )
-            table = TableRef(self._database, collection)
+            table = TableRef.for_collection(self._database, collection)
             if load_plan(self._ctx.state, table) is not None:
                 self._rebuild(table, cause, result)
             return
@@ -236,7 +252,7 @@ class ChangeReader:
     def _apply(
         self, collection: str, events: list[ChangeEvent], result: WindowResult
     ) -> TableActivity:
-        table = TableRef(self._database, collection)
+        table = TableRef.for_collection(self._database, collection)
         activity = TableActivity(events=len(events))
         plan = load_plan(self._ctx.state, table)
         if plan is None:
@@ -249,12 +265,21 @@ class ChangeReader:
         done = progress.get("token")
         if isinstance(done, str):
             floor = token_order(done)
-            events = [e for e in events if token_order(e.token) > floor]
+            events = [e for e in events if e.position > floor]
         rows = [e for e in events if e.document is not None]
         if not events:
             return activity
         last = events[-1]
         activity.lag_seconds = max(0.0, time.time() - last.cluster_seconds)
+        telemetry.record("change_events", len(events), table=str(table))
+        telemetry.record("lag_seconds", activity.lag_seconds, table=str(table))
+        log.debug(
+            "%s: %d change events, lag %.1fs",
+            table,
+            len(events),
+            activity.lag_seconds,
+            extra={"table": str(table), "window": last.position},
+        )
         activity.rows = len(rows)
         totals = _totals(progress, len(events), len(rows), activity.lag_seconds)
         if plan is not None and plan.phase == Phase.STREAMING and not _holding(progress):
@@ -397,6 +422,23 @@ class ChangeReader:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+def _died_here(holder: object) -> bool:
+    """The lease holder ran on this machine and its process is gone: provably not reading, so
+    a restart after a crash need not wait for the lease to expire."""
+    if not isinstance(holder, dict) or holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    return False
 
 
 def _marker(event: ChangeEvent) -> int:

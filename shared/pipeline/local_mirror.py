@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from shared.config import Settings
-from shared.errors import MirrorError
+from shared.errors import ConfigError, MirrorError
+from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader, WindowResult
 from shared.pipeline.local_snapshot import ProgressDisplay, SnapshotPool
 from shared.pipeline.snapshot import pending_tasks, plan_selected
+from shared.pipeline.status import record_error
 from shared.pipeline.wiring import MirrorContext, open_context
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,11 @@ def run_mirror(
             if once and result.idle and not planning_due and pool is None and reader.settled():
                 break
         _show(tally, out)
+    except (LeaseHeld, ConfigError):
+        raise  # nothing went wrong with the mirror itself
+    except Exception as error:
+        record_error(ctx.state, reader.database, f"run: {error}")
+        raise
     finally:
         if pool is not None:
             pool.close(wait=False)

@@ -92,13 +92,18 @@ def token_order(token_json: str) -> str:
 class ChangeEvent:
     """One complete change event, with what a table needs of it."""
 
-    token: str  # canonical Extended JSON of the event's resume token
+    position: str  # the resume token's ``_data``: orders like the stream (see token_order)
     operation: str
     cluster_seconds: int  # when the change happened (the event's clusterTime)
     collection: str | None
     document: bytes | None  # full document (upserts) or {_id} (deletes), raw BSON
     size: int
     target: str | None = None  # a rename's new collection name
+
+    @property
+    def token(self) -> str:
+        """The event's resume token as stored (built on demand: most events never need it)."""
+        return token_to_json({"_data": self.position})
 
 
 def open_stream(
@@ -189,8 +194,11 @@ def _event(event: Mapping[str, Any], last: RawBSONDocument) -> ChangeEvent:
     target = event.get("to", {}).get("coll") if operation == "rename" else None
     size = len(last.raw) if document is None else len(document)
     cluster_time = event.get("clusterTime")
+    position = last["_id"].get("_data")
+    if not isinstance(position, str):
+        raise MirrorError("the server sent a resume token without a hex _data (MongoDB < 4.2?)")
     return ChangeEvent(
-        token_to_json(last["_id"]),
+        position,
         operation,
         int(getattr(cluster_time, "time", 0)),
         None if collection is None else str(collection),
