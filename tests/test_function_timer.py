@@ -323,7 +323,7 @@ def test_a_bad_setting_fails_the_tick_with_one_line(
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.getMessage() == (
         "tick failed: configuration error: CHANGE_BUDGET_SECONDS: "
-        "must be a whole number from 1 to 3600"
+        "must be a whole number from 1 to 600"
     )
     assert "\n" not in record.getMessage()
     assert wiring._process_context is None  # nothing was opened

@@ -126,7 +126,7 @@ class SnapshotPool:
             try:
                 results.append(future.result())
             except BrokenProcessPool:
-                self.failures.append(f"{task.table} partition {task.index}: a worker died")
+                self.failures.append(f"{task.table} partition {task.index}: a worker process died")
             except Exception as error:  # reported per partition; the others carry on
                 self.failures.append(f"{task.table} partition {task.index}: {error}")
                 mark_failed(self._ctx, task, str(error))
