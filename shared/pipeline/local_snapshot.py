@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
@@ -86,11 +85,10 @@ class SnapshotPool:
     memory (MB); failures are collected per partition, the others carry on."""
 
     def __init__(self, ctx: MirrorContext, settings: Settings, expected_tasks: int) -> None:
-        workers = settings.integer("SNAPSHOT_WORKERS") or os.cpu_count() or 1
         self._ctx = ctx
         # spawn, not fork: each worker opens its own MongoDB client, SQLite handle, SDK clients.
         self._pool = ProcessPoolExecutor(
-            max(1, min(workers, expected_tasks)),
+            max(1, min(settings.workers, expected_tasks)),
             mp_context=get_context("spawn"),
             initializer=_open_worker,
             initargs=(dict(settings.values),),
