@@ -41,10 +41,11 @@ from shared.pipeline.orchestrator import tick
 from shared.pipeline.rebuild import parse_table_name, rebuild_table
 from shared.pipeline.snapshot import mark_failed, run_partition
 from shared.pipeline.status import collect_status
-from shared.pipeline.wiring import open_landing_zone_store, open_state, process_context
+from shared.pipeline.wiring import ContextCache, open_landing_zone_store, open_state
 
 app = func.FunctionApp()
 log = logging.getLogger("mongo_fabric_mirror")
+contexts = ContextCache()  # one engine context per worker process, reused by every trigger
 QUEUE_CONNECTION = "AzureWebJobsStorage"
 
 
@@ -84,7 +85,7 @@ def start_snapshot(req: func.HttpRequest) -> func.HttpResponse:
     try:
         settings = load_settings(os.environ)
         selection, sent = orchestrate_snapshot(
-            process_context(settings), open_queue(settings, os.environ)
+            contexts.get(settings), open_queue(settings, os.environ)
         )
     except MirrorError as error:
         return _error(error)
@@ -113,7 +114,7 @@ def resync(req: func.HttpRequest) -> func.HttpResponse:
             # Rebuilding a table this app does not mirror would only delete it.
             message = f"{table} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"
             return _json({"error": message}, 404)
-        ctx = process_context(settings)
+        ctx = contexts.get(settings)
         count = rebuild_table(ctx.publisher, table, "resync requested by an operator")
     except MirrorError as error:
         return _error(error)
@@ -140,7 +141,7 @@ def status(req: func.HttpRequest) -> func.HttpResponse:
 def snapshot_partition(message: func.QueueMessage) -> None:
     """Publish one `_id` range; raising lets the host retry, then move it to the poison queue."""
     task = decode_task(message.get_body().decode("utf-8"))
-    result = run_partition(process_context(load_settings(os.environ)), task)
+    result = run_partition(contexts.get(load_settings(os.environ)), task)
     log.info(
         "%s partition %d: %d documents in %d files",
         task.table,
@@ -159,7 +160,7 @@ def snapshot_partition_poison(message: func.QueueMessage) -> None:
         log.error("unreadable poison message %s: %s", message.id, error)
         return
     reason = f"gave up after {message.dequeue_count} deliveries (message {message.id})"
-    mark_failed(process_context(load_settings(os.environ)), task, reason)
+    mark_failed(contexts.get(load_settings(os.environ)), task, reason)
     log.error("%s partition %d failed: %s", task.table, task.index, reason)
 
 
@@ -171,7 +172,7 @@ def mirror_tick(timer: func.TimerRequest) -> None:
     try:
         settings = load_settings(os.environ)
         budget = int(settings.require("CHANGE_BUDGET_SECONDS"))
-        summary = tick(process_context(settings), open_queue(settings, os.environ), budget)
+        summary = tick(contexts.get(settings), open_queue(settings, os.environ), budget)
     except MirrorError as error:
         log.error("tick failed: %s", _describe(error))
         raise  # a failed invocation in Application Insights, not a quiet success

@@ -16,7 +16,7 @@ from bson.decimal128 import Decimal128
 from bson.raw_bson import RawBSONDocument
 
 from mongodb_sandbox import ordering, query, storage
-from mongodb_sandbox.errors import CommandError, unsupported
+from mongodb_sandbox.errors import CommandError, ErrorCode, unsupported
 
 Item = RawBSONDocument | dict[str, Any]
 
@@ -34,7 +34,8 @@ def run(items: list[Item], pipeline: list[Mapping[str, Any]]) -> list[RawBSONDoc
     for stage in pipeline:
         if not isinstance(stage, Mapping) or len(stage) != 1:
             raise CommandError(
-                40323, "A pipeline stage specification object must contain exactly one field."
+                ErrorCode.STAGE_NOT_ONE_FIELD,
+                "A pipeline stage specification object must contain exactly one field.",
             )
         name, spec = next(iter(stage.items()))
         items = _stage(name, spec, items)
@@ -105,11 +106,14 @@ def _is_constant(expression: Any) -> bool:
 
 def _group(items: list[Item], spec: Mapping[str, Any]) -> list[Item]:
     if "_id" not in spec:
-        raise CommandError(15955, "a group specification must include an _id")
+        raise CommandError(ErrorCode.GROUP_WITHOUT_ID, "a group specification must include an _id")
     accumulators = {name: acc for name, acc in spec.items() if name != "_id"}
     for name, accumulator in accumulators.items():
         if not isinstance(accumulator, Mapping) or len(accumulator) != 1:
-            raise CommandError(40234, f"The field '{name}' must be an accumulator object")
+            raise CommandError(
+                ErrorCode.GROUP_FIELD_NOT_ACCUMULATOR,
+                f"The field '{name}' must be an accumulator object",
+            )
     counting_only = _is_constant(spec["_id"]) and all(
         next(iter(acc)) == "$count" or (next(iter(acc)) == "$sum" and _is_constant(acc["$sum"]))
         for acc in accumulators.values()
@@ -182,7 +186,10 @@ def _bucket_auto(items: list[Item], spec: Mapping[str, Any]) -> list[Item]:
     """Split values into N buckets of near-equal count; equal values never straddle a boundary."""
     buckets = spec.get("buckets")
     if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
-        raise CommandError(40243, "$bucketAuto 'buckets' must be a positive integer")
+        raise CommandError(
+            ErrorCode.BUCKET_AUTO_BUCKETS_NOT_POSITIVE,
+            "$bucketAuto 'buckets' must be a positive integer",
+        )
     if "output" in spec or "granularity" in spec:
         raise unsupported("$bucketAuto output/granularity")
     values = []

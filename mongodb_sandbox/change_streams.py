@@ -19,7 +19,7 @@ from bson.timestamp import Timestamp
 
 from mongodb_sandbox import query, storage
 from mongodb_sandbox.cursors import MAX_BATCH_BYTES, Batch
-from mongodb_sandbox.errors import CommandError
+from mongodb_sandbox.errors import CommandError, ErrorCode
 from mongodb_sandbox.oplog import Entry, Oplog
 
 EVENT, INVALIDATE, HIGH_WATER = 0, 1, 2
@@ -46,13 +46,16 @@ def parse_token(token: Any) -> Position:
     data = token.get("_data") if isinstance(token, Mapping) else None
     match = _TOKEN.fullmatch(data) if isinstance(data, str) else None
     if match is None:
-        raise CommandError(260, f"Bad resume token: {token!r} was not issued by this server")
+        raise CommandError(
+            ErrorCode.INVALID_RESUME_TOKEN,
+            f"Bad resume token: {token!r} was not issued by this server",
+        )
     return Position(int(match[3], 16), int(match[4], 16), int(match[5], 16))
 
 
 def history_lost(during: str) -> CommandError:
     return CommandError(
-        286,
+        ErrorCode.CHANGE_STREAM_HISTORY_LOST,
         f"{during} :: caused by :: Resume of change stream was not possible, as the resume "
         "point may no longer be in the oplog.",
         ("NonResumableChangeStreamError",),
@@ -105,7 +108,7 @@ class ChangeStreamCursor:
         self._full_document = spec.get("fullDocument", "default")
         if self._full_document not in ("default", "updateLookup", "whenAvailable"):
             raise CommandError(
-                72,
+                ErrorCode.INVALID_OPTIONS,
                 "the sandbox keeps no post-images: use fullDocument 'default', "
                 "'updateLookup' or 'whenAvailable'",
             )
@@ -114,7 +117,8 @@ class ChangeStreamCursor:
         for stage in self._stages:
             if next(iter(stage)) not in ("$match", "$project"):
                 raise CommandError(
-                    280, f"{next(iter(stage))} is not supported in a change stream pipeline"
+                    ErrorCode.CHANGE_STREAM_FATAL_ERROR,
+                    f"{next(iter(stage))} is not supported in a change stream pipeline",
                 )
         self._pending: list[tuple[RawBSONDocument, dict[str, str]]] = []
         self._skip_fragments = 0
@@ -129,7 +133,7 @@ class ChangeStreamCursor:
             position = parse_token(spec["startAfter"] if use_after else spec["resumeAfter"])
             if position.kind == INVALIDATE and not use_after:
                 raise CommandError(
-                    260,
+                    ErrorCode.INVALID_RESUME_TOKEN,
                     "Attempting to resume a change stream using 'resumeAfter' is not allowed "
                     "from an invalidate notification.",
                 )
@@ -143,7 +147,9 @@ class ChangeStreamCursor:
         if "startAtOperationTime" in spec:
             start = spec["startAtOperationTime"]
             if not isinstance(start, Timestamp):
-                raise CommandError(14, "startAtOperationTime must be a timestamp")
+                raise CommandError(
+                    ErrorCode.TYPE_MISMATCH, "startAtOperationTime must be a timestamp"
+                )
             seq = self._oplog.first_seq_at(start)
             if seq is None:
                 raise history_lost("PlanExecutor error during aggregation")
@@ -262,7 +268,7 @@ class ChangeStreamCursor:
                 document = query.project(document, stage["$project"])
         if document.get("_id") != token:
             raise CommandError(
-                280,
+                ErrorCode.CHANGE_STREAM_FATAL_ERROR,
                 "Encountered an event whose _id field, which contains the resume token, was "
                 "modified by the pipeline. Modifying the _id field of an event makes it "
                 "impossible to resume the stream from that point.",
@@ -284,7 +290,7 @@ class ChangeStreamCursor:
 
 def too_large(size: int, limit: int, token: Mapping[str, str]) -> CommandError:
     return CommandError(
-        10334,
+        ErrorCode.BSON_OBJECT_TOO_LARGE,
         f"Executor error during getMore :: caused by :: BSONObj size: {size} ({size:#x}) is "
         f"invalid. Size must be between 0 and {limit}({limit // (1024 * 1024)}MB) First element: "
         f'_id: {{ _data: "{token["_data"]}" }}',

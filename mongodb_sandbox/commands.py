@@ -25,7 +25,7 @@ from bson.raw_bson import RawBSONDocument
 
 from mongodb_sandbox import aggregation, change_streams, ordering, query, storage
 from mongodb_sandbox.cursors import CursorRegistry, ListCursor, cursor_reply
-from mongodb_sandbox.errors import CommandError, unsupported
+from mongodb_sandbox.errors import CommandError, ErrorCode, unsupported
 from mongodb_sandbox.faults import CloseConnection, FaultInjector
 from mongodb_sandbox.oplog import Oplog
 
@@ -92,14 +92,14 @@ class Sandbox:
         """Answer one command; failures become `{ok: 0}` replies (CloseConnection propagates)."""
         try:
             if not body:
-                raise CommandError(59, "no command given")
+                raise CommandError(ErrorCode.COMMAND_NOT_FOUND, "no command given")
             name = next(iter(body))
             db = body.get("$db", "admin")
             if not isinstance(db, str):
-                raise CommandError(73, "$db must be a string")
+                raise CommandError(ErrorCode.INVALID_NAMESPACE, "$db must be a string")
             handler = _HANDLERS.get(name)
             if handler is None:
-                raise CommandError(59, f"no such command: '{name}'")
+                raise CommandError(ErrorCode.COMMAND_NOT_FOUND, f"no such command: '{name}'")
             if body.get("autocommit") is False or body.get("startTransaction"):
                 raise unsupported("multi-document transactions")
             self.faults.check(name, connection.app_name)
@@ -108,13 +108,17 @@ class Sandbox:
             reply = error.reply()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
             # A malformed command must not take the server down: answer like MongoDB would.
-            reply = CommandError(2, f"malformed command: {type(error).__name__}: {error}").reply()
+            reply = CommandError(
+                ErrorCode.BAD_VALUE, f"malformed command: {type(error).__name__}: {error}"
+            ).reply()
         except CloseConnection:
             raise
         except Exception as error:
             # A sandbox bug answers this one command with an error and keeps serving the rest.
             logger.exception("internal error in command %r", next(iter(body), None))
-            reply = CommandError(1, f"sandbox internal error: {type(error).__name__}").reply()
+            reply = CommandError(
+                ErrorCode.INTERNAL_ERROR, f"sandbox internal error: {type(error).__name__}"
+            ).reply()
         cluster_time = self.oplog.clock.current()
         reply["$clusterTime"] = {
             "clusterTime": cluster_time,
@@ -127,7 +131,10 @@ class Sandbox:
 
     def insert_document(self, collection: storage.Collection, raw: RawBSONDocument) -> None:
         if len(raw.raw) > MAX_BSON_OBJECT_SIZE:
-            raise CommandError(10334, f"object to insert too large. size in bytes: {len(raw.raw)}")
+            raise CommandError(
+                ErrorCode.BSON_OBJECT_TOO_LARGE,
+                f"object to insert too large. size in bytes: {len(raw.raw)}",
+            )
         doc = storage.decode(raw)
         if "_id" not in doc:
             doc = {"_id": ObjectId(), **doc}
@@ -163,7 +170,10 @@ class Sandbox:
         if new_raw.raw == raw.raw:
             return raw
         if len(new_raw.raw) > MAX_BSON_OBJECT_SIZE:
-            raise CommandError(10334, "Resulting document after update is larger than 16777216")
+            raise CommandError(
+                ErrorCode.BSON_OBJECT_TOO_LARGE,
+                "Resulting document after update is larger than 16777216",
+            )
         collection.replace(storage.id_key(old["_id"]), new_raw)
         fields: dict[str, Any] = {"document_key": {"_id": old["_id"]}}
         if operation == "update":
@@ -218,7 +228,8 @@ class Sandbox:
 
 def _immutable_id() -> CommandError:
     return CommandError(
-        66, "Performing an update on the path '_id' would modify the immutable field '_id'"
+        ErrorCode.IMMUTABLE_FIELD,
+        "Performing an update on the path '_id' would modify the immutable field '_id'",
     )
 
 
@@ -247,13 +258,13 @@ def update_description(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[s
 def _collection_name(body: Mapping[str, Any]) -> str:
     name = next(iter(body.values()))
     if not isinstance(name, str):
-        raise CommandError(73, "collection name must be a string")
+        raise CommandError(ErrorCode.INVALID_NAMESPACE, "collection name must be a string")
     return name
 
 
 def _write_error(index: int, error: CommandError, raw: Any = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"index": index, "code": error.code, "errmsg": error.message}
-    if error.code == 11000 and raw is not None:
+    entry: dict[str, Any] = {"index": index, "code": int(error.code), "errmsg": error.message}
+    if error.code == ErrorCode.DUPLICATE_KEY and raw is not None:
         entry["keyPattern"] = {"_id": 1}
         entry["keyValue"] = {"_id": storage.decode(raw).get("_id")}
     return entry
@@ -270,7 +281,7 @@ def _write_reply(n: int, errors: list[dict[str, Any]], **extra: Any) -> dict[str
 def _raw_documents(items: Any) -> list[RawBSONDocument]:
     """Documents from an OP_MSG sequence (already raw) or embedded in the command body."""
     if not isinstance(items, list):
-        raise CommandError(2, "documents must be an array")
+        raise CommandError(ErrorCode.BAD_VALUE, "documents must be an array")
     return [d if isinstance(d, RawBSONDocument) else storage.encode(d) for d in items]
 
 
@@ -381,7 +392,9 @@ def _configure_fail_point(
     sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
 ) -> dict[str, Any]:
     if db != "admin":
-        raise CommandError(13, "configureFailPoint may only be run against the admin database.")
+        raise CommandError(
+            ErrorCode.UNAUTHORIZED, "configureFailPoint may only be run against the admin database."
+        )
     if body["configureFailPoint"] != "failCommand":
         raise unsupported(f"fail point {body['configureFailPoint']!r}")
     sandbox.faults.configure(body.get("mode"), body.get("data", {}))
@@ -430,7 +443,8 @@ def _update(
                 update = spec["u"]
                 if spec.get("multi") and not query.is_update_document(update):
                     raise CommandError(
-                        9, "multi update is not supported for replacement-style update"
+                        ErrorCode.FAILED_TO_PARSE,
+                        "multi update is not supported for replacement-style update",
                     )
                 targets = collection.select(filter_, None)
                 if not spec.get("multi"):
@@ -509,7 +523,9 @@ def _find_and_modify(
                     n=1, updatedExisting=False, upserted=storage.decode(new_raw)["_id"]
                 )
         else:
-            raise CommandError(9, "Either an update or remove=true must be specified")
+            raise CommandError(
+                ErrorCode.FAILED_TO_PARSE, "Either an update or remove=true must be specified"
+            )
     if value is not None and body.get("fields"):
         value = storage.encode(query.project(storage.decode(value), body["fields"]))
     return {"lastErrorObject": last_error, "value": value, "ok": 1.0}
@@ -564,13 +580,17 @@ def _index_bounds(body: Mapping[str, Any]) -> tuple[Any, Any] | None:
         return None
     if body.get("hint") is None:
         raise CommandError(
-            51173, "When using min()/max() a hint of which index to use must be provided"
+            ErrorCode.MIN_MAX_WITHOUT_HINT,
+            "When using min()/max() a hint of which index to use must be provided",
         )
     bounds = []
     for name in ("min", "max"):
         bound = body.get(name)
         if bound is not None and list(bound) != ["_id"]:
-            raise CommandError(51176, f"{name}() must name only _id, the only index in the sandbox")
+            raise CommandError(
+                ErrorCode.MIN_MAX_NOT_ON_INDEX,
+                f"{name}() must name only _id, the only index in the sandbox",
+            )
         bounds.append(query.MISSING if bound is None else bound["_id"])
     return bounds[0], bounds[1]
 
@@ -648,9 +668,11 @@ def _aggregate(
 ) -> dict[str, Any]:
     pipeline = body.get("pipeline")
     if not isinstance(pipeline, list):
-        raise CommandError(14, "'pipeline' option must be specified as an array")
+        raise CommandError(
+            ErrorCode.TYPE_MISMATCH, "'pipeline' option must be specified as an array"
+        )
     if "cursor" not in body and not body.get("explain"):
-        raise CommandError(9, "The 'cursor' option is required")
+        raise CommandError(ErrorCode.FAILED_TO_PARSE, "The 'cursor' option is required")
     if body.get("explain"):
         raise unsupported("explain")
     batch_size = body.get("cursor", {}).get("batchSize")
@@ -675,14 +697,20 @@ def _open_change_stream(
         collection = sandbox.store.get(db, target)
         if collection is not None and collection.kind != "collection":
             raise CommandError(
-                166, f"Namespace {db}.{target} is a {collection.kind}: it has no change stream"
+                ErrorCode.COMMAND_NOT_SUPPORTED_ON_VIEW,
+                f"Namespace {db}.{target} is a {collection.kind}: it has no change stream",
             )
     elif spec.get("allChangesForCluster"):
         if db != "admin":
-            raise CommandError(73, "allChangesForCluster may only be set on the admin database")
+            raise CommandError(
+                ErrorCode.INVALID_NAMESPACE,
+                "allChangesForCluster may only be set on the admin database",
+            )
         scope = change_streams.Scope(None, None)
     elif db == "admin":
-        raise CommandError(73, "a database change stream cannot watch the admin database")
+        raise CommandError(
+            ErrorCode.INVALID_NAMESPACE, "a database change stream cannot watch the admin database"
+        )
     else:
         scope = change_streams.Scope(db, None)
     namespace = f"{db}.{target}" if isinstance(target, str) else f"{db}.$cmd.aggregate"
@@ -760,7 +788,7 @@ def _list_indexes(
     with sandbox.condition:
         collection = sandbox.store.get(db, name)
         if collection is None or collection.kind == "view":
-            raise CommandError(26, f"ns does not exist: {db}.{name}")
+            raise CommandError(ErrorCode.NAMESPACE_NOT_FOUND, f"ns does not exist: {db}.{name}")
         specs = [_ID_INDEX, *collection.indexes.values()]
     cursor = ListCursor(f"{db}.{name}", [storage.encode(s) for s in specs])
     return cursor_reply(sandbox.cursors, cursor, body.get("cursor", {}).get("batchSize"))
@@ -796,7 +824,7 @@ def _drop_indexes(
     with sandbox.condition:
         collection = sandbox.store.get(db, name)
         if collection is None:
-            raise CommandError(26, f"ns not found {db}.{name}")
+            raise CommandError(ErrorCode.NAMESPACE_NOT_FOUND, f"ns not found {db}.{name}")
         before = len(collection.indexes) + 1
         target = body.get("index")
         if target == "*":
@@ -804,7 +832,9 @@ def _drop_indexes(
         else:
             names = [n for n, s in collection.indexes.items() if target in (n, s.get("key"))]
             if not names:
-                raise CommandError(27, f"index not found with name [{target}]")
+                raise CommandError(
+                    ErrorCode.INDEX_NOT_FOUND, f"index not found with name [{target}]"
+                )
             for index_name in names:
                 del collection.indexes[index_name]
     return {"nIndexesWas": before, "ok": 1.0}
@@ -834,7 +864,10 @@ def _create(
     elif "timeseries" in options:
         kind = "timeseries"
         if "timeField" not in options["timeseries"]:
-            raise CommandError(40414, "BSON field 'timeseries.timeField' is missing but required")
+            raise CommandError(
+                ErrorCode.MISSING_REQUIRED_FIELD,
+                "BSON field 'timeseries.timeField' is missing but required",
+            )
         options["timeseries"] = {
             "granularity": "seconds",
             "bucketMaxSpanSeconds": 3600,
@@ -875,7 +908,9 @@ def _drop_database(
 
 def _split_namespace(namespace: Any) -> tuple[str, str]:
     if not isinstance(namespace, str) or "." not in namespace:
-        raise CommandError(73, f"Invalid namespace specified '{namespace}'")
+        raise CommandError(
+            ErrorCode.INVALID_NAMESPACE, f"Invalid namespace specified '{namespace}'"
+        )
     db, _, name = namespace.partition(".")
     return db, name
 
@@ -885,19 +920,21 @@ def _rename_collection(
     sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
 ) -> dict[str, Any]:
     if db != "admin":
-        raise CommandError(13, "renameCollection may only be run against the admin database.")
+        raise CommandError(
+            ErrorCode.UNAUTHORIZED, "renameCollection may only be run against the admin database."
+        )
     source_db, source_name = _split_namespace(body["renameCollection"])
     target_db, target_name = _split_namespace(body.get("to"))
     with sandbox.condition:
         source = sandbox.store.get(source_db, source_name)
         if source is None:
-            raise CommandError(26, "Source collection does not exist")
+            raise CommandError(ErrorCode.NAMESPACE_NOT_FOUND, "Source collection does not exist")
         if source.kind == "view":
-            raise CommandError(166, "cannot rename a view")
+            raise CommandError(ErrorCode.COMMAND_NOT_SUPPORTED_ON_VIEW, "cannot rename a view")
         target = sandbox.store.get(target_db, target_name)
         if target is not None:
             if not body.get("dropTarget"):
-                raise CommandError(48, "target namespace exists")
+                raise CommandError(ErrorCode.NAMESPACE_EXISTS, "target namespace exists")
             sandbox.store.drop(target_db, target_name)
             sandbox.oplog.append("drop", target_db, target_name)
         sandbox.store.rename(source, target_db, target_name)

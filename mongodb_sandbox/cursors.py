@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 
-from mongodb_sandbox.errors import CommandError
+from mongodb_sandbox.errors import CommandError, ErrorCode
 
 # MongoDB's defaults: 101 documents in a first batch, and no batch past 16 MiB of documents.
 DEFAULT_FIRST_BATCH = 101
@@ -81,7 +81,7 @@ class CursorRegistry:
         with self._lock:
             cursor = self._cursors.get(cursor_id)
         if cursor is None:
-            raise CommandError(43, f"cursor id {cursor_id} not found")
+            raise CommandError(ErrorCode.CURSOR_NOT_FOUND, f"cursor id {cursor_id} not found")
         return cursor
 
     def kill(self, cursor_id: int) -> bool:

@@ -14,14 +14,31 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mongodb_sandbox.errors import CommandError
+from mongodb_sandbox.errors import CommandError, ErrorCode
 
 # Commands the real fail point refuses to fail, so drivers can always connect and reset it.
 EXEMPT = frozenset({"hello", "isMaster", "ismaster", "configureFailPoint"})
 _WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
 # Codes MongoDB labels RetryableWriteError on writes and ResumableChangeStreamError on getMore.
 RETRYABLE_CODES = frozenset(
-    {6, 7, 89, 91, 133, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 234}
+    {
+        ErrorCode.HOST_UNREACHABLE,
+        ErrorCode.HOST_NOT_FOUND,
+        ErrorCode.STALE_SHARD_VERSION,
+        ErrorCode.NETWORK_TIMEOUT,
+        ErrorCode.SHUTDOWN_IN_PROGRESS,
+        ErrorCode.FAILED_TO_SATISFY_READ_PREFERENCE,
+        ErrorCode.STALE_EPOCH,
+        ErrorCode.PRIMARY_STEPPED_DOWN,
+        ErrorCode.RETRY_CHANGE_STREAM,
+        ErrorCode.EXCEEDED_TIME_LIMIT,
+        ErrorCode.SOCKET_EXCEPTION,
+        ErrorCode.NOT_WRITABLE_PRIMARY,
+        ErrorCode.INTERRUPTED_AT_SHUTDOWN,
+        ErrorCode.INTERRUPTED_DUE_TO_REPL_STATE_CHANGE,
+        ErrorCode.NOT_PRIMARY_NO_SECONDARY_OK,
+        ErrorCode.NOT_PRIMARY_OR_SECONDARY,
+    }
 )
 
 
@@ -57,10 +74,12 @@ class FaultInjector:
         elif isinstance(mode, Mapping) and isinstance(mode.get("times"), int):
             remaining = mode["times"]
         else:
-            raise CommandError(2, "mode must be 'alwaysOn', 'off' or {times: <int>}")
+            raise CommandError(
+                ErrorCode.BAD_VALUE, "mode must be 'alwaysOn', 'off' or {times: <int>}"
+            )
         commands = data.get("failCommands")
         if not isinstance(commands, list) or not commands:
-            raise CommandError(2, "data.failCommands must be a non-empty array")
+            raise CommandError(ErrorCode.BAD_VALUE, "data.failCommands must be a non-empty array")
         labels = data.get("errorLabels")
         self.set(
             FailCommand(

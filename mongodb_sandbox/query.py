@@ -20,7 +20,7 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 
 from mongodb_sandbox import ordering
-from mongodb_sandbox.errors import CommandError, unsupported
+from mongodb_sandbox.errors import CommandError, ErrorCode, unsupported
 
 Document = dict[str, Any]
 
@@ -159,7 +159,7 @@ def validate(query: Mapping[str, Any]) -> None:
 
 def _clauses(operator: str, condition: Any) -> list[Mapping[str, Any]]:
     if not isinstance(condition, list) or not condition:
-        raise CommandError(2, f"{operator} argument must be a non-empty array")
+        raise CommandError(ErrorCode.BAD_VALUE, f"{operator} argument must be a non-empty array")
     return condition
 
 
@@ -234,7 +234,7 @@ def _type_matches(values: list[Any], spec: Any) -> bool:
             numbers.update((1, 16, 18, 19))
         elif isinstance(item, str):
             if item not in _TYPE_NUMBERS:
-                raise CommandError(2, f"Unknown type name alias: {item}")
+                raise CommandError(ErrorCode.BAD_VALUE, f"Unknown type name alias: {item}")
             numbers.add(_TYPE_NUMBERS[item])
         else:
             numbers.add(int(item))
@@ -260,7 +260,7 @@ def _operator(op: str, arg: Any, values: list[Any], siblings: Mapping[str, Any])
         return _in_range(op, arg, values)
     if op in ("$in", "$nin"):
         if not isinstance(arg, list):
-            raise CommandError(2, f"{op} needs an array")
+            raise CommandError(ErrorCode.BAD_VALUE, f"{op} needs an array")
         found = any(_equals_any(values, target) for target in arg)
         return found if op == "$in" else not found
     if op == "$exists":
@@ -269,7 +269,7 @@ def _operator(op: str, arg: Any, values: list[Any], siblings: Mapping[str, Any])
         if isinstance(arg, Regex | re.Pattern):
             return not _equals_any(values, arg)
         if not is_operator_document(arg):
-            raise CommandError(2, "$not needs a regex or a document")
+            raise CommandError(ErrorCode.BAD_VALUE, "$not needs a regex or a document")
         return not field_matches(values, arg)
     if op == "$type":
         return _type_matches(values, arg)
@@ -371,7 +371,10 @@ def project(doc: Mapping[str, Any], projection: Mapping[str, Any]) -> Document:
         else:
             computed[path] = spec
     if exclusions and (inclusions or computed):
-        raise CommandError(31254, "Cannot do exclusion on field in inclusion projection")
+        raise CommandError(
+            ErrorCode.EXCLUSION_IN_INCLUSION_PROJECTION,
+            "Cannot do exclusion on field in inclusion projection",
+        )
     if exclusions or not (inclusions or computed):
         result = _exclude(doc, _path_tree(exclusions))
         if not include_id:
@@ -439,7 +442,8 @@ def _exclude(node: Mapping[str, Any], tree: Mapping[str, Any]) -> Document:
 
 def _path_error(path: str, node: Any) -> CommandError:
     return CommandError(
-        28, f"Cannot create field '{path}' in element {{{type(node).__name__} value}}"
+        ErrorCode.PATH_NOT_VIABLE,
+        f"Cannot create field '{path}' in element {{{type(node).__name__} value}}",
     )
 
 
@@ -482,7 +486,10 @@ def unset_path(doc: Document, path: str) -> None:
 def _arithmetic(op: str, current: Any, operand: Any, path: str) -> Any:
     for value in (current, operand):
         if isinstance(value, bool) or ordering.type_rank(value) != ordering.NUMBER:
-            raise CommandError(14, f"Cannot apply {op} to a value of non-numeric type at '{path}'")
+            raise CommandError(
+                ErrorCode.TYPE_MISMATCH,
+                f"Cannot apply {op} to a value of non-numeric type at '{path}'",
+            )
     if isinstance(current, Decimal128) or isinstance(operand, Decimal128):
         a = current.to_decimal() if isinstance(current, Decimal128) else Decimal(str(current))
         b = operand.to_decimal() if isinstance(operand, Decimal128) else Decimal(str(operand))
@@ -496,7 +503,9 @@ def _arithmetic(op: str, current: Any, operand: Any, path: str) -> Any:
 def _each(op: str, arg: Any) -> tuple[list[Any], Mapping[str, Any]]:
     if isinstance(arg, Mapping) and "$each" in arg:
         if not isinstance(arg["$each"], list):
-            raise CommandError(2, f"The argument to $each in {op} must be an array")
+            raise CommandError(
+                ErrorCode.BAD_VALUE, f"The argument to $each in {op} must be an array"
+            )
         return list(arg["$each"]), arg
     return [arg], {}
 
@@ -507,7 +516,8 @@ def _array_at(doc: Document, path: str, op: str) -> list[Any] | None:
         return None
     if not isinstance(current, list):
         raise CommandError(
-            2, f"The field '{path}' must be an array but is of type {type(current).__name__}"
+            ErrorCode.BAD_VALUE,
+            f"The field '{path}' must be an array but is of type {type(current).__name__}",
         )
     return current
 
@@ -564,7 +574,8 @@ def _check_conflicts(paths: list[str]) -> None:
         for other in seen:
             if path == other or path.startswith(other + ".") or other.startswith(path + "."):
                 raise CommandError(
-                    40, f"Updating the path '{path}' would create a conflict at '{other}'"
+                    ErrorCode.CONFLICTING_UPDATE_OPERATORS,
+                    f"Updating the path '{path}' would create a conflict at '{other}'",
                 )
         seen.append(path)
 
@@ -580,7 +591,10 @@ def apply_update(
     _check_conflicts(paths)
     for op, fields in update.items():
         if not isinstance(fields, Mapping):
-            raise CommandError(9, f"Modifiers operate on fields but we found {op} with a value")
+            raise CommandError(
+                ErrorCode.FAILED_TO_PARSE,
+                f"Modifiers operate on fields but we found {op} with a value",
+            )
         for path, arg in fields.items():
             _apply_one(doc, op, path, arg, inserting=inserting, now=now)
     return doc
@@ -626,7 +640,9 @@ def _apply_one(
         stamp = Timestamp(int(now.timestamp()), 1) if wants_timestamp else now
         set_path(doc, path, stamp)
     else:
-        raise CommandError(9, f"Unknown modifier: {op}. Expected a valid update modifier")
+        raise CommandError(
+            ErrorCode.FAILED_TO_PARSE, f"Unknown modifier: {op}. Expected a valid update modifier"
+        )
 
 
 def is_update_document(update: Any) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from mongodb_sandbox import wire
 from mongodb_sandbox.change_streams import MAX_EVENT_BYTES
 from mongodb_sandbox.commands import MAX_MESSAGE_SIZE, Connection, Sandbox, encode_reply
-from mongodb_sandbox.errors import CommandError
+from mongodb_sandbox.errors import CommandError, ErrorCode
 from mongodb_sandbox.faults import CloseConnection
 from shared.errors import ConfigError
 
@@ -197,7 +197,9 @@ class SandboxServer:
             request = wire.parse(request_id, op_code, payload)
         except wire.ProtocolError as error:
             request = wire.Request(request_id, wire.OP_MSG)
-            reply: dict[str, Any] = CommandError(22, f"malformed message: {error}").reply()
+            reply: dict[str, Any] = CommandError(
+                ErrorCode.INVALID_BSON, f"malformed message: {error}"
+            ).reply()
         else:
             reply = sandbox.handle(request.body, connection)
             if request.more_to_come:
@@ -206,7 +208,9 @@ class SandboxServer:
             encoded = encode_reply(reply)
         except Exception as error:  # a reply that cannot be encoded must not kill the connection
             logger.exception("cannot encode the reply to %s", next(iter(request.body), "?"))
-            encoded = encode_reply(CommandError(1, f"cannot encode reply: {error}").reply())
+            encoded = encode_reply(
+                CommandError(ErrorCode.INTERNAL_ERROR, f"cannot encode reply: {error}").reply()
+            )
         return wire.frame_reply(request, encoded, next(self._request_ids))
 
     def _read_message(self, client: socket.socket) -> tuple[int, int, memoryview] | None:

@@ -21,7 +21,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.regex import Regex
 
 from mongodb_sandbox import ordering, query
-from mongodb_sandbox.errors import CommandError
+from mongodb_sandbox.errors import CommandError, ErrorCode
 
 # Out-of-range dates must survive a decode/encode round trip, hence DATETIME_AUTO; UUIDs stay
 # Binary (the default UUID representation) so every subtype round-trips unchanged.
@@ -51,9 +51,9 @@ def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
 def id_key(value: Any) -> ordering.SortKey:
     """The identity of an `_id` value, rejecting the types MongoDB refuses as `_id`."""
     if isinstance(value, list):
-        raise CommandError(53, "The '_id' value cannot be of type array")
+        raise CommandError(ErrorCode.INVALID_ID_FIELD, "The '_id' value cannot be of type array")
     if isinstance(value, Regex):
-        raise CommandError(53, "The '_id' value cannot be of type regex")
+        raise CommandError(ErrorCode.INVALID_ID_FIELD, "The '_id' value cannot be of type regex")
     return ordering.sort_key(value)
 
 
@@ -217,7 +217,7 @@ _NAN_KEY = ordering.sort_key(float("nan"))
 def duplicate_key_error(namespace: str, id_value: Any) -> CommandError:
     """MongoDB's E11000 error for a second document with the same `_id`."""
     return CommandError(
-        11000,
+        ErrorCode.DUPLICATE_KEY,
         f"E11000 duplicate key error collection: {namespace} index: _id_ dup key: "
         f"{{ _id: {id_value!r} }}",
     )
@@ -237,7 +237,9 @@ class Store:
     ) -> Collection:
         validate_namespace(db, name)
         if self.get(db, name) is not None:
-            raise CommandError(48, f"Collection {db}.{name} already exists.")
+            raise CommandError(
+                ErrorCode.NAMESPACE_EXISTS, f"Collection {db}.{name} already exists."
+            )
         collection = Collection(db=db, name=name, kind=kind, options=options or {})
         self.databases.setdefault(db, {})[name] = collection
         return collection
@@ -248,7 +250,10 @@ class Store:
         if collection is None:
             return self.create(db, name)
         if collection.kind == "view":
-            raise CommandError(166, f"Namespace {db}.{name} is a view, not a collection")
+            raise CommandError(
+                ErrorCode.COMMAND_NOT_SUPPORTED_ON_VIEW,
+                f"Namespace {db}.{name} is a view, not a collection",
+            )
         return collection
 
     def drop(self, db: str, name: str) -> Collection | None:
@@ -268,6 +273,6 @@ class Store:
 def validate_namespace(db: str, name: str) -> None:
     """Reject names MongoDB rejects."""
     if not db or any(c in db for c in '/\\. "$\x00'):
-        raise CommandError(73, f"Invalid database name: '{db}'")
+        raise CommandError(ErrorCode.INVALID_NAMESPACE, f"Invalid database name: '{db}'")
     if not name or name.startswith(".") or "$" in name or "\x00" in name:
-        raise CommandError(73, f"Invalid collection name: '{name}'")
+        raise CommandError(ErrorCode.INVALID_NAMESPACE, f"Invalid collection name: '{name}'")

@@ -8,6 +8,7 @@ never echoed. Nothing here touches the network or the disk.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -215,10 +216,34 @@ class Settings:
     def log_level(self) -> int:
         return int(logging.getLevelName(self.values["LOG_LEVEL"]))
 
-    def integer(self, name: str) -> int | None:
-        """A validated whole-number setting; None when it is ``auto``."""
-        value = self.values[name]
+    def integer(self, name: str) -> int:
+        """A validated whole-number setting without an ``auto`` (those have accessors below)."""
+        if SPECS[name].default == "auto":
+            raise ValueError(f"{name} may be auto: read it through its Settings accessor")
+        return int(self.values[name])
+
+    @property
+    def workers(self) -> int:
+        """SNAPSHOT_WORKERS; auto is one per core of this machine."""
+        value = self.values["SNAPSHOT_WORKERS"]
+        return (os.cpu_count() or 1) if value == "auto" else int(value)
+
+    @property
+    def partitions(self) -> int | None:
+        """SNAPSHOT_PARTITIONS; None (auto) leaves the count to the snapshot planner, which
+        sizes it from each collection's estimated document count and ``workers``."""
+        value = self.values["SNAPSHOT_PARTITIONS"]
         return None if value == "auto" else int(value)
+
+    @property
+    def file_rows(self) -> int:
+        """FILE_ROWS: most rows in one parquet file."""
+        return self.integer("FILE_ROWS")
+
+    @property
+    def file_bytes(self) -> int:
+        """FILE_BYTES: most BSON bytes in one parquet file."""
+        return self.integer("FILE_BYTES")
 
     def collections(self) -> list[str] | None:
         """None means every collection of the database."""

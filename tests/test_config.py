@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -24,6 +25,36 @@ def test_defaults_apply():
     assert settings.get("STATE_STORE") == ".mirror-state/state.db"
     assert settings.collections() is None
     assert settings.auth.mode == "default"
+
+
+def test_file_sizes_have_their_defaults_and_take_values():
+    defaults = load_settings({})
+    assert (defaults.file_rows, defaults.file_bytes) == (100_000, 128 * 1024**2)
+    chosen = load_settings({"FILE_ROWS": "500", "FILE_BYTES": "4096"})
+    assert (chosen.file_rows, chosen.file_bytes) == (500, 4096)
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(3, 3), (None, 1)])
+def test_auto_workers_are_one_per_core(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, workers: int
+):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    settings = load_settings({})
+    assert settings.workers == workers
+    assert settings.partitions is None  # the planner sizes them per collection
+
+
+def test_chosen_workers_and_partitions_are_kept(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    settings = load_settings({"SNAPSHOT_WORKERS": "2", "SNAPSHOT_PARTITIONS": "8"})
+    assert (settings.workers, settings.partitions) == (2, 8)
+
+
+def test_a_setting_that_may_be_auto_is_read_through_its_accessor():
+    settings = load_settings({"SNAPSHOT_WORKERS": "2"})
+    with pytest.raises(ValueError, match="SNAPSHOT_WORKERS"):
+        settings.integer("SNAPSHOT_WORKERS")
+    assert settings.integer("MONGODB_RETRY_SECONDS") == 60
 
 
 def test_cli_values_override_environment():

@@ -15,7 +15,7 @@ import azure.functions as func
 import bson
 import pytest
 
-from shared.conversion import BatchConverter, key_only
+from shared.conversion import BatchConverter, RowMarker, key_only
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
@@ -48,9 +48,8 @@ def landing_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for start in range(0, 50, 20):
         batch = converter.convert(documents[start : start + 20])
         publisher.publish(TABLE, batch, "test", {"batches": start // 20 + 1}, owner)
-    publisher.publish(
-        TABLE, converter.convert_rows([key_only(documents[0])], [2]), "test", {}, owner
-    )
+    deleted = converter.convert_rows([key_only(documents[0])], [RowMarker.DELETE])
+    publisher.publish(TABLE, deleted, "test", {}, owner)
     state.close()
     return tmp_path / "lz"
 

@@ -23,6 +23,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from function_app import contexts
 from shared.config import SPECS, Settings, load_settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.replayer import inspect_table
@@ -59,18 +60,18 @@ def functions_env(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(wiring, "_process_context", None)
+    contexts.close()  # one opened for another test's settings
     settings = load_settings(env)
     enqueue(open_queue(settings, {}), [])  # creates the queue if need be
     open_queue(settings, {}).clear_messages()  # the queue is shared by the session's Azurite
     yield settings
-    if wiring._process_context is not None:
-        wiring._process_context.close()
+    contexts.close()
 
 
 def context() -> wiring.MirrorContext:
-    assert wiring._process_context is not None, "no function has opened the process context"
-    return wiring._process_context
+    ctx = contexts.opened
+    assert ctx is not None, "no function has opened the process context"
+    return ctx
 
 
 def tick(past_due: bool = False) -> None:
@@ -300,7 +301,7 @@ def test_a_tick_that_died_after_planning_has_its_partitions_sent_by_the_next(
     database = mongo_client[mongo_db_name]
     database.orders.insert_many([{"_id": n} for n in range(90)])
     # The first tick planned the table, then its instance went away before sending anything.
-    (plan,) = plan_selected(wiring.process_context(functions_env)).plans
+    (plan,) = plan_selected(contexts.get(functions_env)).plans
     assert plan.phase == Phase.SNAPSHOTTING and queued(functions_env) == 0
 
     tick()
@@ -317,7 +318,7 @@ def test_a_bad_setting_fails_the_tick_with_one_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
     monkeypatch.setenv("CHANGE_BUDGET_SECONDS", "0")
-    monkeypatch.setattr(wiring, "_process_context", None)
+    contexts.close()
     with pytest.raises(ConfigError, match="CHANGE_BUDGET_SECONDS"):
         tick()
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -326,7 +327,7 @@ def test_a_bad_setting_fails_the_tick_with_one_line(
         "must be a whole number from 1 to 600"
     )
     assert "\n" not in record.getMessage()
-    assert wiring._process_context is None  # nothing was opened
+    assert contexts.opened is None  # nothing was opened
 
 
 # --- resync ----------------------------------------------------------------------------------
@@ -385,4 +386,4 @@ def test_resync_of_a_table_this_app_does_not_mirror_is_a_404(
     response = FUNCTIONS["resync"](resync_request("elsewhere.orders"))
     assert response.status_code == 404
     assert "MONGODB_DATABASE" in json.loads(response.get_body())["error"]
-    assert wiring._process_context is None  # refused before anything was touched
+    assert contexts.opened is None  # refused before anything was touched

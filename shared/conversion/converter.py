@@ -19,6 +19,8 @@ import pyarrow.compute as pc
 from bson import Binary
 from bson.raw_bson import RawBSONDocument, _inflate_bson
 
+from shared.landing_zone.parquet_files import RowMarker
+
 from . import _libbson, _scan
 from .id_text import id_text
 from .names import KEY_COLUMN
@@ -198,14 +200,14 @@ class BatchConverter:
     def __init__(self, schema: TableSchema | None = None) -> None:
         self.schema = schema if schema is not None else TableSchema()
 
-    def convert(self, raw_docs: RawDocs, marker: int = 4) -> pa.Table:
-        """Every document as one row, all with the same row marker (4 = upsert)."""
+    def convert(self, raw_docs: RawDocs, marker: RowMarker = RowMarker.UPSERT) -> pa.Table:
+        """Every document as one row, all with the same row marker."""
         buf, starts, ends = _batch(raw_docs)
         return self._convert(buf, starts, ends, pa.array(np.full(len(starts), marker, np.int32)))
 
     def convert_rows(self, raw_docs: RawDocs, markers: Sequence[int]) -> pa.Table:
-        """One row per document with its own marker (4 upsert with the full document,
-        2 delete with a document holding only ``_id``)."""
+        """One row per document with its own ``RowMarker`` (``UPSERT`` with the full document,
+        ``DELETE`` with a document holding only ``_id``)."""
         buf, starts, ends = _batch(raw_docs)
         if len(starts) != len(markers):
             raise ValueError(f"{len(starts)} documents but {len(markers)} row markers")
@@ -323,7 +325,7 @@ class BatchConverter:
 
 
 def key_only(document_key: bytes | RawBSONDocument | dict[str, Any]) -> bytes:
-    """BSON of ``{_id: ...}`` alone, for a delete row (marker 2): every other column NULL."""
+    """BSON of ``{_id: ...}`` alone, for a ``RowMarker.DELETE`` row: every other column NULL."""
     if isinstance(document_key, bytes | RawBSONDocument):
         raw = document_key.raw if isinstance(document_key, RawBSONDocument) else document_key
         doc = _inflate_bson(raw, DECODE_OPTIONS)

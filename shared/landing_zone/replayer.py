@@ -155,7 +155,9 @@ def _read_data_file(
         report.add("missing-key", f"file {number} has no {KEY_COLUMN} column")
         return None
     if ROW_MARKER not in names:
-        return batch.append_column(ROW_MARKER, pa.array([0] * batch.num_rows, pa.int32()))
+        # Without the column every row is an insert (we never set isUpsertDefaultRowMarker).
+        inserts = pa.array([RowMarker.INSERT] * batch.num_rows, pa.int32())
+        return batch.append_column(ROW_MARKER, inserts)
     markers = batch.column(ROW_MARKER)
     if not pa.types.is_integer(markers.type):
         report.add("invalid-marker", f"{ROW_MARKER} in file {number} is {markers.type}, not int32")
@@ -186,9 +188,9 @@ def _check_schema(
 
 
 def _apply(batches: list[pa.Table]) -> pa.Table:
-    """Apply rows in (file, row) order: 0 insert, 1 update, 2 delete, 4 upsert.
+    """Apply rows in (file, row) order with the ``RowMarker`` semantics.
 
-    Per key, the last update/upsert/delete decides; a delete removes the key. Inserts (0) have no
+    Per key, the last update/upsert/delete decides; a delete removes the key. Inserts have no
     duplicate check, so every insert after a key's last update/upsert/delete adds a row.
     """
     if not batches:
@@ -197,19 +199,21 @@ def _apply(batches: list[pa.Table]) -> pa.Table:
     keep = [name for name in history.schema.names if name not in {ROW_MARKER, _SEQUENCE, _ROW}]
     columns = ", ".join('"' + name.replace('"', '""') + '"' for name in keep)
     order = f"{_SEQUENCE}, {_ROW}"
+    insert = int(RowMarker.INSERT)
+    keeps_row = f"{int(RowMarker.UPDATE)}, {int(RowMarker.UPSERT)}"
     query = f"""
         WITH ranked AS (
             SELECT *,
-                max(CASE WHEN {ROW_MARKER} <> 0 THEN ({order}) END)
+                max(CASE WHEN {ROW_MARKER} <> {insert} THEN ({order}) END)
                     OVER (PARTITION BY {KEY_COLUMN}) AS last_change,
                 ({order}) AS position
             FROM history
         )
         SELECT {columns} FROM ranked
-        WHERE (position = last_change AND {ROW_MARKER} IN (1, 4))
-           OR ({ROW_MARKER} = 0 AND (last_change IS NULL OR position > last_change))
+        WHERE (position = last_change AND {ROW_MARKER} IN ({keeps_row}))
+           OR ({ROW_MARKER} = {insert} AND (last_change IS NULL OR position > last_change))
         ORDER BY {KEY_COLUMN}, {order}
-    """  # noqa: S608 - names come from parquet schemas and are quoted
+    """  # noqa: S608 - names come from parquet schemas and are quoted; numbers from RowMarker
     connection = duckdb.connect()
     try:
         connection.register("history", history)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import resource
 import sys
 import time
-from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from shared.pipeline.wiring import MirrorContext, open_context
 
 REFRESH_SECONDS = 1.0
 LOG_REFRESH_SECONDS = 10.0  # when output is not a terminal, a line per table this often
-_worker_context: MirrorContext | None = None
+SettingValues = tuple[tuple[str, str], ...]  # hashable settings, sent to every worker task
 
 
 @dataclass(frozen=True)
@@ -86,14 +85,11 @@ class SnapshotPool:
     memory (MB); failures are collected per partition, the others carry on."""
 
     def __init__(self, ctx: MirrorContext, settings: Settings, expected_tasks: int) -> None:
-        workers = settings.integer("SNAPSHOT_WORKERS") or os.cpu_count() or 1
         self._ctx = ctx
+        self._settings: SettingValues = tuple(sorted(settings.values.items()))
         # spawn, not fork: each worker opens its own MongoDB client, SQLite handle, SDK clients.
         self._pool = ProcessPoolExecutor(
-            max(1, min(workers, expected_tasks)),
-            mp_context=get_context("spawn"),
-            initializer=_open_worker,
-            initargs=(dict(settings.values),),
+            max(1, min(settings.workers, expected_tasks)), mp_context=get_context("spawn")
         )
         self._running: dict[Future[tuple[PartitionResult, float]], PartitionTask] = {}
         self.failures: list[str] = []
@@ -113,7 +109,7 @@ class SnapshotPool:
 
     def submit(self, tasks: list[PartitionTask]) -> None:
         for task in tasks:
-            self._running[self._pool.submit(_run_in_worker, task)] = task
+            self._running[self._pool.submit(_run_in_worker, self._settings, task)] = task
 
     def wait(self, timeout: float) -> list[tuple[PartitionResult, float]]:
         """Results of the partitions that finished within ``timeout`` seconds."""
@@ -143,16 +139,18 @@ class SnapshotPool:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
-def _open_worker(values: Mapping[str, str]) -> None:
-    global _worker_context
-    settings = load_settings(values)
+@functools.cache
+def _worker_context(values: SettingValues) -> MirrorContext:
+    """The worker process's own context, opened by its first task and kept for the rest (the
+    process ends with the pool). A failure to open it fails that task with its cause, and the
+    next task tries again."""
+    settings = load_settings(dict(values))
     configure_logging(settings.log_level, "%(processName)s")
-    _worker_context = open_context(settings)
+    return open_context(settings)
 
 
-def _run_in_worker(task: PartitionTask) -> tuple[PartitionResult, float]:
-    assert _worker_context is not None
-    result = run_partition(_worker_context, task)
+def _run_in_worker(values: SettingValues, task: PartitionTask) -> tuple[PartitionResult, float]:
+    result = run_partition(_worker_context(values), task)
     return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -63,7 +63,7 @@ def _tick(
         log.info("%s", error)
         summary.lease_held_elsewhere = True
         return summary
-    window_seconds = ctx.settings.integer("CHANGE_WINDOW_SECONDS") or 1
+    window_seconds = ctx.settings.integer("CHANGE_WINDOW_SECONDS")
     try:
         while True:
             result = reader.window()

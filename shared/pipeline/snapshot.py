@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -186,8 +185,8 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     record_status(ctx, task, "running", documents, expected)
 
     files = 0
-    file_rows = ctx.settings.integer("FILE_ROWS") or 100_000
-    file_bytes = ctx.settings.integer("FILE_BYTES") or 128 * 1024**2
+    file_rows = ctx.settings.file_rows
+    file_bytes = ctx.settings.file_bytes
     # Convert in pieces of at most CONVERT_ROWS (cache-friendly, half the memory), publish files
     # of up to FILE_ROWS / FILE_BYTES made of whole pieces.
     piece_rows = math.ceil(file_rows / math.ceil(file_rows / CONVERT_ROWS))
@@ -294,10 +293,10 @@ def partition_key(task: PartitionTask) -> str:
 
 def _partition_count(ctx: MirrorContext, estimated: int) -> int:
     """SNAPSHOT_PARTITIONS, or enough ranges to keep every worker busy and each range modest."""
-    configured = ctx.settings.integer("SNAPSHOT_PARTITIONS")
+    configured = ctx.settings.partitions
     if configured is not None:
         return configured
-    workers = ctx.settings.integer("SNAPSHOT_WORKERS") or os.cpu_count() or 1
+    workers = ctx.settings.workers
     by_size = math.ceil(estimated / DOCUMENTS_PER_PARTITION)
     by_workers = min(workers, estimated // MIN_DOCUMENTS_PER_PARTITION)
     return max(1, min(MAX_AUTO_PARTITIONS, max(by_size, by_workers)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -145,12 +146,32 @@ def selected_sources(
     return select_collections(database, settings.collections(), mirrored)
 
 
-_process_context: MirrorContext | None = None
+class ContextCache:
+    """The context a long-lived process (a Functions worker) opens on first use and reuses across
+    invocations, so MongoDB and storage connections stay pooled.
 
+    Its owner (function_app.py) makes one at import; invocations may run on several threads, so
+    only one of them opens it. ``close`` drops it: the next ``get`` opens a fresh one (tests
+    change settings between cases and close it in between).
+    """
 
-def process_context(settings: Settings) -> MirrorContext:
-    """One context per process, reused across Functions invocations (pooled connections)."""
-    global _process_context
-    if _process_context is None:
-        _process_context = open_context(settings)
-    return _process_context
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._context: MirrorContext | None = None
+
+    def get(self, settings: Settings) -> MirrorContext:
+        with self._lock:
+            if self._context is None:
+                self._context = open_context(settings)
+            return self._context
+
+    @property
+    def opened(self) -> MirrorContext | None:
+        """The context if one was opened (and not closed since), without opening one."""
+        return self._context
+
+    def close(self) -> None:
+        with self._lock:
+            context, self._context = self._context, None
+        if context is not None:
+            context.close()

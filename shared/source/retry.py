@@ -130,7 +130,7 @@ class Retrier:
 
     @classmethod
     def for_settings(cls, settings: Settings, what: str) -> Retrier:
-        return cls(what, settings.integer("MONGODB_RETRY_SECONDS") or 0)
+        return cls(what, settings.integer("MONGODB_RETRY_SECONDS"))
 
     def call(self, operation: Callable[[], T]) -> T:
         """``operation()``, retried through transient errors."""

@@ -13,7 +13,7 @@ from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Rege
 from bson.datetime_ms import DatetimeMS
 from bson.dbref import DBRef
 
-from shared.conversion import ROW_MARKER, BatchConverter, key_only, recover_document
+from shared.conversion import ROW_MARKER, BatchConverter, RowMarker, key_only, recover_document
 
 from .helpers import DECODE, doc_norm
 
@@ -181,8 +181,9 @@ def test_mixed_types_use_twin_and_never_change_type() -> None:
 def test_delete_rows_and_markers() -> None:
     conv = BatchConverter()
     full = bson.encode({"_id": OID, "a": 1, "b": "x"})
-    table = conv.convert_rows([full, key_only(full)], markers=[4, 2])
-    assert table.column(ROW_MARKER).to_pylist() == [4, 2]
+    markers = [RowMarker.UPSERT, RowMarker.DELETE]
+    table = conv.convert_rows([full, key_only(full)], markers=markers)
+    assert table.column(ROW_MARKER).to_pylist() == markers
     assert table.column("_id").to_pylist() == [str(OID), str(OID)]
     assert table.column("a").to_pylist() == [1, None]
     assert all(f.nullable for f in table.schema)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.publisher import STAGING_PREFIX, Publisher
 from shared.landing_zone.stores import open_landing_zone
 from shared.landing_zone.stores.base import LandingZoneStore
@@ -36,7 +37,7 @@ def batch(writer: str, number: int, rows: int) -> pa.Table:
         {
             "_id": pa.array(ids, pa.string()),
             "batch": pa.array([number] * rows, pa.int64()),
-            "__rowMarker__": pa.array([4] * rows, pa.int32()),
+            ROW_MARKER: pa.array([RowMarker.UPSERT] * rows, pa.int32()),
         }
     )
 

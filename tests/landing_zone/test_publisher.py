@@ -18,6 +18,7 @@ import pytest
 
 from shared.errors import MirrorError
 from shared.landing_zone import parquet_files
+from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.publisher import (
     BINDING_FILE,
     SEQUENCE_KIND,
@@ -115,20 +116,19 @@ def test_every_column_nullable_and_marker_last(publisher: Publisher, store: Loca
         [
             pa.field("_id", pa.string(), nullable=False),
             pa.field("n", pa.int64(), nullable=False),
-            pa.field("__rowMarker__", pa.int32(), nullable=False),
+            pa.field(ROW_MARKER, pa.int32(), nullable=False),
         ]
     )
-    publisher.publish(
-        TABLE, pa.table({"_id": ["a"], "n": [1], "__rowMarker__": [4]}, strict), "w", {}, owner
-    )
+    batch = pa.table({"_id": ["a"], "n": [1], ROW_MARKER: [RowMarker.UPSERT]}, strict)
+    publisher.publish(TABLE, batch, "w", {}, owner)
     schema = pq.read_schema(io.BytesIO(store.read(TABLE.data_file(1))))
     assert all(field.nullable for field in schema)
-    assert schema.names[-1] == "__rowMarker__"
+    assert schema.names[-1] == ROW_MARKER
 
 
 def test_refuses_a_batch_whose_marker_is_not_last(publisher: Publisher, store: LocalStore):
     owner = claimed(publisher)
-    wrong = pa.table({"__rowMarker__": pa.array([4], pa.int32()), "_id": ["a"]})
+    wrong = pa.table({ROW_MARKER: pa.array([RowMarker.UPSERT], pa.int32()), "_id": ["a"]})
     with pytest.raises(MirrorError, match="last column"):
         publisher.publish(TABLE, wrong, "w", {}, owner)
     assert store.size(TABLE.data_file(1)) is None

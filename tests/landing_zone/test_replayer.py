@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER, RowMarker
 from shared.landing_zone.replayer import find_tables, inspect_table
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
@@ -25,7 +26,7 @@ def parquet(columns: dict[str, pa.Array], nullable: bool = True) -> bytes:
 
 def rows(ids: list[str], markers: list[int], **extra: pa.Array) -> bytes:
     return parquet(
-        {"_id": pa.array(ids, pa.string()), **extra, "__rowMarker__": pa.array(markers, pa.int32())}
+        {KEY_COLUMN: pa.array(ids, pa.string()), **extra, ROW_MARKER: pa.array(markers, pa.int32())}
     )
 
 
@@ -57,19 +58,19 @@ def test_valid_folder_conforms_and_replays(store: LocalStore):
 
 def test_gap_is_named(store: LocalStore):
     for number in (1, 2, 5):
-        put(store, number, rows(["a"], [4]))
+        put(store, number, rows(["a"], [RowMarker.UPSERT]))
     report = inspect_table(store, TABLE)
     assert [p.code for p in report.problems] == ["gap"]
     assert "gap at 3-4" in report.problems[0].message
 
 
 def test_sequence_must_start_at_one(store: LocalStore):
-    put(store, 2, rows(["a"], [4]))
+    put(store, 2, rows(["a"], [RowMarker.UPSERT]))
     assert codes(store) == ["gap"]
 
 
 def test_zero_byte_file_is_named(store: LocalStore):
-    put(store, 1, rows(["a"], [4]))
+    put(store, 1, rows(["a"], [RowMarker.UPSERT]))
     put(store, 2, b"")
     report = inspect_table(store, TABLE)
     assert [p.code for p in report.problems] == ["zero-byte"]
@@ -82,13 +83,17 @@ def test_unreadable_file_is_named(store: LocalStore):
 
 
 def test_marker_not_last_is_named(store: LocalStore):
-    put(store, 1, parquet({"__rowMarker__": pa.array([4], pa.int32()), "_id": pa.array(["a"])}))
+    put(
+        store,
+        1,
+        parquet({ROW_MARKER: pa.array([RowMarker.UPSERT], pa.int32()), "_id": pa.array(["a"])}),
+    )
     assert codes(store) == ["marker-not-last"]
 
 
 def test_missing_metadata_is_named(tmp_path: Path):
     store = LocalStore(tmp_path)
-    put(store, 1, rows(["a"], [4]))
+    put(store, 1, rows(["a"], [RowMarker.UPSERT]))
     assert codes(store) == ["missing-metadata"]
 
 
@@ -98,8 +103,8 @@ def test_invalid_metadata_is_named(store: LocalStore):
 
 
 def test_type_change_between_files_is_named(store: LocalStore):
-    put(store, 1, rows(["a"], [4], price=pa.array([1], pa.int64())))
-    put(store, 2, rows(["b"], [4], price=pa.array([1.5], pa.float64())))
+    put(store, 1, rows(["a"], [RowMarker.UPSERT], price=pa.array([1], pa.int64())))
+    put(store, 2, rows(["b"], [RowMarker.UPSERT], price=pa.array([1.5], pa.float64())))
     report = inspect_table(store, TABLE)
     assert [p.code for p in report.problems] == ["type-change"]
     assert "price" in report.problems[0].message and "file 2" in report.problems[0].message
@@ -109,21 +114,34 @@ def test_non_nullable_column_is_named(store: LocalStore):
     put(
         store,
         1,
-        parquet({"_id": pa.array(["a"]), "__rowMarker__": pa.array([4], pa.int32())}, False),
+        parquet(
+            {"_id": pa.array(["a"]), ROW_MARKER: pa.array([RowMarker.UPSERT], pa.int32())}, False
+        ),
     )
     assert set(codes(store)) == {"not-nullable"}
 
 
 def test_unknown_marker_and_stray_file_are_named(store: LocalStore):
+    assert 3 not in set(RowMarker)
     put(store, 1, rows(["a"], [3]))
     store.write(f"{TABLE.folder}/notes.txt", b"hello")
     assert sorted(codes(store)) == ["invalid-marker", "unexpected-file"]
 
 
 def test_marker_semantics(store: LocalStore):
-    # 0 inserts without a duplicate check; 1 updates (inserting if missing); 2 deletes; 4 upserts.
-    put(store, 1, rows(["a", "a", "b", "c"], [0, 0, 4, 1], v=pa.array([1, 2, 3, 4])))
-    put(store, 2, rows(["b", "c", "d", "d"], [2, 4, 4, 2], v=pa.array([None, 5, 6, None])))
+    # Inserts have no duplicate check; an update inserts the key if it is missing.
+    insert, update, delete, upsert = (
+        RowMarker.INSERT,
+        RowMarker.UPDATE,
+        RowMarker.DELETE,
+        RowMarker.UPSERT,
+    )
+    first = rows(["a", "a", "b", "c"], [insert, insert, upsert, update], v=pa.array([1, 2, 3, 4]))
+    second = rows(
+        ["b", "c", "d", "d"], [delete, upsert, upsert, delete], v=pa.array([None, 5, 6, None])
+    )
+    put(store, 1, first)
+    put(store, 2, second)
     report = inspect_table(store, TABLE)
     assert report.conforms, report.problems
     assert report.rows is not None
@@ -132,7 +150,7 @@ def test_marker_semantics(store: LocalStore):
 
 def test_files_without_marker_are_inserts_and_added_columns_merge(store: LocalStore):
     put(store, 1, parquet({"_id": pa.array(["a", "a"])}))
-    put(store, 2, rows(["b"], [4], extra=pa.array(["x"])))
+    put(store, 2, rows(["b"], [RowMarker.UPSERT], extra=pa.array(["x"])))
     report = inspect_table(store, TABLE)
     assert report.conforms, report.problems
     assert report.rows is not None
@@ -140,8 +158,11 @@ def test_files_without_marker_are_inserts_and_added_columns_merge(store: LocalSt
 
 
 def test_processed_files_still_count(store: LocalStore):
-    store.write(f"{TABLE.folder}/_ProcessedFiles/00000000000000000001.parquet", rows(["a"], [4]))
-    put(store, 2, rows(["b"], [4]))
+    store.write(
+        f"{TABLE.folder}/_ProcessedFiles/00000000000000000001.parquet",
+        rows(["a"], [RowMarker.UPSERT]),
+    )
+    put(store, 2, rows(["b"], [RowMarker.UPSERT]))
     report = inspect_table(store, TABLE)
     assert report.conforms, report.problems
     assert report.row_count == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import bson
 import pyarrow as pa
 
-from shared.conversion import TableSchema
+from shared.conversion import ROW_MARKER, RowMarker, TableSchema
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.schema_registry import SCHEMA_KIND, SchemaRegistry
 from shared.state.sqlite import SqliteStateStore
@@ -20,8 +20,8 @@ def test_the_first_saved_type_wins_and_the_loser_reconverts_into_the_twin(tmp_pa
     first = SchemaRegistry(state, TABLE)
     second = SchemaRegistry(state, TABLE)  # loaded before either saved: it is stale
 
-    won = first.convert([bson.encode({"_id": 1, "x": 5})], [4])
-    lost = second.convert([bson.encode({"_id": 2, "x": "five"})], [4])
+    won = first.convert([bson.encode({"_id": 1, "x": 5})], [RowMarker.UPSERT])
+    lost = second.convert([bson.encode({"_id": 2, "x": "five"})], [RowMarker.UPSERT])
 
     assert won.schema.field("x").type == pa.int64()
     assert lost.schema.field("x").type == pa.int64()
@@ -36,9 +36,9 @@ def test_the_first_saved_type_wins_and_the_loser_reconverts_into_the_twin(tmp_pa
 
 def test_a_restarted_worker_reloads_the_saved_schema(tmp_path: Path):
     state = SqliteStateStore(tmp_path / "state.db")
-    SchemaRegistry(state, TABLE).convert([bson.encode({"_id": 1, "when": 1.5})], [4])
+    SchemaRegistry(state, TABLE).convert([bson.encode({"_id": 1, "when": 1.5})], [RowMarker.UPSERT])
     restarted = SchemaRegistry(state, TABLE)
-    batch = restarted.convert([bson.encode({"_id": 2, "other": True})], [4])
-    assert batch.column_names == ["_id", "when", "other", "__rowMarker__"]
+    batch = restarted.convert([bson.encode({"_id": 2, "other": True})], [RowMarker.UPSERT])
+    assert batch.column_names == ["_id", "when", "other", ROW_MARKER]
     assert batch.schema.field("when").type == pa.float64()
     state.close()

@@ -12,10 +12,10 @@ import pytest
 from azure.functions.queue import QueueMessage as HostQueueMessage  # what the worker builds
 from pymongo import MongoClient
 
+from function_app import contexts
 from shared.config import load_settings
 from shared.errors import MirrorError
 from shared.landing_zone.tables import TableRef
-from shared.pipeline import wiring
 from shared.pipeline.fanout import decode_task, open_queue
 from shared.pipeline.plans import Phase, load_plan
 from tests.function_host import FUNCTIONS
@@ -35,10 +35,9 @@ def azure_settings(azurite, mongodb_uri: str, mongo_db_name: str, monkeypatch: p
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(wiring, "_process_context", None)
+    contexts.close()  # one opened for another test's settings
     yield load_settings(env)
-    if wiring._process_context is not None:
-        wiring._process_context.close()
+    contexts.close()
 
 
 def deliver(queue: Any, times: int = 1) -> list[str]:
@@ -68,7 +67,7 @@ def test_queue_fan_out_publishes_every_document_once(
     tasks = sorted(decode_task(body).index for body in bodies)
     assert tasks == [0, 1, 2]
 
-    ctx = wiring._process_context
+    ctx = contexts.opened
     assert ctx is not None
     table = TableRef(mongo_db_name, "orders")
     plan = load_plan(ctx.state, table)

@@ -18,7 +18,7 @@ from pymongo import MongoClient
 
 from shared.cli import main
 from shared.config import load_settings
-from shared.conversion import id_text
+from shared.conversion import ROW_MARKER, RowMarker, id_text
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.schema_registry import SCHEMA_KIND
@@ -276,9 +276,10 @@ def test_duplicate_rows_in_the_landing_zone_are_differences(
     store = LocalStore(tmp_path / "lz")
     table_ref = TableRef(mongo_db_name, "orders")
     published = pq.read_table(io.BytesIO(store.read(table_ref.data_file(1))))
-    # An insert (marker 0) of a key already present: Fabric keeps both rows.
+    # An insert of a key already present: Fabric keeps both rows.
     again = published.slice(0, 1)
-    again = again.set_column(again.num_columns - 1, "__rowMarker__", pa.array([0], pa.int32()))
+    inserted = pa.array([RowMarker.INSERT], pa.int32())
+    again = again.set_column(again.num_columns - 1, ROW_MARKER, inserted)
     sink = io.BytesIO()
     pq.write_table(again, sink)
     next_number = 1 + sum(

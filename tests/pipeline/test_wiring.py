@@ -1,12 +1,15 @@
-"""Credentials are proven before anything is written.
+"""Credentials are proven before anything is written; a process opens its context once.
 
 Microsoft Entra cannot run here, so a stand-in credential plays a tenant that refuses the token.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
+from pymongo.errors import InvalidOperation
 
 from shared.config import AzureAuth, load_settings
 from shared.errors import ConfigError
@@ -60,3 +63,27 @@ def test_the_publisher_proves_its_credential_once(monkeypatch: pytest.MonkeyPatc
     assert credential.tokens == 1
     assert publisher.store.description.startswith("DFS file system")
     publisher.state.close()
+
+
+def test_a_context_cache_opens_one_context_until_closed(tmp_path, mongodb_uri: str):
+    settings = load_settings(
+        {
+            "MONGODB_URI": mongodb_uri,
+            "LANDING_ZONE": str(tmp_path / "lz"),
+            "STATE_STORE": str(tmp_path / "s.db"),
+        }
+    )
+    cache = wiring.ContextCache()
+    assert cache.opened is None  # nothing is opened before first use
+    with ThreadPoolExecutor(4) as threads:
+        opened = set(map(id, threads.map(lambda _: cache.get(settings), range(8))))
+    first = cache.get(settings)
+    assert opened == {id(first)} and cache.opened is first
+
+    cache.close()
+    assert cache.opened is None
+    with pytest.raises(InvalidOperation):  # closed, not merely forgotten
+        first.mongo.admin.command("ping")
+    second = cache.get(settings)
+    assert second is not first
+    cache.close()

@@ -15,6 +15,8 @@ from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
 from pymongo.errors import OperationFailure
 
+from mongodb_sandbox.errors import ErrorCode
+
 Client = MongoClient[dict[str, Any]]
 AWAIT_MS = 100
 MAX_ATTEMPTS = 50
@@ -204,7 +206,7 @@ def test_project_removing_the_token_fails(mongo_client: Client, mongo_db_name: s
         coll.insert_one({"_id": 1})
         with pytest.raises(OperationFailure) as raised:
             next_event(stream)
-    assert raised.value.code == 280
+    assert raised.value.code == ErrorCode.CHANGE_STREAM_FATAL_ERROR
 
 
 def test_large_events_split_into_fragments(mongo_client: Client, mongo_db_name: str) -> None:
@@ -219,7 +221,7 @@ def test_large_events_split_into_fragments(mongo_client: Client, mongo_db_name: 
         fragments = [first, *events(stream, first["splitEvent"]["of"] - 1)]
         with pytest.raises(OperationFailure) as raised:
             next_event(unsplit)
-    assert raised.value.code == 10334
+    assert raised.value.code == ErrorCode.BSON_OBJECT_TOO_LARGE
     assert [f["splitEvent"]["fragment"] for f in fragments] == list(range(1, len(fragments) + 1))
     assert len(fragments) >= 2
     event: dict[str, Any] = {}

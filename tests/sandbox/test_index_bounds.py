@@ -9,6 +9,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
+from mongodb_sandbox.errors import ErrorCode
+
 IDS = [1, 2.5, 3, "a", "b", {"x": 1}, b"\x01"]
 
 
@@ -26,4 +28,4 @@ def test_min_without_hint_is_refused(mongo_client: MongoClient, mongo_db_name: s
     collection.insert_one({"_id": 1})
     with pytest.raises(OperationFailure) as caught:  # PyMongo checks too; send the raw command
         mongo_client[mongo_db_name].command("find", "things", min={"_id": 0})
-    assert caught.value.code == 51173
+    assert caught.value.code == ErrorCode.MIN_MAX_WITHOUT_HINT

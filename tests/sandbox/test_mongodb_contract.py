@@ -22,6 +22,7 @@ from pymongo import (
 )
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from mongodb_sandbox.errors import ErrorCode
 from tests.fixtures.mongodb import sandbox_only
 
 Client = MongoClient[dict[str, Any]]
@@ -75,12 +76,12 @@ def test_server_generates_id_when_client_omits_it(mongo_client: Client, mongo_db
     assert isinstance(db.raw.find_one()["_id"], ObjectId)
 
 
-def test_duplicate_id_is_error_11000(mongo_client: Client, mongo_db_name: str) -> None:
+def test_duplicate_id_is_a_duplicate_key_error(mongo_client: Client, mongo_db_name: str) -> None:
     coll = mongo_client[mongo_db_name].items
     coll.insert_one({"_id": 1})
     with pytest.raises(DuplicateKeyError) as raised:
         coll.insert_one({"_id": 1.0})  # numerically equal _id values collide
-    assert raised.value.code == 11000
+    assert raised.value.code == ErrorCode.DUPLICATE_KEY
 
 
 def test_insert_many_ordered_stops_at_first_error(mongo_client: Client, mongo_db_name: str) -> None:
@@ -89,7 +90,8 @@ def test_insert_many_ordered_stops_at_first_error(mongo_client: Client, mongo_db
         coll.insert_many([{"_id": 1}, {"_id": 1}, {"_id": 2}])
     details = raised.value.details
     assert details["nInserted"] == 1
-    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 11000)]
+    errors = [(e["index"], e["code"]) for e in details["writeErrors"]]
+    assert errors == [(1, ErrorCode.DUPLICATE_KEY)]
     assert sorted(d["_id"] for d in coll.find()) == [1]
 
 
@@ -176,7 +178,7 @@ def test_update_cannot_change_id(mongo_client: Client, mongo_db_name: str) -> No
     coll.insert_one({"_id": 1})
     with pytest.raises(OperationFailure) as raised:
         coll.update_one({"_id": 1}, {"$set": {"_id": 2}})
-    assert raised.value.code == 66
+    assert raised.value.code == ErrorCode.IMMUTABLE_FIELD
 
 
 def test_find_one_and_modify_family(mongo_client: Client, mongo_db_name: str) -> None:
@@ -265,7 +267,7 @@ def test_batches_get_more_and_kill_cursors(mongo_client: Client, mongo_db_name: 
     assert killed["cursorsKilled"] == [cursor_id]
     with pytest.raises(OperationFailure) as raised:
         db.command("getMore", cursor_id, collection="items")
-    assert raised.value.code == 43
+    assert raised.value.code == ErrorCode.CURSOR_NOT_FOUND
 
 
 def test_counts_and_distinct(mongo_client: Client, mongo_db_name: str) -> None:
@@ -347,7 +349,7 @@ def test_catalogue_views_and_time_series(mongo_client: Client, mongo_db_name: st
     assert mongo_db_name in mongo_client.list_database_names()
     with pytest.raises(OperationFailure) as raised:
         db.command("create", "items")
-    assert raised.value.code == 48
+    assert raised.value.code == ErrorCode.NAMESPACE_EXISTS
 
 
 def test_rename_and_drop(mongo_client: Client, mongo_db_name: str) -> None:
@@ -367,7 +369,7 @@ def test_list_indexes_of_missing_collection_fails(mongo_client: Client, mongo_db
     db = mongo_client[mongo_db_name]
     with pytest.raises(OperationFailure) as raised:
         db.command("listIndexes", "nothing")
-    assert raised.value.code == 26
+    assert raised.value.code == ErrorCode.NAMESPACE_NOT_FOUND
     assert list(db.nothing.list_indexes()) == []  # the driver hides NamespaceNotFound
 
 

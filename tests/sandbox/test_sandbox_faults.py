@@ -12,6 +12,7 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from mongodb_sandbox import SandboxServer
+from mongodb_sandbox.errors import ErrorCode
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE, SandboxFactory
 from tests.sandbox.test_change_streams_contract import AWAIT_MS, events, next_event
 
@@ -36,7 +37,7 @@ def test_resume_from_a_token_older_than_the_oplog_fails_with_286(
         with pytest.raises(OperationFailure) as raised, coll.watch(resume_after=token) as stream:
             stream.try_next()
     error = raised.value
-    assert error.code == 286
+    assert error.code == ErrorCode.CHANGE_STREAM_HISTORY_LOST
     assert "Resume of change stream was not possible" in str(error)
     assert error.has_error_label("NonResumableChangeStreamError")
 
@@ -60,7 +61,7 @@ def test_a_lagging_stream_loses_history(small_oplog_sandbox: SandboxServer) -> N
             coll.insert_many([{"_id": i} for i in range(1, 3 + SMALL_OPLOG_SIZE)])
             with pytest.raises(OperationFailure) as raised:
                 stream.try_next()
-    assert raised.value.code == 286
+    assert raised.value.code == ErrorCode.CHANGE_STREAM_HISTORY_LOST
 
 
 def test_start_at_operation_time_before_the_oplog_fails(small_oplog_sandbox: SandboxServer) -> None:
@@ -72,7 +73,7 @@ def test_start_at_operation_time_before_the_oplog_fails(small_oplog_sandbox: San
         coll.insert_many([{"_id": i} for i in range(1, 3 + SMALL_OPLOG_SIZE)])
         with pytest.raises(OperationFailure) as raised:
             coll.watch(start_at_operation_time=start).try_next()
-    assert raised.value.code == 286
+    assert raised.value.code == ErrorCode.CHANGE_STREAM_HISTORY_LOST
 
 
 def test_fail_command_fail_point(sandbox_factory: SandboxFactory) -> None:
@@ -83,11 +84,12 @@ def test_fail_command_fail_point(sandbox_factory: SandboxFactory) -> None:
             "configureFailPoint",
             "failCommand",
             mode={"times": 1},
-            data={"failCommands": ["find"], "errorCode": 2},
+            data={"failCommands": ["find"], "errorCode": ErrorCode.BAD_VALUE},
         )
         with pytest.raises(OperationFailure) as raised:
             client.db.items.find_one()
-        assert raised.value.code == 2
+        assert raised.value.code == ErrorCode.BAD_VALUE
+        assert (raised.value.details or {}).get("codeName") == "BadValue"
         assert client.db.items.find_one() == {"_id": 1}
         client.admin.command(
             "configureFailPoint",
@@ -99,6 +101,8 @@ def test_fail_command_fail_point(sandbox_factory: SandboxFactory) -> None:
             with pytest.raises(OperationFailure) as raised:
                 client.db.items.estimated_document_count()
             assert raised.value.has_error_label("Custom")
+            # A code outside the table travels the way MongoDB sends an unnamed assertion's.
+            assert (raised.value.details or {}).get("codeName") == "Location8000"
         client.admin.command("configureFailPoint", "failCommand", mode="off")
         assert client.db.items.estimated_document_count() == 1
 
@@ -122,7 +126,7 @@ def test_retryable_write_error_is_retried_once(sandbox_factory: SandboxFactory) 
     server = sandbox_factory()
     with connect(server) as client:
         # HostUnreachable: retryable, but not a state change that makes the driver rediscover.
-        server.fail_command("insert", error_code=6, times=1)
+        server.fail_command("insert", error_code=ErrorCode.HOST_UNREACHABLE, times=1)
         client.db.items.insert_one({"_id": 1})  # the driver retries the labelled error
         assert client.db.items.count_documents({}) == 1
 
@@ -130,7 +134,7 @@ def test_retryable_write_error_is_retried_once(sandbox_factory: SandboxFactory) 
 def test_python_fault_api_and_clear(sandbox_factory: SandboxFactory) -> None:
     server = sandbox_factory()
     with connect(server, retryReads=False) as client:
-        server.fail_command(["find", "aggregate"], error_code=13, times=None)
+        server.fail_command(["find", "aggregate"], error_code=ErrorCode.UNAUTHORIZED, times=None)
         for _ in range(3):
             with pytest.raises(OperationFailure):
                 client.db.items.find_one()
@@ -148,7 +152,7 @@ def test_change_stream_resumes_after_dropped_connections(sandbox_factory: Sandbo
             server.drop_connections()
             coll.insert_one({"_id": 2})  # retryable write: reconnects
             assert next_event(stream)["documentKey"] == {"_id": 2}
-            server.fail_command("getMore", error_code=6, times=1)
+            server.fail_command("getMore", error_code=ErrorCode.HOST_UNREACHABLE, times=1)
             coll.insert_one({"_id": 3})
             assert next_event(stream)["documentKey"] == {"_id": 3}
             assert stream.try_next() is None
@@ -178,7 +182,7 @@ def test_small_event_limit_splits_or_fails(sandbox_factory: SandboxFactory) -> N
             fragments = events(split, 2)
             with pytest.raises(OperationFailure) as raised:
                 next_event(plain)
-        assert raised.value.code == 10334
+        assert raised.value.code == ErrorCode.BSON_OBJECT_TOO_LARGE
         assert [f["splitEvent"] for f in fragments] == [
             {"fragment": 1, "of": 2},
             {"fragment": 2, "of": 2},
@@ -193,4 +197,4 @@ def test_small_event_limit_splits_or_fails(sandbox_factory: SandboxFactory) -> N
             coll.insert_one({"_id": 2, "a": "z" * 20_000})
             with pytest.raises(OperationFailure) as raised:
                 next_event(split)
-        assert raised.value.code == 10334
+        assert raised.value.code == ErrorCode.BSON_OBJECT_TOO_LARGE

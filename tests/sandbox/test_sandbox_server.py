@@ -17,6 +17,7 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
 from mongodb_sandbox import SandboxServer
+from mongodb_sandbox.errors import ErrorCode
 from tests.fixtures.mongodb import SandboxFactory, sandbox_only
 
 pytestmark = sandbox_only
@@ -53,7 +54,7 @@ def test_invalid_bson_gets_an_error_reply(sandbox_factory: SandboxFactory) -> No
     server = sandbox_factory()
     reply = exchange(server, op_msg(b"\x0c\x00\x00\x00\x10bad"))
     document = reply_document(reply)
-    assert document["ok"] == 0.0 and document["code"] == 22
+    assert document["ok"] == 0.0 and document["code"] == ErrorCode.INVALID_BSON
     assert struct.unpack("<i", reply[8:12])[0] == 7  # responseTo echoes the request id
     assert_still_serving(server)
 
@@ -62,10 +63,10 @@ def test_unknown_opcode_and_command_get_error_replies(sandbox_factory: SandboxFa
     server = sandbox_factory()
     assert reply_document(exchange(server, op_msg(bson.encode({"x": 1}), 2002)))["ok"] == 0.0
     unknown = reply_document(exchange(server, op_msg(bson.encode({"noSuch": 1, "$db": "a"}))))
-    assert (unknown["ok"], unknown["code"]) == (0.0, 59)
+    assert (unknown["ok"], unknown["code"]) == (0.0, ErrorCode.COMMAND_NOT_FOUND)
     with MongoClient(server.uri) as client, pytest.raises(OperationFailure) as raised:
         client.db.command("find", "c", filter={"$where": "1"})
-    assert raised.value.code == 115
+    assert raised.value.code == ErrorCode.COMMAND_NOT_SUPPORTED
 
 
 def test_nonsense_length_closes_only_that_connection(sandbox_factory: SandboxFactory) -> None:

@@ -14,6 +14,7 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, NotPrimaryError, OperationFailure
 
 from mongodb_sandbox import SandboxServer
+from mongodb_sandbox.errors import ErrorCode as SandboxErrorCode
 from shared.conversion import split_documents
 from shared.errors import MirrorError
 from shared.source.client import connect
@@ -95,7 +96,8 @@ def test_a_zero_budget_does_not_retry(server: SandboxServer, client: Any):
 
 
 def test_a_permanent_error_is_not_retried(server: SandboxServer, client: Any):
-    server.fail_command("find", error_code=2, times=1)  # BadValue: the same read fails again
+    # The same read fails again after BadValue.
+    server.fail_command("find", error_code=SandboxErrorCode.BAD_VALUE, times=1)
     retrier = Retrier("planning db.items", 30)
     with pytest.raises(MirrorError) as raised:
         retrier.call(lambda: client.db.items.find_one({}))
