@@ -230,6 +230,22 @@ def _add_log_level(parser: argparse.ArgumentParser, default: object = argparse.S
     )
 
 
+# What an initial sync reads; `run` takes these and the change-window settings.
+SNAPSHOT_SETTINGS = (
+    "MONGODB_URI",
+    "MONGODB_DATABASE",
+    "MONGODB_COLLECTIONS",
+    "LANDING_ZONE",
+    "STATE_STORE",
+    "SNAPSHOT_PARTITIONS",
+    "SNAPSHOT_WORKERS",
+    "MONGODB_RETRY_SECONDS",
+    "FILE_ROWS",
+    "FILE_BYTES",
+    "AZURE_AUTH",
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mongo-fabric-mirror",
@@ -268,17 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_log_level(snapshot)
     _add_settings(
         snapshot,
-        "MONGODB_URI",
-        "MONGODB_DATABASE",
-        "MONGODB_COLLECTIONS",
-        "LANDING_ZONE",
-        "STATE_STORE",
-        "SNAPSHOT_PARTITIONS",
-        "SNAPSHOT_WORKERS",
-        "MONGODB_RETRY_SECONDS",
-        "FILE_ROWS",
-        "FILE_BYTES",
-        "AZURE_AUTH",
+        *SNAPSHOT_SETTINGS,
     )
 
     run = commands.add_parser(
@@ -293,21 +299,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_settings(
         run,
-        "MONGODB_URI",
-        "MONGODB_DATABASE",
-        "MONGODB_COLLECTIONS",
-        "LANDING_ZONE",
-        "STATE_STORE",
-        "SNAPSHOT_PARTITIONS",
-        "SNAPSHOT_WORKERS",
-        "FILE_ROWS",
-        "FILE_BYTES",
+        *SNAPSHOT_SETTINGS,
         "CHANGE_WINDOW_EVENTS",
         "CHANGE_WINDOW_BYTES",
         "CHANGE_WINDOW_SECONDS",
         "CHANGE_AWAIT_MS",
         "CHANGE_LEASE_SECONDS",
-        "AZURE_AUTH",
     )
 
     status = commands.add_parser(
