@@ -494,6 +494,8 @@ class Publisher:
         current = SequenceState.from_json(None if record is None else record.value, table)
         mine = Binding(self.state_id, current.generation, self.state.description)
         if binding is None:
+            binding = self._read_binding(table)  # another process may have just bound it
+        if binding is None:
             if current.next_number > 1:
                 raise BindingError(
                     f"{table}: {self.state.description} has published "
@@ -518,14 +520,23 @@ class Publisher:
                 "STATE_STORE at the store that wrote it, or rebuild the table: "
                 + RESYNC_HINT.format(table=table)
             )
-        self._check_files(table, current, numbers)
+        # Other writers may publish while the folder is listed. A number is allocated before its
+        # file appears, so files are judged "ahead" against the state read *after* the listing,
+        # and "missing" against the state read *before* it.
+        self._check_files(table, current, self._sequence(table), numbers)
         self._bound.add(table.folder)
 
-    def _check_files(self, table: TableRef, current: SequenceState, numbers: set[int]) -> None:
-        ahead = sorted(n for n in numbers if n >= current.next_number)
+    def _check_files(
+        self,
+        table: TableRef,
+        current: SequenceState,
+        after: SequenceState,
+        numbers: set[int],
+    ) -> None:
+        ahead = sorted(n for n in numbers if n >= after.next_number)
         if ahead:
             raise BindingError(
-                f"{table}: the folder holds file {ahead[0]}, beyond the {current.next_number - 1} "
+                f"{table}: the folder holds file {ahead[0]}, beyond the {after.next_number - 1} "
                 f"files {self.state.description} numbered: the state is older than the landing "
                 "zone (restored from a backup?). Point STATE_STORE at the current store, or "
                 "rebuild the table: " + RESYNC_HINT.format(table=table)

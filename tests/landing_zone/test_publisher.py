@@ -390,3 +390,30 @@ def test_a_claimed_writer_fences_out_the_earlier_holder(publisher: Publisher, st
     assert not [f for f in store.list_files(TABLE.folder) if STAGING_PREFIX in f.path]
 
     assert publisher.publish(TABLE, batch("p0", 1, 2), "p0", {"batches": 2}, second) == 2
+
+
+def test_a_publish_by_another_worker_while_the_folder_is_listed_is_not_taken_for_foreign(
+    publisher: Publisher, store: LocalStore
+):
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 0, 2), "w", {"batches": 1}, owner)
+
+    class PublishingWhileListed:
+        """The folder listing of a second worker's check runs just after the first worker's
+        next publish: the interleaving that made a fresh worker refuse its own table."""
+
+        def __init__(self) -> None:
+            self.done = False
+
+        def __getattr__(self, name: str):
+            return getattr(store, name)
+
+        def list_files(self, folder: str):
+            if not self.done and folder == TABLE.folder:
+                self.done = True
+                publisher.publish(TABLE, batch("w", 1, 2), "w", {"batches": 2}, owner)
+            return store.list_files(folder)
+
+    second = Publisher(PublishingWhileListed(), publisher.state)  # type: ignore[arg-type]
+    second.prepare_table(TABLE)
+    assert publisher.allocated_count(TABLE) == 2
