@@ -28,7 +28,7 @@ import os
 import azure.functions as func
 
 from shared.config import load_settings
-from shared.errors import ConfigError, MirrorError
+from shared.errors import ConfigError, MirrorError, UnknownTableError
 from shared.pipeline.fanout import (
     POISON_QUEUE_NAME,
     QUEUE_NAME,
@@ -38,7 +38,7 @@ from shared.pipeline.fanout import (
 )
 from shared.pipeline.inspect import inspect_landing_zone, report_to_json
 from shared.pipeline.orchestrator import tick
-from shared.pipeline.rebuild import parse_table_name, rebuild_table
+from shared.pipeline.rebuild import resync_table
 from shared.pipeline.snapshot import mark_failed, run_partition
 from shared.pipeline.status import collect_status
 from shared.pipeline.wiring import ContextCache, open_landing_zone_store, open_state
@@ -70,10 +70,10 @@ def inspect(req: func.HttpRequest) -> func.HttpResponse:
     try:
         store = open_landing_zone_store(load_settings(os.environ))
         reports = inspect_landing_zone(store, table)
-    except ConfigError as error:
-        return _error(error)
+    except UnknownTableError as error:
+        return _json({"error": error.problem}, 404)
     except MirrorError as error:
-        return _error(error, 404 if table else 500)
+        return _error(error)
     conforms = all(report.conforms for report in reports)
     body = {"conforms": conforms, "tables": [report_to_json(r) for r in reports]}
     return _json(body, 200 if conforms else 409)
@@ -100,22 +100,18 @@ def start_snapshot(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="tables/{table}/resync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def resync(req: func.HttpRequest) -> func.HttpResponse:
     """Rebuild one mirrored table (folder and state dropped); 202 with how often it was rebuilt."""
-    name = req.route_params.get("table", "")
-    try:
-        table = parse_table_name(name)
-    except ConfigError as error:
-        return _json({"error": error.problem}, 400)
     try:
         settings = load_settings(os.environ)
-        selected = settings.collections()
-        if table.schema != settings.require("MONGODB_DATABASE") or (
-            selected is not None and table.name not in selected
-        ):
-            # Rebuilding a table this app does not mirror would only delete it.
-            message = f"{table} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"
-            return _json({"error": message}, 404)
-        ctx = contexts.get(settings)
-        count = rebuild_table(ctx.publisher, table, "resync requested by an operator")
+        table, count = resync_table(
+            contexts.get(settings).publisher,
+            req.route_params.get("table", ""),
+            settings.require("MONGODB_DATABASE"),
+            settings.collections(),
+        )
+    except UnknownTableError as error:
+        return _json({"error": error.problem}, 404)
+    except ConfigError as error:
+        return _json({"error": error.problem}, 400)
     except MirrorError as error:
         return _error(error)
     return _json({"table": str(table), "rebuilds": count}, 202)

@@ -14,3 +14,10 @@ class ConfigError(MirrorError):
         super().__init__(f"{setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+class UnknownTableError(ConfigError):
+    """A table named by the user (``--table``, a URL) is not one this mirror has."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("--table", problem)

@@ -443,3 +443,28 @@ def test_log_lines_never_run_on_after_the_progress_line_on_a_terminal(
     assert any("docs/s ETA" in line for line in visible)
     glued = [line for line in visible if "docs/s ETA" in line and LOG_LINE.search(line)]
     assert glued == []
+
+
+def test_resync_of_a_table_nobody_mirrors_is_a_clear_error_not_a_success(tmp_path: Path):
+    result = run(
+        "resync",
+        "--table",
+        "shop.ordrs",
+        "--landing-zone",
+        str(tmp_path / "lz"),
+        "--state",
+        str(tmp_path / "state.db"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"configuration error: --table: no table shop.ordrs in local folder {tmp_path / 'lz'} "
+        f"or SQLite file {tmp_path / 'state.db'}"
+    )
+
+
+def test_status_of_a_state_file_that_does_not_exist_creates_nothing(tmp_path: Path):
+    result = run("status", "--state", str(tmp_path / "nowhere" / "state.db"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "STATE_STORE" in result.stderr and "does not exist" in result.stderr
+    assert not (tmp_path / "nowhere").exists()

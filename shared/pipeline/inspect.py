@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.errors import MirrorError
+from shared.errors import UnknownTableError
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.tables import TableRef, collection_name
-
-
-class UnknownTableError(MirrorError):
-    """The table asked for is not in the landing zone (the CLI calls it a wrong --table)."""
-
 
 if TYPE_CHECKING:
     from shared.landing_zone.replayer import TableReport

@@ -23,6 +23,7 @@ from shared.pipeline.local_snapshot import ProgressDisplay, SnapshotPool
 from shared.pipeline.snapshot import pending_tasks, plan_selected
 from shared.pipeline.status import record_error
 from shared.pipeline.wiring import MirrorContext, open_context
+from shared.source.retry import Retrier
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def run_mirror(
     reader = ChangeReader(ctx, settings.require("MONGODB_DATABASE"), settings.collections())
     pool: SnapshotPool | None = None
     summary = RunSummary()
+    retrier = Retrier.for_settings(settings, f"change stream of {reader.database}")
     try:
         reader.acquire()
         replan_at = 0.0
@@ -69,7 +71,7 @@ def run_mirror(
             if time.monotonic() >= replan_at:
                 pool, display = _plan(ctx, settings, pool, summary, out) or (pool, display)
                 replan_at = time.monotonic() + DISCOVERY_SECONDS
-            result = reader.window()
+            result = retrier.call(reader.window)  # a failed window is re-read from its checkpoint
             summary.windows += 1
             summary.events += result.events
             _count(tally, result)

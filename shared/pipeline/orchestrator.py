@@ -22,6 +22,7 @@ from shared.pipeline.plans import TablePlan
 from shared.pipeline.snapshot import pending_tasks, plan_selected
 from shared.pipeline.status import record_error
 from shared.pipeline.wiring import MirrorContext
+from shared.source.retry import Retrier
 from shared.state.base import JsonObject, StateStore, update
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,10 @@ def _tick(
         summary.lease_held_elsewhere = True
         return summary
     window_seconds = ctx.settings.integer("CHANGE_WINDOW_SECONDS")
+    retrier = Retrier.for_settings(ctx.settings, f"change stream of {database}")
     try:
         while True:
-            result = reader.window()
+            result = retrier.call(reader.window)  # a failed window is re-read from its checkpoint
             summary.windows += 1
             summary.events += result.events
             if result.rebuilt or result.discovered:

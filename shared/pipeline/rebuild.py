@@ -16,9 +16,9 @@ import logging
 import time
 
 from shared import telemetry
-from shared.errors import ConfigError, MirrorError
-from shared.landing_zone.publisher import Publisher
-from shared.landing_zone.tables import TableRef
+from shared.errors import ConfigError, MirrorError, UnknownTableError
+from shared.landing_zone.publisher import SEQUENCE_KIND, Publisher
+from shared.landing_zone.tables import TableRef, collection_name
 from shared.pipeline.plans import REBUILD_KIND, TABLE_KIND
 from shared.pipeline.schema_registry import SCHEMA_KIND
 from shared.pipeline.snapshot import PARTITION_KIND
@@ -30,14 +30,49 @@ KEPT_CAUSES = 10
 
 
 def parse_table_name(text: str) -> TableRef:
-    """``<database>.<collection>`` as shown by status (database names have no dots)."""
+    """``<database>.<collection>`` as status shows it (the folder name), or with the collection's
+    own name when that cannot name a folder (``db.a/b``); database names have no dots."""
     database, dot, collection = text.strip().partition(".")
     if not dot or not database or not collection:
         raise ConfigError("--table", f"{text!r} must be <database>.<collection>")
     try:
         return TableRef(database, collection)
+    except MirrorError:
+        pass
+    try:
+        return TableRef.for_collection(database, collection)
     except MirrorError as error:
         raise ConfigError("--table", str(error)) from None
+
+
+def resync_table(
+    publisher: Publisher,
+    name: str,
+    database: str | None = None,
+    collections: list[str] | None = None,
+) -> tuple[TableRef, int]:
+    """Rebuild the table named ``name`` on an operator's request; returns it and its count.
+
+    With ``database`` (and ``collections``, None for all), only a table those select is taken:
+    rebuilding a table this mirror does not stream would only delete it.
+    """
+    table = parse_table_name(name)
+    if database is not None and (
+        table.schema != database
+        or (collections is not None and collection_name(table.name) not in collections)
+    ):
+        raise UnknownTableError(
+            f"{table} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"
+        )
+    state, store = publisher.state, publisher.store
+    known = (
+        state.get(TABLE_KIND, table.folder) is not None
+        or state.get(SEQUENCE_KIND, table.folder) is not None
+        or bool(store.list_files(table.folder))
+    )
+    if not known:
+        raise UnknownTableError(f"no table {table} in {store.description} or {state.description}")
+    return table, rebuild_table(publisher, table, "resync requested by an operator")
 
 
 def rebuild_table(publisher: Publisher, table: TableRef, cause: str) -> int:

@@ -50,8 +50,18 @@ def open_landing_zone_store(
     return store
 
 
-def open_state(settings: Settings, credential: TokenCredential | None = None) -> StateStore:
+def open_state(
+    settings: Settings, credential: TokenCredential | None = None, *, must_exist: bool = False
+) -> StateStore:
+    """The state store; with ``must_exist`` (commands that only read it) a SQLite file that is
+    not there is a configuration error rather than a new, empty state that reports nothing."""
     location = settings.require("STATE_STORE")
+    parsed = parse_state_location(location)
+    if must_exist and parsed.path is not None and not parsed.path.exists():
+        raise ConfigError(
+            "STATE_STORE",
+            f"{parsed.path} does not exist: run this where `run` ran, or pass --state",
+        )
     if credential is None and _state_needs_token(location):
         credential = checked_credential(settings)
     state = open_state_store(location, credential)
