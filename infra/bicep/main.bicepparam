@@ -34,7 +34,8 @@ param baseName = 'mfm'
 
 // A region that offers Flex Consumption with Python (az functionapp
 // list-flexconsumption-locations --runtime python -o table); with an Atlas private endpoint, the
-// Atlas cluster's region. The template's default is the resource group's region.
+// Atlas cluster's region. FILL IN: this value wins over the resource group's region, so use the
+// same region you gave `az group create --location`.
 param location = 'westeurope'
 
 param tags = {
