@@ -82,7 +82,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         f"that changes nothing makes no event); {result.seconds:.0f}s in all"
     )
     print(format_report(result.verify))
-    inspected = _print_inspection(open_landing_zone_store(settings), None)
+    store = open_landing_zone_store(settings)
+    inspected = _print_inspection(store, None)
+    landing_zone = settings.require("LANDING_ZONE")
+    print(
+        f"the mirrored tables are in {store.description} (<database>.schema/<collection>/, "
+        f"parquet files as Fabric reads them); state in {settings.require('STATE_STORE')}. "
+        f"Look again: mongo-fabric-mirror inspect --landing-zone {landing_zone}"
+    )
     return 0 if result.verify.equal and inspected == 0 else 1
 
 
