@@ -3,10 +3,7 @@
 A window, and why each step is where it is:
 1. read complete events (split fragments reassembled) from the database checkpoint until the
    window closes: CHANGE_WINDOW_EVENTS events, CHANGE_WINDOW_BYTES bytes or
-   CHANGE_WINDOW_SECONDS seconds, or nothing more is ready now. A thread reads the stream ahead
-   (at most one more window's worth) while the window converts and publishes; the checkpoint
-   is the resume token right after the last event the window consumed, and a failed window
-   drops the stream with what was read ahead;
+   CHANGE_WINDOW_SECONDS seconds, or nothing more is ready now;
 2. per table touched, in stream order: a streaming table publishes one parquet file (upserts of
    full documents, deletes by `_id` text) and records the last event's token as its progress in
    the same compare-and-swap that allocates the file's number; a table still being snapshotted
@@ -29,13 +26,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import bson
 import pyarrow as pa
 from bson.raw_bson import RawBSONDocument
+from pymongo.change_stream import ChangeStream
 
 from shared import telemetry
 from shared.errors import MirrorError
@@ -53,8 +50,8 @@ from shared.source.change_stream import (
     TABLE_ENDING_OPERATIONS,
     ChangeEvent,
     HistoryLost,
-    ReadAhead,
     database_position,
+    next_event,
     open_stream,
     token_order,
     token_to_json,
@@ -98,7 +95,7 @@ class ChangeReader:
         self._collections = collections
         self._owner = ""
         self._lease_seconds = _setting(ctx, "CHANGE_LEASE_SECONDS")
-        self._stream: ReadAhead | None = None
+        self._stream: ChangeStream[RawBSONDocument] | None = None
         self._table_owners: dict[str, str] = {}
         self._registries: dict[str, SchemaRegistry] = {}
 
@@ -137,7 +134,9 @@ class ChangeReader:
 
     def release(self) -> None:
         """Give the lease back (after the window in hand) so a successor need not wait."""
-        self._close_stream()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
         if not self._owner:
             return
 
@@ -177,9 +176,8 @@ class ChangeReader:
         try:
             return self._window()
         except BaseException:
-            # This window's events are dropped with it, and those read ahead of it: the next
-            # window must read them again from the checkpoint, not go on from where the open
-            # stream has got to; and claim
+            # This window's events are dropped with it: the next window must read them again
+            # from the checkpoint, not go on from where the open stream has got to; and claim
             # its tables afresh, which finishes any publish this one left pending.
             self._close_stream()
             self._table_owners.clear()
@@ -196,19 +194,15 @@ class ChangeReader:
         groups: dict[str, list[ChangeEvent]] = {}
         size = 0
         start_after = False
-        alive = True
         try:
             stream = self._open()
-            token = None
             result.idle = False
             while result.events < max_events and size < max_bytes:
-                item = stream.next()
-                token = item.token  # the checkpoint covers what this window consumed, no more
-                event = item.event
+                event = next_event(stream)
                 if event is None:
                     # Drained up to the present, or the cursor died (a fatal error the driver
                     # closed it on): then the next window reopens it.
-                    result.idle = alive = item.alive
+                    result.idle = stream.alive
                     break
                 result.events += 1
                 size += event.size
@@ -218,15 +212,15 @@ class ChangeReader:
                 self._route(event, groups, result)
                 if time.monotonic() >= deadline:
                     break
-            checkpoint = self._stream_token(token)
+            token = self._stream_token(stream)
         except HistoryLost as error:
             self._history_lost(str(error), result)
             return result
         for collection, events in groups.items():
             name = str(TableRef.for_collection(self._database, collection))
             result.tables[name] = self._apply(collection, events, result)
-        self._checkpoint(checkpoint, start_after)
-        if start_after or not alive:
+        self._checkpoint(token, start_after)
+        if start_after or not stream.alive:
             self._close_stream()
         return result
 
@@ -404,34 +398,29 @@ class ChangeReader:
             return False
         return self._collections is None or collection in self._collections
 
-    def _open(self) -> ReadAhead:
+    def _open(self) -> ChangeStream[RawBSONDocument]:
         if self._stream is None:
             record = self._ctx.state.get(STREAM_KIND, self._database)
             if record is None:
                 raise MirrorError(f"database {self._database} has no stream checkpoint")
-            stream = open_stream(
+            self._stream = open_stream(
                 self._ctx.mongo[self._database],
                 self._collections,
                 str(record.value["token"]),
                 start_after=bool(record.value.get("start_after")),
                 max_await_ms=_setting(self._ctx, "CHANGE_AWAIT_MS"),
             )
-            self._stream = ReadAhead(
-                stream,
-                max_events=_setting(self._ctx, "CHANGE_WINDOW_EVENTS"),
-                max_bytes=_setting(self._ctx, "CHANGE_WINDOW_BYTES"),
-                name=f"change-stream-{self._database}",
-            )
         return self._stream
 
-    def _stream_token(self, token: Mapping[str, Any] | None) -> str:
+    def _stream_token(self, stream: ChangeStream[RawBSONDocument]) -> str:
+        token = stream.resume_token
         if token is None:
             raise MirrorError(f"database {self._database}: the stream has no resume token")
         return token_to_json(token)
 
     def _close_stream(self) -> None:
         if self._stream is not None:
-            self._stream.stop()
+            self._stream.close()
             self._stream = None
 
 

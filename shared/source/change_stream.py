@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -20,11 +17,7 @@ from pymongo.errors import OperationFailure
 
 from shared.errors import MirrorError
 
-log = logging.getLogger(__name__)
-
 _EXACT = json_util.CANONICAL_JSON_OPTIONS
-# How long stopping a read-ahead waits for its thread (in a getMore of at most CHANGE_AWAIT_MS).
-STOP_WAIT_SECONDS = 30.0
 
 
 def current_position(collection: Collection[RawBSONDocument]) -> str:
@@ -185,123 +178,6 @@ def next_event(stream: ChangeStream[RawBSONDocument]) -> ChangeEvent | None:
             for fragment in fragments:
                 merged.update({k: v for k, v in fragment.items() if k != "splitEvent"})
             return _event(merged, raw)
-
-
-@dataclass(frozen=True)
-class ReadItem:
-    """The next thing a read-ahead has: an event, or (``event`` None) "nothing more is ready".
-
-    ``token`` resumes right after the event (when nothing was ready: the post-batch token, which
-    moves on while the stream is idle); ``alive`` False: the cursor died, reopen the stream.
-    """
-
-    event: ChangeEvent | None
-    token: Mapping[str, Any] | None
-    alive: bool = True
-
-
-class ReadAhead:
-    """Reads a change stream on a thread of its own, ahead of the window that consumes it.
-
-    While a window converts and publishes, the server is already rendering the next events and
-    this thread receiving them, instead of each side waiting for the other. Each event is paired
-    with the resume token right after it, so a checkpoint names exactly the events consumed,
-    never the ones read ahead. At most ``max_events`` events or ``max_bytes`` bytes wait
-    (one window's worth); "nothing ready" is kept once, with the newest post-batch token. An
-    error reading the stream reaches the consumer in order, after the events before it. The
-    stream belongs to the thread from here on: only it reads and closes it.
-    """
-
-    def __init__(
-        self,
-        stream: ChangeStream[RawBSONDocument],
-        *,
-        max_events: int,
-        max_bytes: int,
-        name: str,
-    ) -> None:
-        self._stream = stream
-        self._max_events = max_events
-        self._max_bytes = max_bytes
-        self._items: deque[ReadItem | Exception] = deque()
-        self._events = 0
-        self._bytes = 0
-        self._stopping = False
-        self._condition = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def next(self) -> ReadItem:
-        """The next item in stream order, waiting for the thread if it has none yet."""
-        with self._condition:
-            while not self._items:
-                if not self._thread.is_alive():
-                    raise MirrorError("the change stream's reading thread has stopped")
-                self._condition.wait(1.0)
-            item = self._items.popleft()
-            if isinstance(item, ReadItem) and item.event is not None:
-                self._events -= 1
-                self._bytes -= item.event.size
-                self._condition.notify_all()
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    def stop(self) -> None:
-        """Stop reading, drop what was read ahead and close the stream (on its thread)."""
-        with self._condition:
-            self._stopping = True
-            self._items.clear()
-            self._condition.notify_all()
-        self._thread.join(STOP_WAIT_SECONDS)
-        if self._thread.is_alive():
-            log.warning("a change stream read did not finish in %.0f s", STOP_WAIT_SECONDS)
-
-    def _run(self) -> None:
-        stream = self._stream
-        try:
-            while not self._stopping:
-                event = next_event(stream)
-                if event is None:
-                    alive = stream.alive
-                    self._put_idle(ReadItem(None, stream.resume_token, alive))
-                    if not alive:
-                        return
-                else:
-                    # The event's own token, not the stream's (a deep copy each time, and
-                    # resuming after the event is all a checkpoint needs).
-                    self._put_event(ReadItem(event, {"_data": event.position}))
-        except Exception as error:
-            with self._condition:
-                self._items.append(error)
-                self._condition.notify_all()
-        finally:
-            stream.close()
-
-    def _put_event(self, item: ReadItem) -> None:
-        assert item.event is not None
-        with self._condition:
-            while self._events and (
-                self._events >= self._max_events or self._bytes >= self._max_bytes
-            ):
-                if self._stopping:
-                    return
-                self._condition.wait()
-            if self._stopping:
-                return
-            self._items.append(item)
-            self._events += 1
-            self._bytes += item.event.size
-            self._condition.notify_all()
-
-    def _put_idle(self, item: ReadItem) -> None:
-        with self._condition:
-            last = self._items[-1] if self._items else None
-            if isinstance(last, ReadItem) and last.event is None:
-                self._items[-1] = item  # one "nothing ready", with the newest token
-            else:
-                self._items.append(item)
-            self._condition.notify_all()
 
 
 def _event(event: Mapping[str, Any], last: RawBSONDocument) -> ChangeEvent:
