@@ -114,6 +114,7 @@ class ChangeStreamCursor:
             )
         self._split = bool(stages) and "$changeStreamSplitLargeEvent" in stages[-1]
         self._stages = stages[:-1] if self._split else stages
+        self._projects = any("$project" in stage for stage in self._stages)
         for stage in self._stages:
             if next(iter(stage)) not in ("$match", "$project"):
                 raise CommandError(
@@ -213,9 +214,10 @@ class ChangeStreamCursor:
         if not self._scope.sees(entry):
             return []
         rendered: list[tuple[RawBSONDocument, dict[str, str]]] = []
-        event = self._apply_stages(self._event(entry))
-        if event is not None:
-            rendered.extend(self._encode(event, entry))
+        event = self._event(entry)
+        raw = self._apply_stages(event)
+        if raw is not None:
+            rendered.extend(self._encode(raw, event["_id"], entry))
         if self._scope.invalidated_by(entry):
             token = make_token(entry.cluster_time, entry.seq, INVALIDATE)
             invalidate = {
@@ -255,11 +257,23 @@ class ChangeStreamCursor:
             event["updateDescription"] = entry.update_description
         return event
 
-    def _apply_stages(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def _apply_stages(self, event: dict[str, Any]) -> RawBSONDocument | None:
+        """The event encoded after the pipeline's stages; None when a `$match` drops it."""
+        raw = storage.encode(event)
         if not self._stages:
-            return event
+            return raw
+        if not self._projects:
+            # Only filters: match a lazy view of the encoded event. Its sub-documents (the
+            # full document above all) decode only as far as a filter's paths reach, and the
+            # event needs no second encoding. The view is dropped after matching, so a batch
+            # of events holds no decoded objects.
+            view = RawBSONDocument(raw.raw, storage.RAW_OPTIONS)
+            for stage in self._stages:
+                if not query.matches(view, stage["$match"]):
+                    return None
+            return raw
         token = event["_id"]
-        document = storage.decode(storage.encode(event))
+        document = storage.decode(raw)
         for stage in self._stages:
             if "$match" in stage:
                 if not query.matches(document, stage["$match"]):
@@ -273,17 +287,16 @@ class ChangeStreamCursor:
                 "modified by the pipeline. Modifying the _id field of an event makes it "
                 "impossible to resume the stream from that point.",
             )
-        return document
+        return storage.encode(document)
 
     def _encode(
-        self, event: dict[str, Any], entry: Entry
+        self, raw: RawBSONDocument, token: dict[str, str], entry: Entry
     ) -> list[tuple[RawBSONDocument, dict[str, str]]]:
-        raw = storage.encode(event)
         if len(raw.raw) <= self._max_event_bytes:
-            return [(raw, event["_id"])]
+            return [(raw, token)]
         if not self._split:
-            raise too_large(len(raw.raw), self._max_event_bytes, event["_id"])
-        fragments = split_event(event, entry, self._max_event_bytes)
+            raise too_large(len(raw.raw), self._max_event_bytes, token)
+        fragments = split_event(storage.decode(raw), entry, self._max_event_bytes)
         skipped, self._skip_fragments = self._skip_fragments, 0
         return fragments[skipped:]
 

@@ -397,6 +397,38 @@ def test_storage_errors_during_publish_never_lose_or_duplicate_a_change(
     assert_verified(ctx)
 
 
+@pytest.mark.parametrize("fail_at", [{1}, {3}, {6}])
+def test_windows_checkpoint_only_what_they_consumed_of_the_stream_read_ahead(
+    make_context: MakeContext, mongo_client: MongoClient, fail_at: set[int]
+):
+    """Every change is written before the first window of 5 events, so the stream has read far
+    beyond each window (its first batch holds them all): a reader that stops after one window,
+    and a window that fails, must leave the events read ahead of them to the next window."""
+    ctx = make_context(CHANGE_WINDOW_EVENTS="5")
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(10)])
+    snapshot(ctx)
+    for i in range(10, 40):
+        db.orders.insert_one({"_id": i, "v": i})
+    db.orders.update_many({"_id": {"$lt": 5}}, {"$set": {"v": "changed"}})
+    db.orders.delete_many({"_id": {"$gte": 35}})
+    reader = reader_for(ctx)
+    first = reader.window()
+    assert first.events == 5 and not first.idle
+    reader.release()  # the process stops after one window
+    reader = reader_for(ctx)
+    ctx.publisher.store = FlakyStore(ctx.publisher.store, fail_at)  # type: ignore[assignment]
+    failures = 0
+    for _ in range(50):
+        try:
+            if reader.window().idle:
+                break
+        except OSError:
+            failures += 1
+    assert failures == 1
+    assert_verified(ctx)
+
+
 def test_dropped_connections_and_failed_getmores_resume_from_the_checkpoint(
     sandbox_factory: SandboxFactory, make_context: MakeContext
 ):
