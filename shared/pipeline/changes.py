@@ -50,7 +50,7 @@ from shared.source.change_stream import (
     TABLE_ENDING_OPERATIONS,
     ChangeEvent,
     HistoryLost,
-    database_position,
+    current_position,
     next_event,
     open_stream,
     token_order,
@@ -94,7 +94,7 @@ class ChangeReader:
         self._database = database
         self._collections = collections
         self._owner = ""
-        self._lease_seconds = _setting(ctx, "CHANGE_LEASE_SECONDS")
+        self._lease_seconds = ctx.settings.integer("CHANGE_LEASE_SECONDS")
         self._stream: ChangeStream[RawBSONDocument] | None = None
         self._table_owners: dict[str, str] = {}
         self._registries: dict[str, SchemaRegistry] = {}
@@ -187,9 +187,9 @@ class ChangeReader:
 
     def _window(self) -> WindowResult:
         self.release_held_changes()
-        max_events = _setting(self._ctx, "CHANGE_WINDOW_EVENTS")
-        max_bytes = _setting(self._ctx, "CHANGE_WINDOW_BYTES")
-        deadline = time.monotonic() + _setting(self._ctx, "CHANGE_WINDOW_SECONDS")
+        max_events = self._ctx.settings.integer("CHANGE_WINDOW_EVENTS")
+        max_bytes = self._ctx.settings.integer("CHANGE_WINDOW_BYTES")
+        deadline = time.monotonic() + self._ctx.settings.integer("CHANGE_WINDOW_SECONDS")
         result = WindowResult()
         groups: dict[str, list[ChangeEvent]] = {}
         size = 0
@@ -388,7 +388,7 @@ class ChangeReader:
         self._close_stream()
         for plan in self._plans():
             self._rebuild(plan.table, f"change history lost: {reason}", result)
-        self._checkpoint(database_position(self._ctx.mongo[self._database]), False)
+        self._checkpoint(current_position(self._ctx.mongo[self._database]), False)
 
     def _plans(self) -> list[TablePlan]:
         return [plan for plan in all_plans(self._ctx.state) if plan.database == self._database]
@@ -408,7 +408,7 @@ class ChangeReader:
                 self._collections,
                 str(record.value["token"]),
                 start_after=bool(record.value.get("start_after")),
-                max_await_ms=_setting(self._ctx, "CHANGE_AWAIT_MS"),
+                max_await_ms=self._ctx.settings.integer("CHANGE_AWAIT_MS"),
             )
         return self._stream
 
@@ -479,10 +479,3 @@ def _read_held(data: bytes) -> Iterator[ChangeEvent]:
             raise MirrorError("a held-changes file has a malformed row")
         operation = "delete" if marker == RowMarker.DELETE else "replace"
         yield ChangeEvent("", operation, 0, None, bytes(document.raw), len(document.raw))
-
-
-def _setting(ctx: MirrorContext, name: str) -> int:
-    value = ctx.settings.integer(name)
-    if value is None:
-        raise MirrorError(f"{name} has no value")
-    return value

@@ -8,7 +8,7 @@ for the window protocol and the lease the record also carries).
 from __future__ import annotations
 
 from shared.pipeline.wiring import MirrorContext
-from shared.source.change_stream import database_position
+from shared.source.change_stream import current_position
 from shared.source.retry import Retrier
 from shared.state.base import JsonObject, update
 
@@ -20,7 +20,7 @@ def ensure_checkpoint(ctx: MirrorContext, database: str) -> None:
     if ctx.state.get(STREAM_KIND, database) is not None:
         return
     retrier = Retrier.for_settings(ctx.settings, f"starting the change stream of {database}")
-    token = retrier.call(lambda: database_position(ctx.mongo[database]))
+    token = retrier.call(lambda: current_position(ctx.mongo[database]))
 
     def create(value: JsonObject | None) -> JsonObject:
         return value if value is not None else {"token": token, "start_after": False}

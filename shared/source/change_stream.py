@@ -20,16 +20,16 @@ from shared.errors import MirrorError
 _EXACT = json_util.CANONICAL_JSON_OPTIONS
 
 
-def current_position(collection: Collection[RawBSONDocument]) -> str:
-    """A resume token for "now" on ``collection``, taken by opening (and closing) a stream.
-
-    The server answers the opening aggregate with a ``postBatchResumeToken`` for the present, so
-    every change after this call is replayable from the returned token.
+def current_position(watched: Collection[RawBSONDocument] | Database[RawBSONDocument]) -> str:
+    """A resume token for "now" on a collection or a whole database, taken by opening (and
+    closing) a stream: the server answers the opening aggregate with a ``postBatchResumeToken``
+    for the present, so every change after this call is replayable from the returned token.
     """
-    with collection.watch(full_document="updateLookup") as stream:
+    with watched.watch(full_document="updateLookup") as stream:
         token = stream.resume_token
     if token is None:
-        raise MirrorError(f"{collection.full_name}: the server gave no resume token")
+        name = watched.full_name if isinstance(watched, Collection) else watched.name
+        raise MirrorError(f"{name}: the server gave no resume token")
     return token_to_json(token)
 
 
@@ -71,15 +71,6 @@ TABLE_ENDING_OPERATIONS = frozenset({"drop", "rename"})
 
 class HistoryLost(MirrorError):
     """The stream's resume point fell off the oplog (or the stream died for good)."""
-
-
-def database_position(database: Database[RawBSONDocument]) -> str:
-    """A resume token for "now" on a whole database (see ``current_position``)."""
-    with database.watch(full_document="updateLookup") as stream:
-        token = stream.resume_token
-    if token is None:
-        raise MirrorError(f"{database.name}: the server gave no resume token")
-    return token_to_json(token)
 
 
 def token_order(token_json: str) -> str:
