@@ -531,3 +531,27 @@ def test_a_renamed_collection_leaves_no_stale_table_and_the_new_one_is_mirrored(
     assert store.list_files(TableRef(db.name, "before").folder) == []
     assert store.size(TableRef(db.name, "after").metadata_file) is not None
     assert_verified(ctx)
+
+
+def test_a_dropped_database_rebuilds_every_table_and_streams_on_when_it_returns(
+    make_context: MakeContext, mongo_client: MongoClient
+):
+    ctx = make_context()
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(10)])
+    db.other.insert_one({"_id": 1})
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    mongo_client.drop_database(db.name)
+    rebuilt: list[str] = []
+    for _ in range(20):  # the drop events, then the invalidate: the stream goes on startAfter
+        result = reader.window()
+        rebuilt += result.rebuilt
+        if result.idle:
+            break
+    assert sorted(set(rebuilt)) == [f"{db.name}.orders", f"{db.name}.other"]
+    for name in ("orders", "other"):
+        assert ctx.publisher.store.list_files(TableRef(db.name, name).folder) == []
+    db.orders.insert_many([{"_id": i, "again": True} for i in range(3)])
+    drain(reader, ctx)
+    assert_verified(ctx)
