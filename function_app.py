@@ -167,7 +167,7 @@ def mirror_tick(timer: func.TimerRequest) -> None:
     """One orchestrator tick: fan out snapshots that are due, then stream changes on a budget."""
     try:
         settings = load_settings(os.environ)
-        budget = int(settings.require("CHANGE_BUDGET_SECONDS"))
+        budget = settings.integer("CHANGE_BUDGET_SECONDS")
         summary = tick(contexts.get(settings), open_queue(settings, os.environ), budget)
     except MirrorError as error:
         log.error("tick failed: %s", _describe(error))
