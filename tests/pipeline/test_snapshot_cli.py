@@ -120,7 +120,7 @@ def test_worker_killed_mid_partition_then_rerun_resumes(
     os.kill(victims[0], signal.SIGKILL)
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 1
-    assert "a worker died" in stderr and "run again to resume" in stderr
+    assert "a worker process died" in stderr and "run again to resume" in stderr
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert second.returncode == 0, second.stderr[-3000:]
