@@ -53,7 +53,7 @@ from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_conversion import PartnerAppBaseline, orders
 from benchmarks.bench_snapshot import SCRIPT, start_sandbox
-from shared.source.change_stream import token_from_json
+from shared.source.resume_tokens import token_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DELTA_SYNC_BATCH_SIZE = 100  # the partner app's default

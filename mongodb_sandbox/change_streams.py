@@ -259,19 +259,22 @@ class ChangeStreamCursor:
 
     def _apply_stages(self, event: dict[str, Any]) -> RawBSONDocument | None:
         """The event encoded after the pipeline's stages; None when a `$match` drops it."""
-        raw = storage.encode(event)
         if not self._stages:
-            return raw
+            return storage.encode(event)
         if not self._projects:
-            # Only filters: match a lazy view of the encoded event. Its sub-documents (the
-            # full document above all) decode only as far as a filter's paths reach, and the
-            # event needs no second encoding. The view is dropped after matching, so a batch
-            # of events holds no decoded objects.
-            view = RawBSONDocument(raw.raw, storage.RAW_OPTIONS)
+            # Only filters: match the event as built, before encoding it. Its full document is
+            # matched through a fresh lazy view, so a filter reaching into it decodes only as far
+            # as its paths go and leaves the stored document (and the batch) holding no decoded
+            # objects; an event a filter drops is never encoded.
+            view = dict(event)
+            full_document = event.get("fullDocument")
+            if full_document is not None:
+                view["fullDocument"] = RawBSONDocument(full_document.raw, storage.RAW_OPTIONS)
             for stage in self._stages:
                 if not query.matches(view, stage["$match"]):
                     return None
-            return raw
+            return storage.encode(event)
+        raw = storage.encode(event)
         token = event["_id"]
         document = storage.decode(raw)
         for stage in self._stages:

@@ -58,9 +58,22 @@ def datetime_millis(value: datetime.datetime | DatetimeMS) -> int:
     return (value - _EPOCH) // datetime.timedelta(milliseconds=1)
 
 
+_EXACT_RANKS: dict[type, int] = {
+    type(None): NULL,
+    int: NUMBER,
+    float: NUMBER,
+    str: STRING,
+    dict: OBJECT,
+    list: ARRAY,
+}
+
+
 def type_rank(value: Any) -> int:
     """The canonical type bracket of a decoded BSON value (None stands for null and missing)."""
     # bool and Code subclass int and str: test them before their bases.
+    exact = _EXACT_RANKS.get(type(value))  # the common types, without the isinstance chain
+    if exact is not None:
+        return exact
     if value is None:
         return NULL
     if isinstance(value, bool):

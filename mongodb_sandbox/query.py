@@ -93,7 +93,7 @@ def resolve(node: Any, parts: list[str]) -> list[Any]:
     if not parts:
         return [node]
     head, rest = parts[0], parts[1:]
-    if isinstance(node, Mapping):
+    if type(node) is dict or isinstance(node, Mapping):
         return resolve(node[head], rest) if head in node else []
     if isinstance(node, list):
         found: list[Any] = []
@@ -185,6 +185,8 @@ def _equals_any(values: list[Any], target: Any) -> bool:
             or (isinstance(c, Regex | re.Pattern) and ordering.compare(c, target) == 0)
             for c in _candidates(values)
         )
+    if type(target) is str:  # the common case, equal only to the same string (not to Code)
+        return any(type(c) is str and c == target for c in _candidates(values))
     key = ordering.sort_key(target)
     return any(ordering.sort_key(c) == key for c in _candidates(values))
 

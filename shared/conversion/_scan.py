@@ -15,6 +15,7 @@ checked: there is no coercion (a double stays a double, NaN stays NaN).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,11 @@ DOUBLE, STRING, DOCUMENT, ARRAY, OBJECTID, BOOL, DATE, NULL, INT32, INT64, DECIM
     0x12,
     0x13,
 )
+TIMESTAMP = 0x11
 _FIXED = {DOUBLE: 8, OBJECTID: 12, BOOL: 1, DATE: 8, NULL: 0, INT32: 4, INT64: 8, DECIMAL: 16}
+# Change events (shared/source/change_events.py) carry a timestamp too; rows never reach the
+# converter's fast path with one, as it has no column kind for it.
+EVENT_FIXED = {**_FIXED, TIMESTAMP: 8}
 _PREFIXED = {STRING, DOCUMENT, ARRAY}
 MAX_SHAPES = 8  # shapes tried per batch before the remaining documents take the slow path
 
@@ -79,7 +84,7 @@ def doc_offsets(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
     return s, e
 
 
-def _shape(buf: bytes, start: int, end: int) -> Shape | None:
+def _shape(buf: bytes, start: int, end: int, fixed: Mapping[int, int] = _FIXED) -> Shape | None:
     """The shape of one document if every top-level element has a fast-path type."""
     pos, last = start + 4, end - 1
     out: list[tuple[int, bytes]] = []
@@ -91,8 +96,8 @@ def _shape(buf: bytes, start: int, end: int) -> Shape | None:
             return None
         key = buf[pos + 1 : k_end]
         v = k_end + 1
-        if t in _FIXED:
-            size = _FIXED[t]
+        if t in fixed:
+            size = fixed[t]
         elif t in _PREFIXED and v + 4 <= last:
             size = int.from_bytes(buf[v : v + 4], "little", signed=True) + (4 if t == STRING else 0)
         else:
@@ -116,8 +121,12 @@ def _read(u8: np.ndarray, pos: np.ndarray, width: int, dtype: str) -> np.ndarray
     return np.ascontiguousarray(_at(u8, pos[:, None] + np.arange(width))).view(dtype).ravel()
 
 
-def _verify(
-    u8: np.ndarray, starts: np.ndarray, ends: np.ndarray, shape: Shape
+def verify(
+    u8: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    shape: Shape,
+    fixed: Mapping[int, int] = _FIXED,
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray | int]]]:
     """Which documents have ``shape`` exactly, and each element's value offset and size."""
     last = ends - 1
@@ -131,8 +140,8 @@ def _verify(
         ok &= (_at(u8, pos[:, None] + np.arange(len(header))) == header).all(axis=1)
         v = np.where(ok, pos + len(header), 0)
         size: np.ndarray | int
-        if t in _FIXED:
-            size = _FIXED[t]
+        if t in fixed:
+            size = fixed[t]
             ok &= v + size <= last
             if t == BOOL:
                 ok &= _at(u8, np.where(ok, v, 0)) <= 1
@@ -150,8 +159,20 @@ def _verify(
     return ok, spans
 
 
-def find_groups(buf: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[list[Group], np.ndarray]:
-    """Rows grouped by verified shape, and the rows left for the per-document path."""
+def find_groups(
+    buf: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    fixed: Mapping[int, int] = _FIXED,
+    accepts: Callable[[Shape], bool] | None = None,
+) -> tuple[list[Group], np.ndarray]:
+    """Rows grouped by verified shape, and the rows left for the per-document path.
+
+    ``fixed`` gives the fixed-size element types the walk accepts; ``accepts`` whether a shape
+    can take the fast path at all (by default: rows, whose ``_id`` must be an ObjectId or a
+    string).
+    """
+    accepts = accepts or _id_supported
     u8 = np.frombuffer(buf, np.uint8)
     rest = np.arange(len(starts))
     groups: list[Group] = []
@@ -160,13 +181,13 @@ def find_groups(buf: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[list[
         if not len(rest):
             break
         first = int(rest[0])
-        shape = _shape(buf, int(starts[first]), int(ends[first]))
+        shape = _shape(buf, int(starts[first]), int(ends[first]), fixed)
         keys = _keys(shape) if shape is not None else None
-        if shape is None or keys is None or not _id_supported(shape):
+        if shape is None or keys is None or not accepts(shape):
             slow.append(first)
             rest = rest[1:]
             continue
-        ok, spans = _verify(u8, starts[rest], ends[rest], shape)
+        ok, spans = verify(u8, starts[rest], ends[rest], shape, fixed)
         if not ok[0]:
             slow.append(first)
             rest = rest[1:]
@@ -231,6 +252,11 @@ def numbers(u8: np.ndarray, f: Field) -> np.ndarray:
     if f.type == BOOL:
         return u8[f.start].astype(np.bool_)
     return _read(u8, f.start, 8, "<i8")  # int64, date
+
+
+def timestamp_seconds(u8: np.ndarray, f: Field) -> np.ndarray:
+    """A timestamp's seconds: its high four bytes (the low four are the increment)."""
+    return _read(u8, f.start + 4, 4, "<u4")
 
 
 _DECIMAL_TEXT = re.compile(r'"\$numberDecimal" : "([^"]*)"')

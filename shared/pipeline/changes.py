@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import bson
 import pyarrow as pa
 from bson.raw_bson import RawBSONDocument
-from pymongo.change_stream import ChangeStream
 
 from shared import telemetry
 from shared.errors import MirrorError
@@ -45,17 +44,9 @@ from shared.pipeline.rebuild import rebuild_table
 from shared.pipeline.schema_registry import SchemaRegistry
 from shared.pipeline.stream_checkpoint import STREAM_KIND, ensure_checkpoint
 from shared.pipeline.wiring import MirrorContext
-from shared.source.change_stream import (
-    ROW_OPERATIONS,
-    TABLE_ENDING_OPERATIONS,
-    ChangeEvent,
-    HistoryLost,
-    current_position,
-    next_event,
-    open_stream,
-    token_order,
-    token_to_json,
-)
+from shared.source.change_events import ROW_OPERATIONS, TABLE_ENDING_OPERATIONS, ChangeEvent
+from shared.source.change_stream import ChangeCursor, HistoryLost, current_position, open_stream
+from shared.source.resume_tokens import token_order
 from shared.state.base import JsonObject, update
 
 log = logging.getLogger(__name__)
@@ -95,7 +86,7 @@ class ChangeReader:
         self._collections = collections
         self._owner = ""
         self._lease_seconds = ctx.settings.integer("CHANGE_LEASE_SECONDS")
-        self._stream: ChangeStream[RawBSONDocument] | None = None
+        self._stream: ChangeCursor | None = None
         self._table_owners: dict[str, str] = {}
         self._registries: dict[str, SchemaRegistry] = {}
 
@@ -198,7 +189,7 @@ class ChangeReader:
             stream = self._open()
             result.idle = False
             while result.events < max_events and size < max_bytes:
-                event = next_event(stream)
+                event = stream.next_event()
                 if event is None:
                     # Drained up to the present, or the cursor died (a fatal error the driver
                     # closed it on): then the next window reopens it.
@@ -212,7 +203,7 @@ class ChangeReader:
                 self._route(event, groups, result)
                 if time.monotonic() >= deadline:
                     break
-            token = self._stream_token(stream)
+            token = stream.resume_token
         except HistoryLost as error:
             self._history_lost(str(error), result)
             return result
@@ -398,7 +389,7 @@ class ChangeReader:
             return False
         return self._collections is None or collection in self._collections
 
-    def _open(self) -> ChangeStream[RawBSONDocument]:
+    def _open(self) -> ChangeCursor:
         if self._stream is None:
             record = self._ctx.state.get(STREAM_KIND, self._database)
             if record is None:
@@ -411,12 +402,6 @@ class ChangeReader:
                 max_await_ms=self._ctx.settings.integer("CHANGE_AWAIT_MS"),
             )
         return self._stream
-
-    def _stream_token(self, stream: ChangeStream[RawBSONDocument]) -> str:
-        token = stream.resume_token
-        if token is None:
-            raise MirrorError(f"database {self._database}: the stream has no resume token")
-        return token_to_json(token)
 
     def _close_stream(self) -> None:
         if self._stream is not None:

@@ -1,23 +1,24 @@
-"""Change-stream positions: where a table's stream starts, stored as type-exact JSON."""
+"""Change streams: where a table's stream starts (type-exact JSON tokens) and reading its events."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from enum import IntEnum
 from typing import Any
 
 import bson
-from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
-from pymongo.change_stream import ChangeStream
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 
 from shared.errors import MirrorError
-
-_EXACT = json_util.CANONICAL_JSON_OPTIONS
+from shared.source.bson_elements import Element, fields
+from shared.source.change_events import ChangeEvent, event_position, read_event, read_events
+from shared.source.resume_tokens import token_from_json, token_to_json
 
 
 def current_position(watched: Collection[RawBSONDocument] | Database[RawBSONDocument]) -> str:
@@ -31,20 +32,6 @@ def current_position(watched: Collection[RawBSONDocument] | Database[RawBSONDocu
         name = watched.full_name if isinstance(watched, Collection) else watched.name
         raise MirrorError(f"{name}: the server gave no resume token")
     return token_to_json(token)
-
-
-def token_to_json(token: Any) -> str:
-    return json_util.dumps(token, json_options=_EXACT)
-
-
-def token_from_json(text: str) -> dict[str, Any]:
-    try:
-        token = json_util.loads(text, json_options=_EXACT)
-    except ValueError as error:
-        raise MirrorError(f"stored resume token is not valid JSON: {error}") from None
-    if not isinstance(token, dict) or "_data" not in token:
-        raise MirrorError("stored resume token has no _data field")
-    return token
 
 
 # Error codes after which a stream cannot resume: its history is gone (the table must be
@@ -64,37 +51,16 @@ HISTORY_LOST_CODES = frozenset(
     }
 )
 SPLIT_LARGE_EVENTS: dict[str, Any] = {"$changeStreamSplitLargeEvent": {}}
-ROW_OPERATIONS = frozenset({"insert", "update", "replace", "delete"})
-# Events that end a table's history: its folder must be rebuilt (or removed).
-TABLE_ENDING_OPERATIONS = frozenset({"drop", "rename"})
 
 
 class HistoryLost(MirrorError):
     """The stream's resume point fell off the oplog (or the stream died for good)."""
 
 
-def token_order(token_json: str) -> str:
-    """A sort key for a stored token. A resume token's ``_data`` is a hex KeyString whose order
-    is the order of the stream positions it encodes, so tokens compare as their ``_data``."""
-    return str(token_from_json(token_json)["_data"])
-
-
-@dataclass(frozen=True)
-class ChangeEvent:
-    """One complete change event, with what a table needs of it."""
-
-    position: str  # the resume token's ``_data``: orders like the stream (see token_order)
-    operation: str
-    cluster_seconds: int  # when the change happened (the event's clusterTime)
-    collection: str | None
-    document: bytes | None  # full document (upserts) or {_id} (deletes), raw BSON
-    size: int
-    target: str | None = None  # a rename's new collection name
-
-    @property
-    def token(self) -> str:
-        """The event's resume token as stored (built on demand: most events never need it)."""
-        return token_to_json({"_data": self.position})
+# Events per getMore: small enough that the server prepares the next batch while the reader
+# converts this one, large enough that a round trip per batch costs nothing.
+BATCH_EVENTS = 1_000
+RAW_REPLIES: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
 def open_stream(
@@ -105,12 +71,14 @@ def open_stream(
     start_after: bool = False,
     max_await_ms: int = 200,
     split_large_events: bool = True,
-) -> ChangeStream[RawBSONDocument]:
+) -> ChangeCursor:
     """A database stream from ``token``, limited to ``collections`` (None: every collection).
 
     Raises HistoryLost when the resume point is gone.
     """
-    pipeline: list[dict[str, Any]] = []
+    stage: dict[str, Any] = {"fullDocument": "updateLookup"}
+    stage["startAfter" if start_after else "resumeAfter"] = token_from_json(token)
+    pipeline: list[dict[str, Any]] = [{"$changeStream": stage}]
     if collections is not None:
         pipeline.append(
             {
@@ -121,18 +89,9 @@ def open_stream(
         )
     if split_large_events:
         pipeline.append(SPLIT_LARGE_EVENTS)
-    position = token_from_json(token)
     try:
-        return database.watch(
-            pipeline,
-            full_document="updateLookup",
-            max_await_time_ms=max_await_ms,
-            resume_after=None if start_after else position,
-            start_after=position if start_after else None,
-        )
+        return ChangeCursor(database, pipeline, max_await_ms)
     except OperationFailure as error:
-        if error.code in HISTORY_LOST_CODES:
-            raise HistoryLost(f"{database.name}: {_first_line(error)}") from None
         if error.code == StreamErrorCode.UNRECOGNIZED_PIPELINE_STAGE and split_large_events:
             # Servers before 6.0.9/7.0 cannot split events over 16 MB; stream without it.
             return open_stream(
@@ -146,63 +105,159 @@ def open_stream(
         raise
 
 
-def next_event(stream: ChangeStream[RawBSONDocument]) -> ChangeEvent | None:
-    """The next complete event, reassembling split fragments; None when none is ready now."""
-    fragments: list[RawBSONDocument] = []
-    while True:
+class ChangeCursor:
+    """A database's change stream, read batch by batch through the aggregate and getMore commands.
+
+    Why not PyMongo's ChangeStream: it decodes every event into Python objects, which took more
+    than half of the reader's time (26 µs of about 50 per event in bench_changes.py). Here a
+    batch stays the server's reply buffer and each event is read in place
+    (shared/source/bson_elements.py): its full document is sliced out, never decoded. What the
+    driver's stream keeps is kept: one session for the cursor's life, the resume token after each
+    event and the batch's postBatchResumeToken once the batch is consumed, the cursor killed on
+    close. A failed getMore is not resumed here: the caller re-reads its window from the
+    checkpoint (shared/pipeline/changes.py), which is how every other fault is recovered.
+
+    While a stream has a backlog, the next getMore is sent as soon as a batch arrives, from a
+    thread of the cursor's own, so the server prepares the next batch while this one is
+    converted and published; that thread only waits on the socket. Every command of the cursor
+    runs on that one thread, so its session is never used by two threads at once.
+    """
+
+    def __init__(
+        self, database: Database[RawBSONDocument], pipeline: list[dict[str, Any]], await_ms: int
+    ) -> None:
+        self._database = database
+        self._await_ms = await_ms
+        stage = pipeline[0]["$changeStream"]
+        self._token: dict[str, Any] = stage.get("resumeAfter") or stage["startAfter"]
+        self._session = database.client.start_session(causal_consistency=False)
+        self._cursor_id = 0
+        self._collection = ""
+        self._buffer = b""
+        self._offsets: list[int] = []
+        self._events: list[ChangeEvent | None] = []  # read ahead for the batch; None: by hand
+        self._next = 0
+        self._batch_token: dict[str, Any] | None = None
+        self._closed = False
+        self._commands = ThreadPoolExecutor(1, thread_name_prefix=f"change-stream-{database.name}")
+        self._ahead: Future[bytes] | None = None  # the getMore sent while a batch is read
         try:
-            raw = stream.try_next()
+            opening = {"aggregate": 1, "pipeline": pipeline, "cursor": {"batchSize": BATCH_EVENTS}}
+            cursor = self._take(self._commands.submit(self._command, opening).result(), "first")
+            self._collection = cursor["ns"].string().partition(".")[2]
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        """Whether the server may send more (False once closed, invalidated or killed)."""
+        return not self._closed and self._cursor_id != 0
+
+    @property
+    def resume_token(self) -> str:
+        """Where a new stream would go on from: after the last event returned, or the consumed
+        batch's postBatchResumeToken (which moves on while the stream is idle)."""
+        return token_to_json(self._token)
+
+    def next_event(self) -> ChangeEvent | None:
+        """The next complete event, reassembling split fragments; None when none is ready now."""
+        fragments: dict[str, Element] = {}
+        size = 0
+        while True:
+            index = self._next_index()
+            if index is None:
+                if not fragments:
+                    return None
+                if not self.alive:
+                    raise MirrorError("the change stream ended inside a split event")
+                continue  # the rest of a split event is on its way
+            ready = self._events[index]
+            if ready is not None and not fragments:
+                self._token = {"_data": ready.position}
+                return ready
+            offset = self._offsets[index]
+            event = fields(self._buffer, offset)
+            size += int.from_bytes(self._buffer[offset : offset + 4], "little")
+            position = event_position(event)
+            self._token = {"_data": position}
+            split = event.get("splitEvent")
+            if split is None and not fragments:
+                return read_event(event, position, size)
+            fragments.update(event)
+            if split is not None:
+                parts = split.document()
+                if parts["fragment"].int32() != parts["of"].int32():
+                    continue
+            return read_event(fragments, position, size)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._ahead is not None:
+                with suppress(Exception):
+                    self._ahead.result()  # the session is free again once it is answered
+            if self._cursor_id:
+                kill = {"killCursors": self._collection, "cursors": [Int64(self._cursor_id)]}
+                with suppress(PyMongoError):
+                    self._commands.submit(self._command, kill).result()
+        finally:
+            self._cursor_id = 0
+            self._ahead = None
+            self._commands.shutdown()
+            self._session.end_session()
+
+    def _next_index(self) -> int | None:
+        if self._next < len(self._offsets):
+            self._next += 1
+            return self._next - 1
+        if self._batch_token is not None:
+            self._token = self._batch_token
+        if not self.alive:
+            return None
+        ahead, self._ahead = self._ahead or self._get_more(), None
+        self._take(ahead.result(), "next")
+        if not self._offsets:
+            if self._batch_token is not None:
+                self._token = self._batch_token
+            return None  # idle: nothing is read ahead of an idle stream
+        return self._next_index()
+
+    def _get_more(self) -> Future[bytes]:
+        command = {
+            "getMore": Int64(self._cursor_id),
+            "collection": self._collection,
+            "batchSize": BATCH_EVENTS,
+            "maxTimeMS": self._await_ms,
+        }
+        return self._commands.submit(self._command, command)
+
+    def _command(self, command: dict[str, Any]) -> bytes:
+        try:
+            reply = self._database.command(
+                command, session=self._session, codec_options=RAW_REPLIES
+            )
         except OperationFailure as error:
             if error.code in HISTORY_LOST_CODES:
-                raise HistoryLost(_first_line(error)) from None
+                raise HistoryLost(f"{self._database.name}: {_first_line(error)}") from None
             raise
-        if raw is None:
-            if not fragments:
-                return None
-            continue  # the rest of a split event is on its way
-        split = raw.get("splitEvent")
-        if split is None:
-            return _event(raw, raw)
-        fragments.append(raw)
-        if int(split["fragment"]) == int(split["of"]):
-            merged: dict[str, Any] = {}
-            for fragment in fragments:
-                merged.update({k: v for k, v in fragment.items() if k != "splitEvent"})
-            return _event(merged, raw)
+        return bytes(reply.raw)
 
-
-def _event(event: Mapping[str, Any], last: RawBSONDocument) -> ChangeEvent:
-    operation = str(event["operationType"])
-    namespace = event.get("ns") or {}
-    collection = namespace.get("coll")
-    document: bytes | None = None
-    if operation == "delete":
-        document = bson.encode({"_id": event["documentKey"]["_id"]})
-    elif operation in ROW_OPERATIONS:
-        full = event.get("fullDocument")
-        # An update looked up after a later delete has no document: the delete follows.
-        document = None if full is None else _raw(full)
-    target = event.get("to", {}).get("coll") if operation == "rename" else None
-    size = len(last.raw) if document is None else len(document)
-    cluster_time = event.get("clusterTime")
-    position = last["_id"].get("_data")
-    if not isinstance(position, str):
-        raise MirrorError("the server sent a resume token without a hex _data (MongoDB < 4.2?)")
-    return ChangeEvent(
-        position,
-        operation,
-        int(getattr(cluster_time, "time", 0)),
-        None if collection is None else str(collection),
-        document,
-        size,
-        None if target is None else str(target),
-    )
-
-
-def _raw(value: Any) -> bytes:
-    if isinstance(value, RawBSONDocument):
-        return bytes(value.raw)
-    return bson.encode(value)
+    def _take(self, reply: bytes, batch: str) -> dict[str, Element]:
+        """Make ``reply`` the current batch (its ``firstBatch`` or ``nextBatch``)."""
+        self._buffer = reply
+        cursor = fields(reply)["cursor"].document()
+        self._cursor_id = cursor["id"].int64()
+        self._offsets = [element.value for element in cursor[f"{batch}Batch"].document().values()]
+        self._next = 0
+        token = cursor.get("postBatchResumeToken")
+        self._batch_token = None if token is None else bson.decode(token.raw_document())
+        if self._offsets and self.alive:
+            self._ahead = self._get_more()  # the server prepares the next batch meanwhile
+        self._events = read_events(reply, self._offsets)
+        return cursor
 
 
 def _first_line(error: Exception) -> str:

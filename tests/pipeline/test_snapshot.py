@@ -17,8 +17,8 @@ from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import TABLE_KIND, Phase, load_plan
 from shared.pipeline.snapshot import PartitionTask, plan_table, run_partition
 from shared.pipeline.wiring import MirrorContext, open_context
-from shared.source.change_stream import token_from_json
 from shared.source.collections import SourceCollection
+from shared.source.resume_tokens import token_from_json
 from shared.state.base import JsonObject, Record
 from tests.pipeline.mirror_checks import assert_mirrors, rows_in_files
 
