@@ -93,6 +93,16 @@ class Element:
             raise MirrorError(f"expected a BSON document, found type {self.kind:#04x}")
         return self.buffer[self.value : self.end]
 
+    def document_offsets(self) -> list[int]:
+        """Where each document of an array of documents starts (a batch of events, say),
+        without building an element per entry."""
+        if self.kind != BsonType.ARRAY:
+            raise MirrorError(f"expected a BSON array, found type {self.kind:#04x}")
+        try:
+            return _array_documents(self.buffer, self.value, self.end - 1)
+        except (IndexError, ValueError, struct.error) as error:
+            raise MirrorError(f"malformed BSON array at byte {self.value}: {error}") from None
+
     def as_single_field_document(self) -> bytes:
         """A document holding just this element, under its own name."""
         element = self.buffer[self.start : self.end]
@@ -163,3 +173,21 @@ def _walk(buffer: bytes, offset: int) -> dict[str, Element]:
     if position != last:
         raise ValueError("elements overrun the document")
     return found
+
+
+def _array_documents(buffer: bytes, start: int, last: int) -> list[int]:
+    offsets: list[int] = []
+    position = start + 4
+    unpack = _INT32.unpack_from
+    while position < last:
+        if buffer[position] != BsonType.DOCUMENT:
+            raise ValueError(f"an array entry of type {buffer[position]:#04x}, not a document")
+        value = buffer.index(0, position + 1, last) + 1
+        size = unpack(buffer, value)[0]
+        if size < 5 or value + size > last:
+            raise ValueError("an array entry runs past its array")
+        offsets.append(value)
+        position = value + size
+    if position != last:
+        raise ValueError("entries overrun the array")
+    return offsets

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from enum import IntEnum
+from queue import Queue
+from threading import Event
 from typing import Any
 
 import bson
@@ -60,6 +62,8 @@ class HistoryLost(MirrorError):
 # Events per getMore: small enough that the server prepares the next batch while the reader
 # converts this one, large enough that a round trip per batch costs nothing.
 BATCH_EVENTS = 1_000
+READ_AHEAD_BATCHES = 4  # at most this many replies (16 MB each at worst) wait for the reader
+EMPTY_DOCUMENT_BYTES = 5
 RAW_REPLIES: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
@@ -117,10 +121,11 @@ class ChangeCursor:
     close. A failed getMore is not resumed here: the caller re-reads its window from the
     checkpoint (shared/pipeline/changes.py), which is how every other fault is recovered.
 
-    While a stream has a backlog, the next getMore is sent as soon as a batch arrives, from a
-    thread of the cursor's own, so the server prepares the next batch while this one is
-    converted and published; that thread only waits on the socket. Every command of the cursor
-    runs on that one thread, so its session is never used by two threads at once.
+    While a stream has a backlog, a thread of the cursor's own keeps up to READ_AHEAD_BATCHES
+    batches fetched ahead, so the server prepares the next batches while the reader converts and
+    publishes a window; that thread only waits on the socket. It stops at the first empty batch
+    (an idle stream is not polled behind the reader's back). Every command of the cursor runs on
+    that one thread, so its session is never used by two threads at once.
     """
 
     def __init__(
@@ -140,7 +145,10 @@ class ChangeCursor:
         self._batch_token: dict[str, Any] | None = None
         self._closed = False
         self._commands = ThreadPoolExecutor(1, thread_name_prefix=f"change-stream-{database.name}")
-        self._ahead: Future[bytes] | None = None  # the getMore sent while a batch is read
+        # Batches fetched ahead: (reply, whether the fetching stopped after it, its error).
+        self._fetched: Queue[tuple[bytes, bool, BaseException | None]] = Queue(READ_AHEAD_BATCHES)
+        self._fetching = False
+        self._closing = Event()
         try:
             opening = {"aggregate": 1, "pipeline": pipeline, "cursor": {"batchSize": BATCH_EVENTS}}
             cursor = self._take(self._commands.submit(self._command, opening).result(), "first")
@@ -195,17 +203,17 @@ class ChangeCursor:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         try:
-            if self._ahead is not None:
-                with suppress(Exception):
-                    self._ahead.result()  # the session is free again once it is answered
+            while self._fetching:  # free the fetching thread, which then stops
+                _, stopped, _ = self._fetched.get()
+                self._fetching = not stopped
             if self._cursor_id:
                 kill = {"killCursors": self._collection, "cursors": [Int64(self._cursor_id)]}
                 with suppress(PyMongoError):
                     self._commands.submit(self._command, kill).result()
         finally:
             self._cursor_id = 0
-            self._ahead = None
             self._commands.shutdown()
             self._session.end_session()
 
@@ -217,22 +225,42 @@ class ChangeCursor:
             self._token = self._batch_token
         if not self.alive:
             return None
-        ahead, self._ahead = self._ahead or self._get_more(), None
-        self._take(ahead.result(), "next")
+        if not self._fetching:
+            self._commands.submit(self._fetch_ahead, self._cursor_id)
+            self._fetching = True
+        reply, stopped, error = self._fetched.get()
+        self._fetching = not stopped
+        if error is not None:
+            raise error
+        self._take(reply, "next")
         if not self._offsets:
             if self._batch_token is not None:
                 self._token = self._batch_token
-            return None  # idle: nothing is read ahead of an idle stream
+            return None
         return self._next_index()
 
-    def _get_more(self) -> Future[bytes]:
-        command = {
-            "getMore": Int64(self._cursor_id),
-            "collection": self._collection,
-            "batchSize": BATCH_EVENTS,
-            "maxTimeMS": self._await_ms,
-        }
-        return self._commands.submit(self._command, command)
+    def _fetch_ahead(self, cursor_id: int) -> None:
+        """getMore after getMore into the queue, until a batch is empty, the cursor ends, the
+        cursor closes or a command fails (on the cursor's thread)."""
+        try:
+            while True:
+                command = {
+                    "getMore": Int64(cursor_id),
+                    "collection": self._collection,
+                    "batchSize": BATCH_EVENTS,
+                    "maxTimeMS": self._await_ms,
+                }
+                reply = self._command(command)
+                cursor = fields(reply)["cursor"].document()
+                cursor_id = cursor["id"].int64()
+                batch = cursor["nextBatch"]
+                empty = batch.end - batch.value <= EMPTY_DOCUMENT_BYTES
+                stop = empty or cursor_id == 0 or self._closing.is_set()
+                self._fetched.put((reply, stop, None))
+                if stop:
+                    return
+        except BaseException as error:
+            self._fetched.put((b"", True, error))
 
     def _command(self, command: dict[str, Any]) -> bytes:
         try:
@@ -250,12 +278,10 @@ class ChangeCursor:
         self._buffer = reply
         cursor = fields(reply)["cursor"].document()
         self._cursor_id = cursor["id"].int64()
-        self._offsets = [element.value for element in cursor[f"{batch}Batch"].document().values()]
+        self._offsets = cursor[f"{batch}Batch"].document_offsets()
         self._next = 0
         token = cursor.get("postBatchResumeToken")
         self._batch_token = None if token is None else bson.decode(token.raw_document())
-        if self._offsets and self.alive:
-            self._ahead = self._get_more()  # the server prepares the next batch meanwhile
         self._events = read_events(reply, self._offsets)
         return cursor
 

@@ -112,3 +112,15 @@ def test_any_document_is_walked_like_the_decoder_walks_it(document: dict[str, An
     assert list(found) == list(document)
     for name, element in found.items():
         assert bson.decode(element.as_single_field_document()) == {name: document[name]}
+
+
+def test_an_array_of_documents_gives_each_documents_offset() -> None:
+    entries = [{"n": n, "s": "x" * n} for n in range(12)]
+    data = bson.encode({"batch": entries})
+    array = fields(data)["batch"]
+    offsets = array.document_offsets()
+    assert [
+        bson.decode(fields(data, offset)["n"].as_single_field_document()) for offset in offsets
+    ] == [{"n": n} for n in range(12)]
+    with pytest.raises(MirrorError, match="not a document"):
+        fields(bson.encode({"batch": [1]}))["batch"].document_offsets()
