@@ -26,13 +26,14 @@ EVENT, INVALIDATE, HIGH_WATER = 0, 1, 2
 DEFAULT_AWAIT_MS = 1000
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 _TOKEN = re.compile(r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})([0-9A-F]{2})([0-9A-F]{4})")
+RAW = storage.RAW_OPTIONS
+_RESUME_DATA = "82%08X%08X%016X%02X%04X"
 _SYSTEM_DATABASES = ("admin", "config", "local")
 
 
 def make_token(cluster_time: Timestamp, seq: int, kind: int, fragment: int = 0) -> dict[str, str]:
     """A resume token encoding a position in the oplog."""
-    data = f"82{cluster_time.time:08X}{cluster_time.inc:08X}{seq:016X}{kind:02X}{fragment:04X}"
-    return {"_data": data}
+    return {"_data": _RESUME_DATA % (cluster_time.time, cluster_time.inc, seq, kind, fragment)}
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class ChangeStreamCursor:
                     ErrorCode.CHANGE_STREAM_FATAL_ERROR,
                     f"{next(iter(stage))} is not supported in a change stream pipeline",
                 )
+        self._filters = [query.MemoizedFilter(s["$match"]) for s in self._stages if "$match" in s]
+        self._filters_read_documents = any(f.reads("fullDocument") for f in self._filters)
         self._pending: list[tuple[RawBSONDocument, dict[str, str]]] = []
         self._skip_fragments = 0
         self._invalidated = False
@@ -266,13 +269,12 @@ class ChangeStreamCursor:
             # matched through a fresh lazy view, so a filter reaching into it decodes only as far
             # as its paths go and leaves the stored document (and the batch) holding no decoded
             # objects; an event a filter drops is never encoded.
-            view = dict(event)
+            view = event
             full_document = event.get("fullDocument")
-            if full_document is not None:
-                view["fullDocument"] = RawBSONDocument(full_document.raw, storage.RAW_OPTIONS)
-            for stage in self._stages:
-                if not query.matches(view, stage["$match"]):
-                    return None
+            if full_document is not None and self._filters_read_documents:
+                view = {**event, "fullDocument": RawBSONDocument(full_document.raw, RAW)}
+            if not all(matcher.matches(view) for matcher in self._filters):
+                return None
             return storage.encode(event)
         raw = storage.encode(event)
         token = event["_id"]

@@ -152,6 +152,59 @@ def matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
     return True
 
 
+def filter_paths(query: Mapping[str, Any]) -> frozenset[str] | None:
+    """The field paths a filter reads, or None when it reads more than named paths."""
+    paths: set[str] = set()
+    for key, condition in query.items():
+        if key in ("$and", "$or", "$nor"):
+            for sub in _clauses(key, condition):
+                inner = filter_paths(sub)
+                if inner is None:
+                    return None
+                paths |= inner
+        elif key == "$comment":
+            continue
+        elif key.startswith("$"):
+            return None
+        else:
+            paths.add(key)
+    return frozenset(paths)
+
+
+class MemoizedFilter:
+    """A filter whose verdicts are remembered by the values at the paths it reads (typed, so
+    that 1, 1.0 and True never share a verdict). Change-stream filters read the namespace and
+    the operation type, which take few distinct values, so most events are matched by one
+    dictionary lookup. Values that cannot be hashed (documents, arrays) are matched afresh."""
+
+    MAX_VERDICTS = 4096
+
+    def __init__(self, query: Mapping[str, Any]) -> None:
+        self.query = query
+        paths = filter_paths(query)
+        self._paths = None if paths is None else sorted(path.split(".") for path in paths)
+        self._verdicts: dict[tuple[Any, ...], bool] = {}
+
+    def reads(self, field: str) -> bool:
+        """Whether the filter may read ``field`` (a top-level field)."""
+        return self._paths is None or any(parts[0] == field for parts in self._paths)
+
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        if self._paths is None:
+            return matches(doc, self.query)
+        key = tuple(tuple((type(v), v) for v in resolve(doc, parts)) for parts in self._paths)
+        try:
+            return self._verdicts[key]
+        except KeyError:
+            verdict = matches(doc, self.query)
+        except TypeError:
+            return matches(doc, self.query)
+        if len(self._verdicts) >= self.MAX_VERDICTS:
+            self._verdicts.clear()
+        self._verdicts[key] = verdict
+        return verdict
+
+
 def validate(query: Mapping[str, Any]) -> None:
     """Raise the error a bad filter causes, even when there is no document to match it on."""
     matches({}, query)

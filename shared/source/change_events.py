@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from shared.conversion import _scan
 from shared.errors import MirrorError
@@ -57,11 +58,15 @@ def read_events(buffer: bytes, offsets: list[int]) -> list[ChangeEvent | None]:
     u8 = np.frombuffer(buffer, np.uint8)
     starts = np.array(offsets, dtype=np.int64)
     sizes = _scan.numbers(u8, _scan.Field(_scan.INT32, starts, 4))
-    groups, _ = _scan.find_groups(
-        buffer, starts, starts + sizes, _scan.EVENT_FIXED, _plain_row_event
-    )
-    for group in groups:
-        _read_group(buffer, u8, group, sizes, events)
+    try:
+        groups, _ = _scan.find_groups(
+            buffer, starts, starts + sizes, _scan.EVENT_FIXED, _plain_row_event
+        )
+        for group in groups:
+            _read_group(buffer, u8, group, sizes, events)
+    except (ValueError, pa.ArrowException):
+        # Text that is not UTF-8, say: each event is read (and its problem named) one by one.
+        return [None] * len(offsets)
     return events
 
 

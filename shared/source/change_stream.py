@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from enum import IntEnum
 from queue import Queue
-from threading import Event
+from threading import Event, Thread
 from typing import Any
 
 import bson
@@ -124,8 +123,10 @@ class ChangeCursor:
     While a stream has a backlog, a thread of the cursor's own keeps up to READ_AHEAD_BATCHES
     batches fetched ahead, so the server prepares the next batches while the reader converts and
     publishes a window; that thread only waits on the socket. It stops at the first empty batch
-    (an idle stream is not polled behind the reader's back). Every command of the cursor runs on
-    that one thread, so its session is never used by two threads at once.
+    (an idle stream is not polled behind the reader's back). The cursor's session passes between
+    the two threads, never used by both at once: the caller's thread opens and kills the cursor
+    only while no fetching runs. The fetching thread is a daemon, so an abandoned cursor never
+    holds a process open.
     """
 
     def __init__(
@@ -144,14 +145,13 @@ class ChangeCursor:
         self._next = 0
         self._batch_token: dict[str, Any] | None = None
         self._closed = False
-        self._commands = ThreadPoolExecutor(1, thread_name_prefix=f"change-stream-{database.name}")
         # Batches fetched ahead: (reply, whether the fetching stopped after it, its error).
         self._fetched: Queue[tuple[bytes, bool, BaseException | None]] = Queue(READ_AHEAD_BATCHES)
         self._fetching = False
         self._closing = Event()
         try:
             opening = {"aggregate": 1, "pipeline": pipeline, "cursor": {"batchSize": BATCH_EVENTS}}
-            cursor = self._take(self._commands.submit(self._command, opening).result(), "first")
+            cursor = self._take(self._command(opening), "first")
             self._collection = cursor["ns"].string().partition(".")[2]
         except BaseException:
             self.close()
@@ -211,10 +211,9 @@ class ChangeCursor:
             if self._cursor_id:
                 kill = {"killCursors": self._collection, "cursors": [Int64(self._cursor_id)]}
                 with suppress(PyMongoError):
-                    self._commands.submit(self._command, kill).result()
+                    self._command(kill)
         finally:
             self._cursor_id = 0
-            self._commands.shutdown()
             self._session.end_session()
 
     def _next_index(self) -> int | None:
@@ -226,7 +225,10 @@ class ChangeCursor:
         if not self.alive:
             return None
         if not self._fetching:
-            self._commands.submit(self._fetch_ahead, self._cursor_id)
+            name = f"change-stream-{self._database.name}"
+            Thread(
+                target=self._fetch_ahead, args=(self._cursor_id,), name=name, daemon=True
+            ).start()
             self._fetching = True
         reply, stopped, error = self._fetched.get()
         self._fetching = not stopped
