@@ -28,6 +28,8 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 
 import bson
 import pyarrow as pa
@@ -189,18 +191,21 @@ class ChangeReader:
             stream = self._open()
             result.idle = False
             while result.events < max_events and size < max_bytes:
-                event = stream.next_event()
-                if event is None:
+                events = stream.next_events(max_events - result.events, max_bytes - size)
+                if not events:
                     # Drained up to the present, or the cursor died (a fatal error the driver
                     # closed it on): then the next window reopens it.
                     result.idle = stream.alive
                     break
-                result.events += 1
-                size += event.size
-                if event.operation == "invalidate":
+                result.events += len(events)
+                size += sum(event.size for event in events)
+                if len(events) > 1:
+                    self._route_rows(events, groups)
+                elif events[0].operation == "invalidate":
                     start_after = True  # the database was dropped; only startAfter goes on
                     break
-                self._route(event, groups, result)
+                else:
+                    self._route(events[0], groups, result)
                 if time.monotonic() >= deadline:
                     break
             token = stream.resume_token
@@ -214,6 +219,12 @@ class ChangeReader:
         if start_after or not stream.alive:
             self._close_stream()
         return result
+
+    def _route_rows(self, rows: list[ChangeEvent], groups: dict[str, list[ChangeEvent]]) -> None:
+        """A run of row events (see ChangeCursor.next_events), grouped by collection at once."""
+        for collection, run in groupby(rows, key=_collection):
+            if collection is not None and self._selected(collection):
+                groups.setdefault(collection, []).extend(run)
 
     def _route(
         self, event: ChangeEvent, groups: dict[str, list[ChangeEvent]], result: WindowResult
@@ -424,6 +435,9 @@ def _died_here(holder: object) -> bool:
     except PermissionError:
         return False  # alive, under another user
     return False
+
+
+_collection = attrgetter("collection")
 
 
 def _marker(event: ChangeEvent) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from contextlib import suppress
 from enum import IntEnum
+from itertools import accumulate
 from threading import Condition, Event, Thread
-from typing import Any
+from typing import Any, cast
 
 import bson
 from bson.codec_options import CodecOptions
@@ -144,6 +146,7 @@ class ChangeCursor:
         self._buffer = b""
         self._offsets: list[int] = []
         self._events: list[ChangeEvent | None] = []  # read ahead for the batch; None: by hand
+        self._slow: list[int] = []  # where the Nones are
         self._next = 0
         self._batch_token: dict[str, Any] | None = None
         self._closed = False
@@ -169,6 +172,26 @@ class ChangeCursor:
         """Where a new stream would go on from: after the last event returned, or the consumed
         batch's postBatchResumeToken (which moves on while the stream is idle)."""
         return token_to_json(self._token)
+
+    def next_events(self, max_events: int, max_bytes: int) -> list[ChangeEvent]:
+        """The next events ready now: either a run of insert/update/replace events (each with
+        its collection and document) read in one go, or one event of any kind; [] when none
+        is ready. The run stops after ``max_events`` events or at the event whose size reaches
+        ``max_bytes`` (that one included), as reading one event at a time would."""
+        start = self._next
+        slow = bisect_left(self._slow, start)
+        stop = min(len(self._offsets), start + max_events)
+        if slow < len(self._slow):
+            stop = min(stop, self._slow[slow])
+        if stop - start < 2:
+            event = self.next_event()
+            return [] if event is None else [event]
+        run = cast("list[ChangeEvent]", self._events[start:stop])
+        totals = list(accumulate(event.size for event in run))
+        run = run[: bisect_left(totals, max_bytes) + 1]
+        self._next = start + len(run)
+        self._token = {"_data": run[-1].position}
+        return run
 
     def next_event(self) -> ChangeEvent | None:
         """The next complete event, reassembling split fragments; None when none is ready now."""
@@ -287,6 +310,7 @@ class ChangeCursor:
         token = cursor.get("postBatchResumeToken")
         self._batch_token = None if token is None else bson.decode(token.raw_document())
         self._events = read_events(reply, self._offsets)
+        self._slow = [index for index, event in enumerate(self._events) if event is None]
         return cursor
 
 

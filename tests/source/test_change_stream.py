@@ -161,3 +161,26 @@ def test_an_idle_stream_moves_its_token_past_the_last_event(raw_db: Any) -> None
     finally:
         resumed.close()
     assert after is not None and bson.decode(after.document or b"") == {"_id": 2}
+
+
+@pytest.mark.parametrize(("max_events", "max_bytes"), [(1, 10**9), (4, 10**9), (10**6, 700)])
+def test_runs_of_events_are_the_same_events_within_the_limits(
+    raw_db: Any, max_events: int, max_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(change_stream, "BATCH_EVENTS", 9)
+    token = current_position(raw_db)
+    apply_mixed_changes(raw_db)
+    cursor = open_stream(raw_db, None, token, max_await_ms=50)
+    read: list[ChangeEvent] = []
+    try:
+        while run := cursor.next_events(max_events, max_bytes):
+            assert len(run) <= max_events
+            # Only the last event of a run may reach the byte limit.
+            assert sum(event.size for event in run[:-1]) < max_bytes
+            if len(run) > 1:
+                assert all(e.operation in ("insert", "update", "replace") for e in run)
+            assert token_order(cursor.resume_token) == run[-1].position
+            read += run
+    finally:
+        cursor.close()
+    assert [essentials(event) for event in read] == expected_events(raw_db, token)
