@@ -85,17 +85,22 @@ def snapshot(uri: str, database: str, root: Path) -> None:
     """Seed the collection and snapshot it with the real command: the table is then streaming."""
     seed = MongoClient[dict[str, Any]](uri)[database][COLLECTION]
     seed.insert_many([RawBSONDocument(raw) for raw in orders(SEED_DOCUMENTS, seed=3)])
-    values = settings_values(uri, database, root)
-    command = [str(SCRIPT), "--log-level", "WARNING", "snapshot"]
-    for flag, name in (
+    command = mirror_command("snapshot", settings_values(uri, database, root))
+    subprocess.run(command, capture_output=True, text=True, check=True)
+
+
+def mirror_command(name: str, values: dict[str, str]) -> list[str]:
+    """The console script's ``name`` command with these settings as its flags."""
+    command = [str(SCRIPT), "--log-level", "WARNING", name]
+    for flag, setting in (
         ("--mongodb-uri", "MONGODB_URI"),
         ("--database", "MONGODB_DATABASE"),
         ("--collections", "MONGODB_COLLECTIONS"),
         ("--landing-zone", "LANDING_ZONE"),
         ("--state", "STATE_STORE"),
     ):
-        command += [flag, values[name]]
-    subprocess.run(command, capture_output=True, text=True, check=True)
+        command += [flag, values[setting]]
+    return command
 
 
 def write_backlog(uri: str, database: str, count: int, seed: int = 11) -> dict[str, int]:
@@ -325,16 +330,7 @@ class FolderWatcher(threading.Thread):
 
 def latency(uri: str, database: str, root: Path, rate: int, seconds: float) -> FolderWatcher:
     snapshot(uri, database, root)
-    values = settings_values(uri, database, root)
-    command = [str(SCRIPT), "--log-level", "WARNING", "run"]
-    for flag, name in (
-        ("--mongodb-uri", "MONGODB_URI"),
-        ("--database", "MONGODB_DATABASE"),
-        ("--collections", "MONGODB_COLLECTIONS"),
-        ("--landing-zone", "LANDING_ZONE"),
-        ("--state", "STATE_STORE"),
-    ):
-        command += [flag, values[name]]
+    command = mirror_command("run", settings_values(uri, database, root))
     watcher = FolderWatcher(root / "lz" / f"{database}.schema" / COLLECTION)
     watcher.poll()  # the snapshot's files are not samples
     mirror = subprocess.Popen(command, stdout=subprocess.DEVNULL)

@@ -6,7 +6,6 @@ import ctypes
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-SCRIPT = Path(sys.executable).with_name("mongo-fabric-mirror")
-# The console script imports the package it was installed from; run this checkout's code.
-CHECKOUT = str(Path(__file__).resolve().parents[1])
+from tests.fixtures.console import console_command, console_env, run_console
+
 PR_CAPBSET_DROP = 24  # prctl(2)
 CAP_DAC_OVERRIDE = 1  # capabilities(7): root writes regardless of permission bits
 
@@ -29,31 +27,13 @@ def without_root_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
-def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"LANDING_ZONE", "STATE_STORE", "LOG_LEVEL", "MONGODB_URI", "MONGODB_DATABASE"}
-    }
-    return {**clean, "PYTHONPATH": CHECKOUT, **(env or {})}
-
-
 def run(
     *args: str,
     cwd: Path,
     env: dict[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), *args],
-        cwd=cwd,
-        env=cli_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=preexec_fn,
-    )
+    return run_console(*args, cwd=cwd, env=env, timeout=120, preexec_fn=preexec_fn)
 
 
 def test_inspect_exits_non_zero_and_names_the_defect(tmp_path: Path):
@@ -115,7 +95,8 @@ def test_sandbox_command_serves_until_interrupted(tmp_path: Path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen(
-        [str(SCRIPT), "sandbox", "--port", str(port), "--oplog-size", "5"],
+        console_command("sandbox", "--port", str(port), "--oplog-size", "5"),
+        env=console_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -409,9 +390,9 @@ def test_log_lines_never_run_on_after_the_progress_line_on_a_terminal(
     termios.tcsetattr(terminal, termios.TCSANOW, modes)
     arguments = [mongo_db_name, "--landing-zone", "lz", "--partitions", "4", "--workers", "2"]
     process = subprocess.Popen(
-        [str(SCRIPT), "snapshot", "--mongodb-uri", mongodb_uri, "--database", *arguments],
+        console_command("snapshot", "--mongodb-uri", mongodb_uri, "--database", *arguments),
         cwd=tmp_path,
-        env=cli_env({"LOG_LEVEL": "DEBUG"}),
+        env=console_env({"LOG_LEVEL": "DEBUG"}),
         stdout=subprocess.PIPE,
         stderr=terminal,
         text=True,

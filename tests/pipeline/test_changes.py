@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
 from pymongo import MongoClient
+from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from mongodb_sandbox import SandboxServer
@@ -80,6 +81,17 @@ def reader_for(ctx: MirrorContext) -> ChangeReader:
     return reader
 
 
+def streaming(
+    ctx: MirrorContext, mongo_client: MongoClient, **collections: list[dict[str, Any]]
+) -> tuple[Database[dict[str, Any]], ChangeReader]:
+    """Seed ``collections``, snapshot them: their database, and a reader holding the lease."""
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    for name, documents in collections.items():
+        db[name].insert_many(documents)
+    snapshot(ctx)
+    return db, reader_for(ctx)
+
+
 def drain(reader: ChangeReader, ctx: MirrorContext | None = None) -> list[WindowResult]:
     """Windows until the stream is idle and every table streams (replanning rebuilt ones)."""
     results: list[WindowResult] = []
@@ -139,10 +151,9 @@ def test_inserts_updates_replaces_and_deletes_become_upserts_and_deletes(
     make_context: MakeContext, mongo_client: MongoClient
 ):
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.orders.insert_many([{"_id": i, "v": i, "tags": ["a"]} for i in range(10)])
-    snapshot(ctx)
-    reader = reader_for(ctx)
+    db, reader = streaming(
+        ctx, mongo_client, orders=[{"_id": i, "v": i, "tags": ["a"]} for i in range(10)]
+    )
     table = TableRef(db.name, "orders")
     published = ctx.publisher.allocated_count(table)
 
@@ -172,10 +183,9 @@ def test_a_delete_removes_the_row_the_snapshot_wrote_for_every_id_type(
 ):
     """The delete's `_id` text must equal the snapshot's, or the replayed row would survive."""
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.mixed.insert_many([{"_id": value, "n": i} for i, value in enumerate(MIXED_IDS)])
-    snapshot(ctx)
-    reader = reader_for(ctx)
+    db, reader = streaming(
+        ctx, mongo_client, mixed=[{"_id": value, "n": i} for i, value in enumerate(MIXED_IDS)]
+    )
     for value in MIXED_IDS:
         db.mixed.delete_one({"_id": value})
     drain(reader)
@@ -189,10 +199,7 @@ def test_an_update_whose_document_is_gone_writes_no_row(
     make_context: MakeContext, mongo_client: MongoClient
 ):
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.items.insert_one({"_id": "keep", "v": 0})
-    snapshot(ctx)
-    reader = reader_for(ctx)
+    db, reader = streaming(ctx, mongo_client, items=[{"_id": "keep", "v": 0}])
     table = TableRef(db.name, "items")
     published = ctx.publisher.allocated_count(table)
     # Both happen before the window reads: the update's lookup finds nothing.
@@ -214,10 +221,7 @@ def test_a_changed_type_lands_in_the_twin_column(
     make_context: MakeContext, mongo_client: MongoClient
 ):
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.things.insert_many([{"_id": i, "v": i} for i in range(5)])
-    snapshot(ctx)
-    reader = reader_for(ctx)
+    db, reader = streaming(ctx, mongo_client, things=[{"_id": i, "v": i} for i in range(5)])
     db.things.update_one({"_id": 1}, {"$set": {"v": "one"}})
     db.things.insert_one({"_id": 9, "v": {"deep": [1, "x"]}})
     drain(reader)
@@ -235,10 +239,7 @@ def test_events_over_16_mb_are_split_and_reassembled(
     make_context: MakeContext, mongo_client: MongoClient
 ):
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.big.insert_one({"_id": 1, "blob": "a" * (9 * 1024 * 1024)})
-    snapshot(ctx)
-    reader = reader_for(ctx)
+    db, reader = streaming(ctx, mongo_client, big=[{"_id": 1, "blob": "a" * (9 * 1024 * 1024)}])
     # fullDocument (9 MB) + updateDescription (9 MB): one event of 18 MB, over the 16 MB limit.
     db.big.update_one({"_id": 1}, {"$set": {"blob": "b" * (9 * 1024 * 1024)}})
     db.big.insert_one({"_id": 2, "small": True})
@@ -252,10 +253,7 @@ def test_idle_windows_publish_nothing_and_advance_the_checkpoint(
     make_context: MakeContext, mongo_client: MongoClient
 ):
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.quiet.insert_one({"_id": 1})
-    snapshot(ctx)
-    reader = reader_for(ctx)
+    db, reader = streaming(ctx, mongo_client, quiet=[{"_id": 1}])
     table = TableRef(db.name, "quiet")
     drain(reader)
     before, files = stream_token(ctx), ctx.publisher.allocated_count(table)
@@ -313,10 +311,7 @@ def test_a_second_reader_cannot_take_a_live_lease_and_a_stale_one_stops(
     make_context: MakeContext, mongo_client: MongoClient
 ):
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.orders.insert_one({"_id": 1})
-    snapshot(ctx)
-    first = reader_for(ctx)
+    db, first = streaming(ctx, mongo_client, orders=[{"_id": 1}])
     other = make_context()
     with pytest.raises(LeaseHeld, match="another process"):
         reader_for(other)
@@ -520,10 +515,7 @@ def test_a_renamed_collection_leaves_no_stale_table_and_the_new_one_is_mirrored(
     make_context: MakeContext, mongo_client: MongoClient
 ):
     ctx = make_context()
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    db.before.insert_many([{"_id": i, "v": i} for i in range(10)])
-    snapshot(ctx)
-    reader = reader_for(ctx)
+    db, reader = streaming(ctx, mongo_client, before=[{"_id": i, "v": i} for i in range(10)])
     db.before.rename("after")
     db.after.insert_one({"_id": 99})
     drain(reader, ctx)

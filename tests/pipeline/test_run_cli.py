@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,9 +33,9 @@ from shared.pipeline.rebuild import REBUILD_KIND
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import format_report, verify_mirror
 from shared.state import open_state_store
+from tests.fixtures.console import console_command, console_env
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE
 
-SCRIPT = Path(sys.executable).with_name("mongo-fabric-mirror")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL_WINDOWS = [
     "--change-window-events",
@@ -49,11 +48,6 @@ SMALL_WINDOWS = [
     "40",
 ]
 Backend = tuple[str, str]
-# The console script imports the package its editable install names; this checkout's code first.
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-}
 
 
 @pytest.fixture(params=["local", "azurite"])
@@ -75,7 +69,7 @@ def local_backend(tmp_path: Path) -> Backend:
 
 def command(name: str, uri: str, database: str, backend: Backend, *extra: str) -> list[str]:
     landing_zone, state = backend
-    args = [str(SCRIPT), name, "--mongodb-uri", uri, "--database", database]
+    args = console_command(name, "--mongodb-uri", uri, "--database", database)
     args += ["--landing-zone", landing_zone]
     if name == "run":
         args += ["--state", state, *SMALL_WINDOWS]
@@ -96,7 +90,7 @@ class RunProcess:
                 stderr=err,
                 start_new_session=True,
                 cwd=REPO_ROOT,
-                env=ENV,
+                env=console_env(),
             )
 
     @property
@@ -128,7 +122,7 @@ def run_once(uri: str, database: str, backend: Backend, *extra: str) -> str:
         timeout=120,
         check=False,
         cwd=REPO_ROOT,
-        env=ENV,
+        env=console_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mirrored" in result.stdout and "change events" in result.stdout
@@ -143,17 +137,17 @@ def assert_verified(uri: str, database: str, backend: Backend) -> None:
         text=True,
         timeout=120,
         check=False,
-        env=ENV,
+        env=console_env(),
     )
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
     assert "DIFFERENT" not in verify.stdout
     inspect = subprocess.run(
-        [str(SCRIPT), "inspect", "--landing-zone", backend[0]],
+        console_command("inspect", "--landing-zone", backend[0]),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env=ENV,
+        env=console_env(),
     )
     assert inspect.returncode == 0, inspect.stdout[-3000:]
     assert "DOES NOT CONFORM" not in inspect.stdout and "conforms" in inspect.stdout
@@ -394,7 +388,7 @@ def test_a_second_run_cannot_publish_while_the_first_holds_the_lease(
             text=True,
             timeout=120,
             check=False,
-            env=ENV,
+            env=console_env(),
         )
         assert second.returncode == 1, second.stderr
         assert "another process" in second.stderr and "Traceback" not in second.stderr

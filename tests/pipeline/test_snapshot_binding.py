@@ -5,8 +5,6 @@ over each other's in-flight publishes, on a local folder and on Azurite."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,15 +15,8 @@ from pymongo import MongoClient
 from shared.landing_zone import stores
 from shared.landing_zone.tables import TableRef
 from shared.state import open_state_store
+from tests.fixtures.console import run_console as cli
 from tests.pipeline.mirror_checks import assert_mirrors, rows_in_files
-
-SCRIPT = Path(sys.executable).with_name("mongo-fabric-mirror")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def snapshot(uri: str, database: str, landing_zone: str, state: str, *extra: str):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.demo import sample_orders
 from shared.state.sqlite import SqliteStateStore
+from tests.fixtures.console import console_command, console_env
 from tests.pipeline.mirror_checks import assert_mirrors, rows_in_files
-
-SCRIPT = Path(sys.executable).with_name("mongo-fabric-mirror")
 
 
 def load_orders(client: MongoClient, database: str, count: int) -> None:
@@ -33,8 +31,7 @@ def load_orders(client: MongoClient, database: str, count: int) -> None:
 
 def snapshot_command(tmp_path: Path, uri: str, database: str, *extra: str) -> list[str]:
     return [
-        str(SCRIPT),
-        "snapshot",
+        *console_command("snapshot"),
         "--mongodb-uri",
         uri,
         "--database",
@@ -86,6 +83,7 @@ def test_a_million_orders_with_two_workers(
         text=True,
         timeout=600,
         check=False,
+        env=console_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"snapshot published {count:,} documents" in result.stdout
@@ -109,7 +107,9 @@ def test_worker_killed_mid_partition_then_rerun_resumes(
         "--file-rows",
         "500",
     )
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=console_env()
+    )
     folder = tmp_path / "lz" / f"{mongo_db_name}.schema" / "orders"
     deadline = time.monotonic() + 120
     while not list(folder.glob("*0005.parquet")):  # a few files published: partitions are mid-way
@@ -122,7 +122,9 @@ def test_worker_killed_mid_partition_then_rerun_resumes(
     assert first.returncode == 1
     assert "a worker process died" in stderr and "run again to resume" in stderr
 
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    second = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, env=console_env()
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     check(tmp_path, mongo_client, mongo_db_name, count)
 
@@ -141,7 +143,9 @@ def test_unknown_collection_is_an_error_not_a_skip(
 ):
     mongo_client[mongo_db_name].orders.insert_one({"_id": 1})
     command = snapshot_command(tmp_path, mongodb_uri, mongo_db_name, "--collections", collections)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env=console_env()
+    )
     assert result.returncode == 2
     assert "configuration error: MONGODB_COLLECTIONS" in result.stderr and message in result.stderr
     assert not (tmp_path / "lz").exists()

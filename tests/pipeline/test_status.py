@@ -4,8 +4,6 @@ read from the state store only, after a real snapshot, a change window and a reb
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +14,7 @@ from shared.landing_zone.tables import TableRef
 from shared.pipeline.rebuild import rebuild_table
 from shared.pipeline.status import format_status, record_error, status_report
 from shared.state.sqlite import SqliteStateStore
-
-SCRIPT = Path(sys.executable).with_name("mongo-fabric-mirror")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, timeout=300, check=False
-    )
+from tests.fixtures.console import run_console as cli
 
 
 def test_status_reports_progress_changes_rebuilds_and_errors(
