@@ -8,7 +8,7 @@ command (which records the database's stream checkpoint); then a backlog of chan
 (inserts, updates, replaces, deletes of order documents) is written, and timed while drained:
 
 - ours: a fresh process runs our ChangeReader (default settings) window after window until the
-  stream is idle: read, convert, publish one parquet file per window, checkpoint. Its peak RSS is
+  backlog is published: read, convert, publish one parquet file per window, checkpoint. Its peak RSS is
   reported for N and for 2N events: memory is bounded by the window, not the stream.
 - baseline: the partner app's change listener (v1.4.4 `listening.py`), in this process: each
   event becomes a one-row DataFrame, goes through its `process_dataframe` (the transform
@@ -154,8 +154,11 @@ def stream_token(root: Path, database: str) -> str:
 def drain_with_change_reader(
     values: dict[str, str], count: int
 ) -> tuple[int, float, float, int, float, float]:
-    """Windows until the stream is idle; (events, seconds, CPU seconds, files published, peak
-    RSS MB once half of the ``count`` events were read, peak RSS MB at the end)."""
+    """Windows until the backlog's ``count`` events are published and checkpointed (or the
+    stream is idle: then fewer were read, which the caller refuses); (events, seconds, CPU
+    seconds, files published, peak RSS MB once half of the events were read, peak RSS MB at the
+    end). The clock stops with the window that holds the last event, as the baseline's stops at
+    its last event: neither waits out an idle getMore after the backlog."""
     from shared.config import load_settings
     from shared.pipeline.changes import ChangeReader
     from shared.pipeline.wiring import open_context
@@ -168,7 +171,7 @@ def drain_with_change_reader(
     try:
         reader.acquire()
         started, cpu = time.perf_counter(), time.process_time()
-        while True:
+        while events < count:
             result = reader.window()
             events += result.events
             if not half_peak and events >= count // 2:

@@ -273,8 +273,9 @@ class ChangeStreamCursor:
             full_document = event.get("fullDocument")
             if full_document is not None and self._filters_read_documents:
                 view = {**event, "fullDocument": RawBSONDocument(full_document.raw, RAW)}
-            if not all(matcher.matches(view) for matcher in self._filters):
-                return None
+            for matcher in self._filters:
+                if not matcher.matches(view):
+                    return None
             return storage.encode(event)
         raw = storage.encode(event)
         token = event["_id"]

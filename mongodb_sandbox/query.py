@@ -192,7 +192,8 @@ class MemoizedFilter:
     def matches(self, doc: Mapping[str, Any]) -> bool:
         if self._paths is None:
             return matches(doc, self.query)
-        key = tuple(tuple((type(v), v) for v in resolve(doc, parts)) for parts in self._paths)
+        paths = enumerate(self._paths)
+        key = tuple([(path, type(v), v) for path, parts in paths for v in resolve(doc, parts)])
         try:
             return self._verdicts[key]
         except KeyError:
