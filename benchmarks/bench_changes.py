@@ -8,8 +8,8 @@ command (which records the database's stream checkpoint); then a backlog of chan
 (inserts, updates, replaces, deletes of order documents) is written, and timed while drained:
 
 - ours: a fresh process runs our ChangeReader (default settings) window after window until the
-  backlog is published: read, convert, publish one parquet file per window, checkpoint. Its peak RSS is
-  reported for N and for 2N events: memory is bounded by the window, not the stream.
+  backlog is published: read, convert, publish one parquet file per window, checkpoint. Its
+  peak RSS is reported for N and for 2N events: memory is bounded by the window, not the stream.
 - baseline: the partner app's change listener (v1.4.4 `listening.py`), in this process: each
   event becomes a one-row DataFrame, goes through its `process_dataframe` (the transform
   re-implemented in bench_conversion.py), gets its row marker and is concatenated onto the
