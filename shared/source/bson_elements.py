@@ -111,7 +111,10 @@ class Element:
     def string(self) -> str:
         if self.kind != BsonType.STRING:
             raise MirrorError(f"expected a BSON string, found type {self.kind:#04x}")
-        return self.buffer[self.value + 4 : self.end - 1].decode()
+        try:
+            return self.buffer[self.value + 4 : self.end - 1].decode()
+        except UnicodeDecodeError as error:
+            raise MirrorError(f"a BSON string at byte {self.value} is not UTF-8: {error}") from None
 
     def int32(self) -> int:
         if self.kind != BsonType.INT32:
