@@ -193,8 +193,8 @@ class ChangeReader:
             while result.events < max_events and size < max_bytes:
                 events = stream.next_events(max_events - result.events, max_bytes - size)
                 if not events:
-                    # Drained up to the present, or the cursor died (a fatal error the driver
-                    # closed it on): then the next window reopens it.
+                    # Drained up to the present, or the server ended the cursor: then the
+                    # next window reopens it.
                     result.idle = stream.alive
                     break
                 result.events += len(events)
