@@ -12,7 +12,7 @@ import bson
 import pytest
 from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
 from bson.timestamp import Timestamp
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from shared.errors import MirrorError
@@ -106,12 +106,14 @@ documents = st.recursive(
 
 
 @given(documents)
+@example({"": None, "_id": None})  # the encoder moves a top-level _id first
 def test_any_document_is_walked_like_the_decoder_walks_it(document: dict[str, Any]) -> None:
     data = bson.encode(document)
+    decoded = bson.decode(data)  # the encoder puts a top-level _id first
     found = fields(data)
-    assert list(found) == list(document)
+    assert list(found) == list(decoded)
     for name, element in found.items():
-        assert bson.decode(element.as_single_field_document()) == {name: document[name]}
+        assert bson.decode(element.as_single_field_document()) == {name: decoded[name]}
 
 
 def test_an_array_of_documents_gives_each_documents_offset() -> None:
