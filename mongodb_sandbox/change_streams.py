@@ -26,7 +26,6 @@ EVENT, INVALIDATE, HIGH_WATER = 0, 1, 2
 DEFAULT_AWAIT_MS = 1000
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 _TOKEN = re.compile(r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})([0-9A-F]{2})([0-9A-F]{4})")
-RAW = storage.RAW_OPTIONS
 _RESUME_DATA = "82%08X%08X%016X%02X%04X"
 _SYSTEM_DATABASES = ("admin", "config", "local")
 
@@ -272,7 +271,8 @@ class ChangeStreamCursor:
             view = event
             full_document = event.get("fullDocument")
             if full_document is not None and self._filters_read_documents:
-                view = {**event, "fullDocument": RawBSONDocument(full_document.raw, RAW)}
+                fresh = RawBSONDocument(full_document.raw, storage.RAW_OPTIONS)
+                view = {**event, "fullDocument": fresh}
             for matcher in self._filters:
                 if not matcher.matches(view):
                     return None

@@ -74,8 +74,6 @@ def type_rank(value: Any) -> int:
     exact = _EXACT_RANKS.get(type(value))  # the common types, without the isinstance chain
     if exact is not None:
         return exact
-    if value is None:
-        return NULL
     if isinstance(value, bool):
         return BOOL
     if isinstance(value, int | float | Decimal128 | Decimal):
