@@ -7,6 +7,7 @@ local SQLite; one contract test suite (tests/state) holds both to the same behav
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,6 +15,10 @@ from typing import Any, Protocol
 from shared.errors import MirrorError
 
 JsonObject = dict[str, Any]
+# Every value ``update`` writes names the operation that wrote it, so a write whose answer was
+# lost (the service applied it, the connection died, the retry met a changed ETag) is recognised
+# by reading the record back, instead of being applied a second time.
+OPERATION_KEY = "_op"
 
 
 class ConflictError(MirrorError):
@@ -67,10 +72,16 @@ def update(
     """Apply ``change`` to the current value (None if absent) with compare-and-swap.
 
     ``change`` must be a pure function of its input: it is re-run when another writer wins.
+    Idempotent across lost answers: when a write fails with a conflict (or an error after which
+    it may still have been applied), the record read next is this call's own write if it names
+    this call's operation id, and is returned as the result instead of changing it again.
     """
+    operation = uuid.uuid4().hex
     for _ in range(attempts):
         current = store.get(kind, key)
-        new_value = change(None if current is None else current.value)
+        if current is not None and current.value.get(OPERATION_KEY) == operation:
+            return current  # an earlier attempt landed; only its answer was lost
+        new_value = {**change(None if current is None else current.value), OPERATION_KEY: operation}
         try:
             if current is None:
                 return store.create(kind, key, new_value)

@@ -8,7 +8,7 @@ Implementations: OneLake/ADLS Gen2 (DFS), Azure Blob, local folder. One contract
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.errors import MirrorError
@@ -26,6 +26,9 @@ class PathNotFoundError(MirrorError):
 class StoredFile:
     path: str
     size: int
+    # Changes whenever the file is replaced or re-created (an ETag; inode and mtime locally), so a
+    # delete of a file listed earlier can refuse to touch a newer file of the same name.
+    version: str = field(default="", compare=False)
 
 
 class LandingZoneStore(Protocol):
@@ -72,4 +75,13 @@ class LandingZoneStore(Protocol):
 
     def delete_folder(self, folder: str) -> None:
         """Remove a folder and everything below it; no error if it does not exist."""
+        ...
+
+    def delete_unchanged(self, file: StoredFile) -> bool:
+        """Remove a file as it was listed; False (nothing done) if it is gone or was replaced
+        since. What a fenced rebuild uses: it can never delete a newer writer's file."""
+        ...
+
+    def delete_empty_folder(self, folder: str) -> None:
+        """Remove ``folder`` if it holds nothing; nothing happens if it is missing or not empty."""
         ...

@@ -5,8 +5,14 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobPrefix, BlobServiceClient, ContainerClient
 
 from shared.landing_zone.stores._common import (
@@ -105,7 +111,7 @@ class BlobStore:
             if isinstance(item, BlobPrefix) or is_folder_marker(item.metadata):
                 folders.add(name)
             else:
-                files.append(StoredFile(name, int(item.size)))
+                files.append(StoredFile(name, int(item.size), str(item.etag)))
         return sorted(files, key=lambda file: file.path), sorted(folders)
 
     def list_files(self, folder: str) -> list[StoredFile]:
@@ -128,6 +134,31 @@ class BlobStore:
     def delete(self, path: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self._container.delete_blob(self._name(path))
+
+    def delete_unchanged(self, file: StoredFile) -> bool:
+        try:
+            self._container.delete_blob(
+                self._name(file.path),
+                etag=file.version,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        return True
+
+    def delete_empty_folder(self, folder: str) -> None:
+        prefix = self._name(folder, folder=True)
+        # In a flat namespace a folder is only a prefix, gone with its last blob; a hierarchical
+        # one lists it as a marker blob and refuses to delete it while it holds anything.
+        if not clean_path(folder, folder=True) or not self._is_folder(prefix):
+            return
+        try:
+            self._container.delete_blob(prefix)
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as error:
+            if error.status_code != 409:
+                raise
 
     def delete_folder(self, folder: str) -> None:
         prefix = self._name(folder, folder=True)

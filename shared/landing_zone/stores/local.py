@@ -94,7 +94,8 @@ class LocalStore:
         for entry in self._entries(folder):
             try:
                 if entry.is_file():
-                    files.append(StoredFile(join(prefix, entry.name), entry.stat().st_size))
+                    stat = entry.stat()
+                    files.append(StoredFile(join(prefix, entry.name), stat.st_size, _version(stat)))
             except FileNotFoundError:
                 continue  # renamed or removed while listing: another process finished a write
         return files
@@ -123,6 +124,24 @@ class LocalStore:
         with contextlib.suppress(FileNotFoundError):
             self._file(path).unlink()
 
+    def delete_unchanged(self, file: StoredFile) -> bool:
+        # A local folder has no conditional delete: the check and the unlink are two calls, so a
+        # writer re-creating the name in between is not excluded. The cloud stores make it one.
+        path = self._file(file.path)
+        try:
+            if _version(path.stat()) != file.version:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_empty_folder(self, folder: str) -> None:
+        path = self._folder(folder)
+        if path != self._root:
+            with contextlib.suppress(OSError):  # missing, or not empty: someone else's files
+                path.rmdir()
+
     def delete_folder(self, folder: str) -> None:
         path = self._folder(folder)
         if path == self._root:
@@ -131,6 +150,10 @@ class LocalStore:
                 _remove(Path(entry.path))
         else:
             _remove(path)
+
+
+def _version(stat: os.stat_result) -> str:
+    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
 
 
 def _unusable(problem: str) -> ConfigError:

@@ -22,7 +22,11 @@ from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.filedatalake import DataLakeServiceClient, FileSystemClient
 
 from shared.landing_zone.stores._common import (
@@ -151,12 +155,17 @@ class OneLakeStore:
             return None
         return None if is_folder_marker(properties.metadata) else int(properties.size)
 
-    def _children(self, folder: str) -> list[tuple[str, bool, int]]:
-        """(path from the root, is a directory, size) of each entry directly in ``folder``."""
+    def _children(self, folder: str) -> list[tuple[str, bool, int, str]]:
+        """(path from the root, is a directory, size, ETag) of each entry directly in ``folder``."""
         prefix = self._full(folder, folder=True)
         try:
             return sorted(
-                (relative(self._base, item.name), bool(item.is_directory), item.content_length or 0)
+                (
+                    relative(self._base, item.name),
+                    bool(item.is_directory),
+                    item.content_length or 0,
+                    str(item.etag),
+                )
                 for item in self._fs.get_paths(path=prefix or None, recursive=False)
             )
         except ResourceNotFoundError:
@@ -164,11 +173,13 @@ class OneLakeStore:
 
     def list_files(self, folder: str) -> list[StoredFile]:
         return [
-            StoredFile(path, size) for path, is_dir, size in self._children(folder) if not is_dir
+            StoredFile(path, size, etag)
+            for path, is_dir, size, etag in self._children(folder)
+            if not is_dir
         ]
 
     def list_folders(self, folder: str) -> list[str]:
-        return [path for path, is_dir, _ in self._children(folder) if is_dir]
+        return [path for path, is_dir, _, _ in self._children(folder) if is_dir]
 
     def rename_new(self, source: str, target: str) -> None:
         # The DFS rename fails if the destination's parent is missing; create it only when the
@@ -185,13 +196,30 @@ class OneLakeStore:
         with contextlib.suppress(ResourceNotFoundError):
             self._fs.get_file_client(self._full(path)).delete_file()
 
+    def delete_unchanged(self, file: StoredFile) -> bool:
+        try:
+            self._fs.get_file_client(self._full(file.path)).delete_file(
+                etag=file.version, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        return True
+
+    def delete_empty_folder(self, folder: str) -> None:
+        if not clean_path(folder, folder=True) or self._children(folder):
+            return
+        # The SDK deletes directories recursively only, so emptiness is checked by the listing
+        # just above: two calls, where a file written in between would go with the folder.
+        with contextlib.suppress(ResourceNotFoundError):
+            self._fs.get_directory_client(self._full(folder, folder=True)).delete_directory()
+
     def delete_folder(self, folder: str) -> None:
         if clean_path(folder, folder=True):
             with contextlib.suppress(ResourceNotFoundError):
                 self._fs.get_directory_client(self._full(folder, folder=True)).delete_directory()
             return
         # The root (OneLake's LandingZone) stays: empty it entry by entry.
-        for path, is_dir, _ in self._children(""):
+        for path, is_dir, _, _ in self._children(""):
             if is_dir:
                 self.delete_folder(path)
             else:

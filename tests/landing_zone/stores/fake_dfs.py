@@ -152,6 +152,10 @@ class FakeDfs:
             if method in ("GET", "HEAD"):
                 raise _Error(404, "BlobNotFound")
             if method == "DELETE":
+                # Path - Delete honours If-Match like every conditional DFS request.
+                wanted = request.headers.get("if-match")
+                if wanted and path in paths and paths[path].etag != wanted:
+                    raise _Error(412, "ConditionNotMet")
                 return self._delete(paths, path, query.get("recursive") == "true")
         raise _Error(400, f"UnsupportedOperation {method} {request.query}")
 

@@ -208,3 +208,32 @@ def test_description_names_the_place_without_secrets(store: LandingZoneStore) ->
     assert description
     for secret in ("AccountKey", "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1", "sig=", "Bearer"):
         assert secret not in description
+
+
+def test_delete_unchanged_spares_a_file_replaced_since_it_was_listed(
+    store: LandingZoneStore,
+) -> None:
+    """A fenced rebuild deletes what it listed; a newer writer's file of the same name stays."""
+    store.write_new("t/kept", b"old")
+    store.write_new("t/gone", b"old")
+    listed = {file.path: file for file in store.list_files("t")}
+    assert all(file.version for file in listed.values())
+    store.delete("t/kept")
+    store.write_new("t/kept", b"new generation")
+
+    assert store.delete_unchanged(listed["t/gone"]) is True
+    assert store.delete_unchanged(listed["t/kept"]) is False
+    assert store.delete_unchanged(listed["t/gone"]) is False  # already gone
+    assert store.read("t/kept") == b"new generation"
+    assert store.size("t/gone") is None
+
+
+def test_delete_empty_folder_only_when_empty(store: LandingZoneStore) -> None:
+    store.write_new("t/inner/file", b"x")
+    store.delete_empty_folder("t/inner")
+    assert store.read("t/inner/file") == b"x"
+    store.delete("t/inner/file")
+    store.delete_empty_folder("t/inner")
+    store.delete_empty_folder("t")
+    assert store.list_folders("") == []
+    store.delete_empty_folder("missing")
