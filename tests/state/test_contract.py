@@ -13,6 +13,7 @@ from shared.state import (
     ConflictError,
     CorruptStateError,
     JsonObject,
+    Record,
     StateStore,
     update,
 )
@@ -203,4 +204,38 @@ def test_update_from_many_threads_loses_no_increment(store: StateStore) -> None:
         for future in [pool.submit(worker) for _ in range(8)]:
             future.result()
     record = store.get("counter", "shared")
-    assert record is not None and record.value == {"count": 200}
+    assert record is not None and record.value["count"] == 200
+
+
+class LostAnswers:
+    """The store as a client sees it when the service applies a write but the answer is lost
+    and the SDK's own retry then meets the changed record (409 on insert, 412 on replace)."""
+
+    def __init__(self, inner: StateStore, losses: int) -> None:
+        self.inner = inner
+        self.losses = losses
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def create(self, kind: str, key: str, value: JsonObject) -> Record:
+        record = self.inner.create(kind, key, value)
+        return self._lose(record)
+
+    def replace(self, kind: str, key: str, value: JsonObject, etag: str) -> Record:
+        return self._lose(self.inner.replace(kind, key, value, etag))
+
+    def _lose(self, record: Record) -> Record:
+        if self.losses:
+            self.losses -= 1
+            raise ConflictError("the retry of an applied write met the changed record")
+        return record
+
+
+def test_update_whose_answer_is_lost_is_applied_once(store: StateStore) -> None:
+    lossy = LostAnswers(store, losses=2)
+    update(lossy, "counter", "lost", _increment)  # the insert's answer is lost
+    update(lossy, "counter", "lost", _increment)  # and the replace's
+    record = store.get("counter", "lost")
+    assert record is not None and record.value["count"] == 2
+    assert lossy.losses == 0
