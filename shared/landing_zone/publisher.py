@@ -17,6 +17,18 @@ process is never taken for a crashed one.
 An existing file under a number is ours only if its SHA-256 is the one recorded at allocation;
 anything else is a conflict, reported and never deleted.
 
+Fencing. Every write a writer makes to a table is checked against its claim in the same
+compare-and-swap that makes it (``_owned``), and a superseded writer changes nothing: a newer
+claim, a rebuild that retired the table's generation, or a new generation after a rebuild all
+fail that check. A rebuild (``retire`` / ``sweep`` / ``forget``, driven by
+shared/pipeline/rebuild.py) is fenced the same way: ``retire`` marks the generation as going in
+one compare-and-swap that names the generation the rebuilder means, so a rebuilder that slept
+while another finished cannot retire the new generation; its sweep deletes only files it listed
+while the old generation's record still existed (``delete_unchanged``: a newer file of the same
+name is spared); and the record is forgotten only while it is still retired by that rebuilder.
+A new generation can be bound only once the old record is gone, so nothing of it can be listed
+by an older rebuild.
+
 Binding. A table folder and the state store that numbers its files belong to each other: the
 folder holds ``_mirror-binding.json`` naming the state store's identity and the table's
 generation, and the sequence record names the same generation. ``prepare_table`` checks both,
@@ -27,6 +39,7 @@ table with a message that says how to recover.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,7 +53,12 @@ import pyarrow as pa
 from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone import parquet_files
-from shared.landing_zone.stores.base import LandingZoneStore, PathExistsError, PathNotFoundError
+from shared.landing_zone.stores.base import (
+    LandingZoneStore,
+    PathExistsError,
+    PathNotFoundError,
+    StoredFile,
+)
 from shared.landing_zone.tables import (
     PARTNER_EVENTS_FILE,
     PROCESSED_FOLDER,
@@ -63,6 +81,7 @@ ORPHAN_AGE_SECONDS = 3600
 PUBLISH_LEASE_SECONDS = 300
 METADATA = {"keyColumns": [parquet_files.KEY_COLUMN]}
 RESYNC_HINT = "mongo-fabric-mirror resync --table {table}"
+_CLAIM_KEYS = ("owner", "lease_expires", "epoch")  # a writer's claim, beside its progress
 
 
 class Superseded(MirrorError):
@@ -79,6 +98,22 @@ class PublishConflict(MirrorError):
 
 class BindingError(MirrorError):
     """The table folder and the state store do not belong to each other."""
+
+
+class TableRebuilding(Superseded):
+    """The table's generation is being rebuilt: no writer of it may publish or claim again."""
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """A rebuild in progress: the generation it retires, its fencing token, and the files it
+    listed while that generation's record still existed."""
+
+    table: TableRef
+    generation: str
+    owner: str
+    cause: str
+    listed: tuple[StoredFile, ...]
 
 
 @dataclass(frozen=True)
@@ -140,6 +175,7 @@ class SequenceState:
     pending: dict[int, PendingPublish]
     progress: dict[str, JsonObject]
     generation: str
+    retired: JsonObject | None = None  # {"owner", "cause"} while a rebuild removes this generation
 
     @classmethod
     def from_json(cls, value: JsonObject | None, table: TableRef) -> SequenceState:
@@ -153,21 +189,27 @@ class SequenceState:
             }
             progress = dict(value["progress"])
             generation = _text(value["generation"])
+            retired = value.get("retired")
+            if retired is not None and not isinstance(retired.get("owner"), str):
+                raise TypeError("a retirement must name its owner")
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise MirrorError(f"the sequence record of {table} is malformed: {error!r}") from None
         if not isinstance(next_number, int) or next_number < 1:
             raise MirrorError(f"the sequence record of {table} has an invalid next number")
         if any(not isinstance(item, dict) for item in progress.values()):
             raise MirrorError(f"the sequence record of {table} has malformed progress")
-        return cls(next_number, pending, progress, generation)
+        return cls(next_number, pending, progress, generation, retired)
 
     def to_json(self) -> JsonObject:
-        return {
+        value: JsonObject = {
             "next": self.next_number,
             "pending": {str(number): entry.to_json() for number, entry in self.pending.items()},
             "progress": self.progress,
             "generation": self.generation,
         }
+        if self.retired is not None:
+            value["retired"] = self.retired
+        return value
 
     def holder(self, writer: str) -> str | None:
         owner = self.progress.get(writer, {}).get("owner")
@@ -253,21 +295,27 @@ class Publisher:
         self.repair(table)
 
     def claim(
-        self, table: TableRef, writer: str, lease_seconds: float | None = None
+        self,
+        table: TableRef,
+        writer: str,
+        lease_seconds: float | None = None,
+        epoch: int | None = None,
     ) -> tuple[str, JsonObject]:
         """Take over ``writer`` (fencing any earlier holder); returns the owner token and progress.
 
         A process that lost its claim gets Superseded on its next publish, so two runs of the same
         partition or stream (a redelivered message, a restarted worker) never interleave files.
         With ``lease_seconds``, the claim is refused (LeaseHeld) while another holder's lease is
-        live, and each publish renews it. Publishes the fenced holder left pending are finished.
+        live, and each publish renews it. With ``epoch`` (the change reader's lease epoch), a
+        holder of a newer epoch is never taken over (Superseded): a paused reader cannot take a
+        table back from its successor. Publishes the fenced holder left pending are finished.
         """
         owner = uuid.uuid4().hex
         claimed: list[JsonObject] = []
         now = time.time()
 
         def take(value: JsonObject | None) -> JsonObject:
-            current = SequenceState.from_json(value, table)
+            current = _live(SequenceState.from_json(value, table), table)
             held = current.progress.get(writer, {})
             expires = held.get("lease_expires")
             if (
@@ -280,9 +328,17 @@ class Publisher:
                     f"{table}: another process holds {writer} for {expires - now:.0f} more "
                     "seconds; only one reader may publish a table"
                 )
-            previous = {k: v for k, v in held.items() if k not in ("owner", "lease_expires")}
+            held_epoch = held.get("epoch", 0)
+            if epoch is not None and isinstance(held_epoch, int) and held_epoch > epoch:
+                raise Superseded(
+                    f"{table}: a newer reader (epoch {held_epoch}) holds {writer}; "
+                    f"this one (epoch {epoch}) stops"
+                )
+            previous = {k: v for k, v in held.items() if k not in _CLAIM_KEYS}
             claimed[:] = [previous]
             mine: JsonObject = {**previous, "owner": owner}
+            if epoch is not None:
+                mine["epoch"] = epoch
             if lease_seconds is not None:
                 mine["lease_expires"] = now + lease_seconds
             return _with(current, progress={**current.progress, writer: mine}).to_json()
@@ -320,6 +376,10 @@ class Publisher:
 
         def allocate(value: JsonObject | None) -> JsonObject:
             current = self._owned(value, table, writer, owner)
+            for number, pending in current.pending.items():
+                if pending.staged == staged:  # allocated by an attempt whose answer was lost
+                    taken[:] = [number]
+                    return current.to_json()
             taken[:] = [current.next_number]
             return _with(
                 current,
@@ -327,7 +387,7 @@ class Publisher:
                 pending={**current.pending, current.next_number: entry},
                 progress={
                     **current.progress,
-                    writer: _progress(progress, owner, lease_seconds),
+                    writer: _progress(current, writer, progress, owner, lease_seconds),
                 },
             ).to_json()
 
@@ -354,7 +414,7 @@ class Publisher:
 
         def record(value: JsonObject | None) -> JsonObject:
             current = self._owned(value, table, writer, owner)
-            mine = _progress(progress, owner, lease_seconds)
+            mine = _progress(current, writer, progress, owner, lease_seconds)
             return _with(current, progress={**current.progress, writer: mine}).to_json()
 
         update(self.state, SEQUENCE_KIND, table.folder, record)
@@ -376,7 +436,7 @@ class Publisher:
         progress = self._sequence(table).progress.get(writer)
         if progress is None:
             return None
-        return {k: v for k, v in progress.items() if k not in ("owner", "lease_expires")}
+        return {k: v for k, v in progress.items() if k not in _CLAIM_KEYS}
 
     def allocated_count(self, table: TableRef) -> int:
         """How many sequence numbers have been allocated (pending ones are finished by repair)."""
@@ -389,11 +449,100 @@ class Publisher:
         current = self._sequence(table)
         self._remove_orphans(table, {entry.staged for entry in current.pending.values()})
 
-    def drop_table(self, table: TableRef) -> None:
-        """Delete the table folder and its sequence: the replicator drops the table."""
-        self.store.delete_folder(table.folder)
-        self.state.delete(SEQUENCE_KIND, table.folder)
+    def generation(self, table: TableRef) -> str:
+        return self._sequence(table).generation
+
+    def retire(self, table: TableRef, cause: str, generation: str) -> Retirement | None:
+        """Begin (or take over) the rebuild of ``generation``: from this write on, no writer of
+        it publishes or claims again. None if the table's generation is another one by now."""
+        record = self.state.get(SEQUENCE_KIND, table.folder)
+        if record is None or SequenceState.from_json(record.value, table).generation != generation:
+            return None
+        # Listed between two reads that both find ``generation``: no newer generation can have
+        # written here in between, since one is bound only after this record is gone.
+        listed = self._listing(table.folder)
+        owner = uuid.uuid4().hex
+
+        def mark(value: JsonObject | None) -> JsonObject:
+            current = _of_generation(value, table, generation)
+            return _with(current, retired={"owner": owner, "cause": cause}).to_json()
+
+        try:
+            update(self.state, SEQUENCE_KIND, table.folder, mark)
+        except _OtherGeneration:
+            return None
+        return Retirement(table, generation, owner, cause, tuple(listed))
+
+    def retired(self, table: TableRef) -> Retirement | None:
+        """The rebuild a crash left unfinished, taken over; None if the table is not retired."""
+        record = self.state.get(SEQUENCE_KIND, table.folder)
+        if record is None:
+            return None
+        current = SequenceState.from_json(record.value, table)
+        if current.retired is None:
+            return None
+        return self.retire(table, str(current.retired.get("cause", "")), current.generation)
+
+    def holds(self, retirement: Retirement) -> bool:
+        """``retirement`` is still the table's rebuild (not finished or taken over by another)."""
+        record = self.state.get(SEQUENCE_KIND, retirement.table.folder)
+        if record is None:
+            return False
+        current = SequenceState.from_json(record.value, retirement.table)
+        return (
+            current.generation == retirement.generation
+            and current.retired is not None
+            and current.retired.get("owner") == retirement.owner
+        )
+
+    def sweep(self, retirement: Retirement) -> bool:
+        """Delete the retired generation's files; False if another rebuild took over."""
+        table, listed = retirement.table, list(retirement.listed)
+        while listed:
+            for stored in listed:
+                self.store.delete_unchanged(stored)
+            # Files a publisher of the old generation renamed in after the listing: listed again
+            # between two checks that the old record still stands.
+            if not self.holds(retirement):
+                return False
+            listed = self._listing(table.folder)
+            if not self.holds(retirement):
+                return False
+        for folder in sorted(self._folders(table.folder), reverse=True):
+            self.store.delete_empty_folder(folder)
+        return True
+
+    def sweep_unowned(self, table: TableRef) -> None:
+        """Delete a table folder this state store never numbered (another tool's, another
+        state's): only while it still has no sequence record here, which binding would create."""
+        listed = self._listing(table.folder)
+        if self.state.get(SEQUENCE_KIND, table.folder) is not None:
+            raise MirrorError(f"{table} was bound by another process meanwhile; nothing deleted")
+        for stored in listed:
+            self.store.delete_unchanged(stored)
+        for folder in sorted(self._folders(table.folder), reverse=True):
+            self.store.delete_empty_folder(folder)
         self._bound.discard(table.folder)
+
+    def forget(self, retirement: Retirement) -> None:
+        """Remove the retired generation's sequence record: the table may be bound afresh."""
+        record = self.state.get(SEQUENCE_KIND, retirement.table.folder)
+        if record is not None and self.holds(retirement):
+            try:
+                self.state.delete(SEQUENCE_KIND, retirement.table.folder, etag=record.etag)
+            except ConflictError:
+                return  # taken over meanwhile: the new owner forgets it
+        self._bound.discard(retirement.table.folder)
+
+    def _listing(self, folder: str) -> list[StoredFile]:
+        return [file for sub in self._folders(folder) for file in self.store.list_files(sub)]
+
+    def _folders(self, folder: str) -> list[str]:
+        """``folder`` and every folder below it, parents first."""
+        found = [folder]
+        for sub in self.store.list_folders(folder):
+            found += self._folders(sub)
+        return found
 
     def _repair_where(self, table: TableRef, abandoned: Any) -> None:
         current = self._sequence(table)
@@ -405,7 +554,9 @@ class Publisher:
     def _owned(
         self, value: JsonObject | None, table: TableRef, writer: str, owner: str
     ) -> SequenceState:
-        current = SequenceState.from_json(value, table)
+        if value is None:  # the writer had a claim: its generation was rebuilt away since
+            raise TableRebuilding(f"{table} was rebuilt; its writers of before stop")
+        current = _live(SequenceState.from_json(value, table), table)
         if current.holder(writer) != owner:
             raise Superseded(f"{table}: another process took over {writer}")
         return current
@@ -425,16 +576,29 @@ class Publisher:
             if self._published_copy(table, final) is not None:
                 # The staged data is gone either way; a concurrent repair may have filled it.
                 self._check_ours(table, number, entry, accept_fill=True)
-            else:
+            elif self._still_pending(table, number, entry):
                 log.error("%s file %d lost its staged data; filled with zero rows", table, number)
                 self._write_once(final, parquet_files.empty_file())
+            else:
+                return  # the generation was rebuilt away: its numbers are nobody's to fill
 
         def clear(value: JsonObject | None) -> JsonObject:
+            if value is None:
+                raise _OtherGeneration  # rebuilt away meanwhile: nothing of ours to clear
             current = SequenceState.from_json(value, table)
-            pending = {n: e for n, e in current.pending.items() if n != number}
+            # Only this very entry: after a rebuild the number may be a newer generation's.
+            pending = {n: e for n, e in current.pending.items() if (n, e) != (number, entry)}
             return _with(current, pending=pending).to_json()
 
-        update(self.state, SEQUENCE_KIND, table.folder, clear)
+        with contextlib.suppress(_OtherGeneration):
+            update(self.state, SEQUENCE_KIND, table.folder, clear)
+
+    def _still_pending(self, table: TableRef, number: int, entry: PendingPublish) -> bool:
+        record = self.state.get(SEQUENCE_KIND, table.folder)
+        if record is None:
+            return False
+        current = SequenceState.from_json(record.value, table)
+        return current.retired is None and current.pending.get(number) == entry
 
     def _check_ours(
         self, table: TableRef, number: int, entry: PendingPublish, accept_fill: bool
@@ -464,7 +628,8 @@ class Publisher:
 
     def _bind(self, table: TableRef) -> None:
         if table.folder in self._bound:
-            if self.state.get(SEQUENCE_KIND, table.folder) is not None:
+            known = self.state.get(SEQUENCE_KIND, table.folder)
+            if known is not None and "retired" not in known.value:
                 return
             self._bound.discard(table.folder)  # rebuilt by another process: bind afresh
         binding_path = f"{table.folder}/{BINDING_FILE}"
@@ -491,7 +656,9 @@ class Publisher:
                 record = self.state.create(SEQUENCE_KIND, table.folder, fresh.to_json())
             except ConflictError:
                 record = self.state.get(SEQUENCE_KIND, table.folder)
-        current = SequenceState.from_json(None if record is None else record.value, table)
+        current = _live(
+            SequenceState.from_json(None if record is None else record.value, table), table
+        )
         mine = Binding(self.state_id, current.generation, self.state.description)
         if binding is None:
             binding = self._read_binding(table)  # another process may have just bound it
@@ -588,11 +755,41 @@ def _with(current: SequenceState, **changes: Any) -> SequenceState:
         changes.get("pending", current.pending),
         changes.get("progress", current.progress),
         current.generation,
+        changes.get("retired", current.retired),
     )
 
 
-def _progress(progress: JsonObject, owner: str, lease_seconds: float | None) -> JsonObject:
+class _OtherGeneration(Exception):
+    """The sequence record is gone or belongs to another generation than the one meant."""
+
+
+def _of_generation(value: JsonObject | None, table: TableRef, generation: str) -> SequenceState:
+    current = None if value is None else SequenceState.from_json(value, table)
+    if current is None or current.generation != generation:
+        raise _OtherGeneration
+    return current
+
+
+def _live(current: SequenceState, table: TableRef) -> SequenceState:
+    if current.retired is not None:
+        raise TableRebuilding(
+            f"{table} is being rebuilt ({current.retired.get('cause') or 'no cause given'}); "
+            "its writers stop"
+        )
+    return current
+
+
+def _progress(
+    current: SequenceState,
+    writer: str,
+    progress: JsonObject,
+    owner: str,
+    lease_seconds: float | None,
+) -> JsonObject:
     recorded: JsonObject = {**progress, "owner": owner}
+    epoch = current.progress.get(writer, {}).get("epoch")
+    if epoch is not None:
+        recorded["epoch"] = epoch  # the claim's, whatever the writer passed
     if lease_seconds is not None:
         recorded["lease_expires"] = time.time() + lease_seconds
     return recorded

@@ -18,6 +18,16 @@ and one oplog scan however many tables, so 200 idle tables cost one getMore per 
 
 A selected collection that is dropped or renamed, the database dropped, or the stream's history
 lost, rebuilds the tables concerned (shared/pipeline/rebuild.py) while the others keep streaming.
+
+Fencing. Each ``acquire`` takes a new lease epoch (one more than the last) in the stream record,
+and the reader claims each table's ``changes`` writer with that epoch: a claim of an older epoch
+is refused, so a reader that was paused while another took the lease can never take a table
+back, and every write it still attempts (files, held changes, progress) fails the claim check
+made in the same compare-and-swap. Held changes go to create-only files named after the claim
+that wrote them, so a paused reader can never replace a newer reader's held file. Rebuilds
+carry the stream position they rest on (see rebuild.py). Therefore a reader that finds its table
+claim gone while it still holds the lease knows the table was rebuilt under it (``resync``): it
+lets that table go and streams the others.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
+from pathlib import Path
+from typing import Any
 
 import bson
 import pyarrow as pa
@@ -38,10 +50,9 @@ from bson.raw_bson import RawBSONDocument
 from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
-from shared.landing_zone.publisher import LeaseHeld, Superseded
-from shared.landing_zone.stores.base import PathExistsError
+from shared.landing_zone.publisher import SEQUENCE_KIND, LeaseHeld, Superseded
 from shared.landing_zone.tables import TableRef
-from shared.pipeline.plans import Phase, TablePlan, all_plans, load_plan
+from shared.pipeline.plans import CHANGES_WRITER, Phase, TablePlan, all_plans, load_plan
 from shared.pipeline.rebuild import rebuild_table
 from shared.pipeline.schema_registry import SchemaRegistry
 from shared.pipeline.stream_checkpoint import STREAM_KIND, ensure_checkpoint
@@ -53,9 +64,9 @@ from shared.state.base import JsonObject, update
 
 log = logging.getLogger(__name__)
 
-CHANGES_WRITER = "changes"
+__all__ = ["CHANGES_WRITER", "ChangeReader", "TableActivity", "WindowResult"]
+
 HELD_FOLDER = "_held-changes"
-HELD_WRITE_ATTEMPTS = 5
 
 
 @dataclass
@@ -87,6 +98,7 @@ class ChangeReader:
         self._database = database
         self._collections = collections
         self._owner = ""
+        self._epoch = 0
         self._lease_seconds = ctx.settings.integer("CHANGE_LEASE_SECONDS")
         self._stream: ChangeCursor | None = None
         self._table_owners: dict[str, str] = {}
@@ -103,6 +115,7 @@ class ChangeReader:
         ensure_checkpoint(self._ctx, self._database)
         owner = bson.ObjectId().binary.hex()
         now = time.time()
+        epochs: list[int] = []
 
         def take(value: JsonObject | None) -> JsonObject:
             current = dict(value or {})
@@ -114,15 +127,21 @@ class ChangeReader:
                     f"database {self._database} is being mirrored by another process (its lease "
                     f"runs {held_until - now:.0f} s more); only one reader may stream it"
                 )
+            epoch = int(current.get("epoch", 0)) + 1
+            epochs[:] = [epoch]
             return {
                 **current,
                 "owner": owner,
+                "epoch": epoch,
                 "lease_expires": now + self._lease_seconds,
                 "holder": {"host": socket.gethostname(), "pid": os.getpid()},
             }
 
+        # A lost answer to this write is recognised by update() reading back its own operation,
+        # so the reader never locks itself out with its own lease.
         update(self._ctx.state, STREAM_KIND, self._database, take)
         self._owner = owner
+        self._epoch = epochs[0]
         self._table_owners.clear()
 
     def release(self) -> None:
@@ -232,8 +251,8 @@ class ChangeReader:
         collection = event.collection
         if event.operation == "dropDatabase":
             groups.clear()
-            for plan in self._plans():
-                self._rebuild(plan.table, "the database was dropped", result)
+            for table in self._tables():
+                self._rebuild(table, "the database was dropped", result, event.position)
             return
         if collection is None or not self._selected(collection):
             return
@@ -244,9 +263,9 @@ class ChangeReader:
                 if event.operation == "drop"
                 else f"the collection was renamed to {event.target}"
             )
+            # Planned or not: a table that only holds changes so far goes too.
             table = TableRef.for_collection(self._database, collection)
-            if load_plan(self._ctx.state, table) is not None:
-                self._rebuild(table, cause, result)
+            self._rebuild(table, cause, result, event.position)
             return
         if event.operation in ROW_OPERATIONS:
             groups.setdefault(collection, []).append(event)
@@ -255,6 +274,21 @@ class ChangeReader:
         self, collection: str, events: list[ChangeEvent], result: WindowResult
     ) -> TableActivity:
         table = TableRef.for_collection(self._database, collection)
+        try:
+            return self._apply_fenced(table, collection, events, result)
+        except Superseded as error:
+            if not self._holds_lease():
+                raise
+            # Our lease stands, so no other reader has the table: it was rebuilt under us (an
+            # operator's resync). Its new snapshot starts after these events.
+            log.warning("%s: %s; its changes start again with its new snapshot", table, error)
+            self._forget(table)
+            result.rebuilt.append(str(table))
+            return TableActivity(events=len(events))
+
+    def _apply_fenced(
+        self, table: TableRef, collection: str, events: list[ChangeEvent], result: WindowResult
+    ) -> TableActivity:
         activity = TableActivity(events=len(events))
         plan = load_plan(self._ctx.state, table)
         if plan is None:
@@ -265,8 +299,13 @@ class ChangeReader:
         owner = self._table_owner(table)
         progress = self._ctx.publisher.progress(table, CHANGES_WRITER) or {}
         done = progress.get("token")
-        if isinstance(done, str):
-            floor = token_order(done)
+        floors = [token_order(done)] if isinstance(done, str) else []
+        if plan is not None:
+            # The snapshot read everything before its start point: a paused reader's older
+            # events must not be replayed over it.
+            floors.append(token_order(plan.start_token))
+        if floors:
+            floor = max(floors)
             events = [e for e in events if e.position > floor]
         rows = [e for e in events if e.document is not None]
         if not events:
@@ -300,13 +339,16 @@ class ChangeReader:
                 )
             return activity
         held = int(progress.get("held", 0))
+        writers = _held_writers(progress)
         if rows:
-            self._write_held(table, held, rows)
+            self._write_held(table, held, owner, rows)
+            if not writers or writers[-1][1] != owner:
+                writers.append([held, owner])
             held += 1
         self._ctx.publisher.record_progress(
             table,
             CHANGES_WRITER,
-            {**progress, **totals, "token": last.token, "held": held},
+            {**progress, **totals, "token": last.token, "held": held, "held_by": writers},
             owner,
         )
         return activity
@@ -330,42 +372,45 @@ class ChangeReader:
             progress = self._ctx.publisher.progress(plan.table, CHANGES_WRITER) or {}
             if not _holding(progress):
                 continue
-            owner = self._table_owner(plan.table)
+            try:
+                owner = self._table_owner(plan.table)
+            except Superseded:
+                continue  # being rebuilt: the rebuild removes its held changes
+            store = self._ctx.publisher.store
             released = int(progress.get("released", 0))
             for number in range(released, int(progress["held"])):
-                path = _held_path(plan.table, number)
-                rows = list(_read_held(self._ctx.publisher.store.read(path)))
+                path = _held_path(plan.table, number, progress)
+                rows = list(_read_held(store.read(path)))
+                progress = {**progress, "released": number + 1}
                 if rows:
                     batch = self._convert(plan.table, rows)
-                    progress = {**progress, "released": number + 1}
                     self._ctx.publisher.publish(plan.table, batch, CHANGES_WRITER, progress, owner)
                 else:
-                    progress = {**progress, "released": number + 1}
                     self._ctx.publisher.record_progress(plan.table, CHANGES_WRITER, progress, owner)
-                self._ctx.publisher.store.delete(path)
+                store.delete(path)
             log.info("%s: published the changes held during its snapshot", plan.table)
 
-    def _write_held(self, table: TableRef, number: int, rows: list[ChangeEvent]) -> None:
+    def _write_held(
+        self, table: TableRef, number: int, owner: str, rows: list[ChangeEvent]
+    ) -> None:
         data = b"".join(
             bson.encode({"m": _marker(event), "d": RawBSONDocument(event.document or b"")})
             for event in rows
         )
-        path = _held_path(table, number)
-        for _ in range(HELD_WRITE_ATTEMPTS):
-            try:
-                self._ctx.publisher.store.write_new(path, data)
-                return
-            except PathExistsError:
-                # Left by a crashed or fenced attempt at this number: never recorded, so unused.
-                self._ctx.publisher.store.delete(path)
-        raise MirrorError(f"{table}: could not write held changes {path}; another writer races")
+        # Create-only under a name that embeds this claim: a paused reader writing the same
+        # number can only add a file nobody reads, never replace the one that was recorded.
+        # A file left by this very claim's failed window is replaced: it was never recorded.
+        path = _held_name(table, number, owner)
+        self._ctx.publisher.store.write(path, data)
 
     # -- helpers ------------------------------------------------------------------------------
 
     def _convert(self, table: TableRef, rows: list[ChangeEvent]) -> pa.Table:
         registry = self._registries.get(table.folder)
         if registry is None:
-            registry = self._registries[table.folder] = SchemaRegistry(self._ctx.state, table)
+            generation = self._ctx.publisher.generation(table)
+            registry = SchemaRegistry(self._ctx.state, table, generation)
+            self._registries[table.folder] = registry
         documents = [event.document or b"" for event in rows]
         batch = registry.convert(documents, [_marker(event) for event in rows])
         marker = batch.column(ROW_MARKER)
@@ -374,26 +419,45 @@ class ChangeReader:
     def _table_owner(self, table: TableRef) -> str:
         owner = self._table_owners.get(table.folder)
         if owner is None:
-            owner, _ = self._ctx.publisher.claim(table, CHANGES_WRITER)
+            owner, _ = self._ctx.publisher.claim(table, CHANGES_WRITER, epoch=self._epoch)
             self._table_owners[table.folder] = owner
         return owner
 
-    def _rebuild(self, table: TableRef, cause: str, result: WindowResult) -> None:
-        rebuild_table(self._ctx.publisher, table, cause)
+    def _forget(self, table: TableRef) -> None:
         self._table_owners.pop(table.folder, None)
         self._registries.pop(table.folder, None)
-        result.rebuilt.append(str(table))
+
+    def _holds_lease(self) -> bool:
+        record = self._ctx.state.get(STREAM_KIND, self._database)
+        return record is not None and record.value.get("owner") == self._owner
+
+    def _rebuild(self, table: TableRef, cause: str, result: WindowResult, before: str) -> None:
+        """Rebuild ``table`` for an event at stream position ``before`` (see rebuild.py)."""
+        if rebuild_table(self._ctx.publisher, table, cause, before=before) is not None:
+            result.rebuilt.append(str(table))
+        self._forget(table)
 
     def _history_lost(self, reason: str, result: WindowResult) -> None:
         """The checkpoint fell off the oplog: every table of the database starts again."""
         log.error("database %s lost its change history (%s)", self._database, reason)
         self._close_stream()
-        for plan in self._plans():
-            self._rebuild(plan.table, f"change history lost: {reason}", result)
+        record = self._ctx.state.get(STREAM_KIND, self._database)
+        lost_at = token_order(str(record.value["token"])) if record is not None else ""
+        for table in self._tables():
+            self._rebuild(table, f"change history lost: {reason}", result, lost_at)
         self._checkpoint(current_position(self._ctx.mongo[self._database]), False)
 
     def _plans(self) -> list[TablePlan]:
         return [plan for plan in all_plans(self._ctx.state) if plan.database == self._database]
+
+    def _tables(self) -> list[TableRef]:
+        """Every table of the database this state numbers files for, planned or only held."""
+        tables = {plan.table for plan in self._plans()}
+        for folder, _ in self._ctx.state.list(SEQUENCE_KIND):
+            table = TableRef.from_folder(folder)
+            if table.schema == self._database:
+                tables.add(table)
+        return sorted(tables, key=str)
 
     def _selected(self, collection: str) -> bool:
         if collection.startswith("system."):
@@ -434,7 +498,17 @@ def _died_here(holder: object) -> bool:
         return True
     except PermissionError:
         return False  # alive, under another user
-    return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet: signals reach it, it runs nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux): counted as alive, the lease then expires
+    # The state letter follows the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 _collection = attrgetter("collection")
@@ -457,8 +531,27 @@ def _totals(progress: JsonObject, events: int, rows: int, lag: float) -> JsonObj
     }
 
 
-def _held_path(table: TableRef, number: int) -> str:
-    return f"{table.folder}/{HELD_FOLDER}/{number:020d}.bson"
+def _held_writers(progress: JsonObject) -> list[list[Any]]:
+    """[first held number, claim] for each run of held files one claim wrote."""
+    writers = progress.get("held_by", [])
+    if not isinstance(writers, list) or any(
+        not isinstance(run, list) or len(run) != 2 or not isinstance(run[1], str)
+        for run in writers
+    ):
+        raise MirrorError("the held changes' writers are malformed in the state")
+    return [list(run) for run in writers]
+
+
+def _held_name(table: TableRef, number: int, owner: str) -> str:
+    return f"{table.folder}/{HELD_FOLDER}/{number:020d}-{owner}.bson"
+
+
+def _held_path(table: TableRef, number: int, progress: JsonObject) -> str:
+    """The recorded file of held number ``number``."""
+    writers = [owner for first, owner in _held_writers(progress) if int(first) <= number]
+    if not writers:  # held before files were named after their claim
+        return f"{table.folder}/{HELD_FOLDER}/{number:020d}.bson"
+    return _held_name(table, number, writers[-1])
 
 
 def _read_held(data: bytes) -> Iterator[ChangeEvent]:

@@ -2,6 +2,10 @@
 
 One state record per table (kind ``table``, key = the table folder) so that every change to the
 plan — including the fan-in that flips a table to streaming — is one compare-and-swap.
+
+A plan names the generation of the table's sequence (shared/landing_zone/publisher.py) it was
+made for. Completing a partition is fenced by it: a worker of an earlier generation (frozen
+through a rebuild and a new plan) can never complete the new plan's partitions.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from shared.source.id_ranges import IdRange
 from shared.state.base import JsonObject, StateStore, update
 
 TABLE_KIND = "table"
+CHANGES_WRITER = "changes"  # the change reader's writer name in every table's sequence
+PARTITION_KIND = "partition"  # per partition: its progress for people (status, the CLI's bar)
 REBUILD_KIND = "rebuild"  # per table folder: how often and why it was rebuilt (outlives the plan)
 
 
@@ -35,6 +41,7 @@ class TablePlan:
     ranges: tuple[IdRange, ...] = ()
     completed: frozenset[int] = field(default_factory=frozenset)
     estimated_documents: int = 0
+    generation: str = ""  # the sequence generation it was made for ("" in plans made before)
 
     @property
     def pending_partitions(self) -> list[int]:
@@ -51,6 +58,7 @@ class TablePlan:
             "ranges": [id_range.to_json() for id_range in self.ranges],
             "completed": sorted(self.completed),
             "estimated_documents": self.estimated_documents,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -65,6 +73,7 @@ class TablePlan:
                 ranges=tuple(IdRange.from_json(item) for item in value["ranges"]),
                 completed=frozenset(int(index) for index in value["completed"]),
                 estimated_documents=int(value["estimated_documents"]),
+                generation=_text(value.get("generation", "")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise MirrorError(f"the plan of table {folder} is malformed: {error!r}") from None
@@ -88,11 +97,13 @@ def all_plans(state: StateStore) -> list[TablePlan]:
     return [TablePlan.from_json(key, record.value) for key, record in state.list(TABLE_KIND)]
 
 
-def complete_partition(state: StateStore, table: TableRef, index: int) -> bool:
-    """Record partition ``index`` as published; True for the one call that finishes the table.
+def complete_partition(state: StateStore, table: TableRef, index: int, generation: str) -> bool:
+    """Record partition ``index`` of the plan made for ``generation`` as published; True for the
+    one call that finishes the table.
 
     The compare-and-swap makes the fan-in exact: of any number of concurrent completers (or
-    redelivered messages), only the write that adds the last partition flips the phase.
+    redelivered messages), only the write that adds the last partition flips the phase. A plan
+    of another generation is left alone (the caller's work belongs to a table rebuilt since).
     """
     flipped: list[bool] = []
 
@@ -101,6 +112,8 @@ def complete_partition(state: StateStore, table: TableRef, index: int) -> bool:
             raise MirrorError(f"table {table} has no plan")
         plan = TablePlan.from_json(table.folder, value)
         flipped[:] = [False]
+        if plan.generation != generation:
+            raise StalePlan(f"{table} was rebuilt: partition {index} belongs to an older plan")
         if plan.phase != Phase.SNAPSHOTTING or index in plan.completed:
             return value
         completed = plan.completed | {index}
@@ -111,3 +124,7 @@ def complete_partition(state: StateStore, table: TableRef, index: int) -> bool:
 
     update(state, TABLE_KIND, table.folder, finish)
     return flipped[0]
+
+
+class StalePlan(MirrorError):
+    """The plan was replaced by a newer one (the table was rebuilt) since the caller read it."""

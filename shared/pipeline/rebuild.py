@@ -5,24 +5,43 @@ Fabric drops a table whose folder is deleted and rebuilds it from scratch when t
 recreated, so a rebuild is: delete the folder, forget the plan, sequence, schema and partitions,
 count the rebuild with its cause. The next plan records a new start token *before* it reads
 anything, writes a new binding and ``_metadata.json``, then snapshots; changes resume from there.
-Order matters for a crash part-way: the folder goes first (a folder without state is refused by
-the binding check, never silently reused), then the state records, the plan last, so a crash
-leaves a table that is still "to be rebuilt" when the rebuild is retried.
+
+Invariant: a rebuilder that was paused and superseded changes nothing of the table's next
+generation. Every step is fenced by the generation it retires (see ``Publisher.retire``):
+1. retire: one compare-and-swap on the sequence record that names the generation meant; from
+   then on no writer of it publishes or claims. A reader decides on a stream position (a drop
+   event, a lost checkpoint), so it retires only a generation planned before that position: a
+   reader that slept through another's rebuild and re-snapshot finds a newer plan and stops;
+2. sweep the folder: only files listed while the retired record stood, each deleted only if
+   unchanged since it was listed;
+3. the schema and the plan, each deleted only if it names the retired generation (and with the
+   ETag it was read with); partitions' progress while the rebuild is still this one's;
+4. forget the sequence record, only while it is still retired by this rebuilder. Only then can a
+   new generation be bound, so no step above can meet one of its files or records.
+A crash part-way leaves the record retired: whoever plans the table next takes the rebuild over
+and finishes it (``resume_rebuild``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from shared import telemetry
 from shared.errors import ConfigError, MirrorError, UnknownTableError
-from shared.landing_zone.publisher import SEQUENCE_KIND, Publisher
+from shared.landing_zone.publisher import SEQUENCE_KIND, Publisher, Retirement, SequenceState
 from shared.landing_zone.tables import TableRef, collection_name
-from shared.pipeline.plans import REBUILD_KIND, TABLE_KIND
+from shared.pipeline.plans import (
+    CHANGES_WRITER,
+    PARTITION_KIND,
+    REBUILD_KIND,
+    TABLE_KIND,
+    load_plan,
+)
 from shared.pipeline.schema_registry import SCHEMA_KIND
-from shared.pipeline.snapshot import PARTITION_KIND
-from shared.state.base import JsonObject, update
+from shared.source.resume_tokens import token_order
+from shared.state.base import ConflictError, JsonObject, StateStore, update
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +91,109 @@ def resync_table(
     )
     if not known:
         raise UnknownTableError(f"no table {table} in {store.description} or {state.description}")
-    return table, rebuild_table(publisher, table, "resync requested by an operator")
+    cause = "resync requested by an operator"
+    if state.get(SEQUENCE_KIND, table.folder) is None:
+        # A folder this state never numbered (the binding check's advice): only files to delete.
+        publisher.sweep_unowned(table)
+        return table, _count(state, table, cause, "")
+    count = rebuild_table(publisher, table, cause)
+    return table, rebuild_count(state, table) if count is None else count
 
 
-def rebuild_table(publisher: Publisher, table: TableRef, cause: str) -> int:
-    """Drop ``table`` from the landing zone and the state; returns how often it was rebuilt."""
-    log.warning("rebuilding %s: %s", table, cause, extra={"table": str(table)})
-    telemetry.record("rebuilds", 1, table=str(table), cause=cause.split(":", 1)[0])
-    publisher.drop_table(table)
+def rebuild_table(
+    publisher: Publisher, table: TableRef, cause: str, *, before: str | None = None
+) -> int | None:
+    """Drop ``table``'s current generation from the landing zone and the state; returns how
+    often it has been rebuilt, or None if there was nothing to rebuild.
+
+    ``before`` (a stream position, as ``token_order`` gives it): rebuild only a generation that
+    began before it — the decision rests on an event or checkpoint at that position.
+    """
     state = publisher.state
-    state.delete(SCHEMA_KIND, table.folder)
-    for key, _ in state.list(PARTITION_KIND):
-        if key.rsplit("#", 1)[0] == table.folder:
-            state.delete(PARTITION_KIND, key)
+    record = state.get(SEQUENCE_KIND, table.folder)
+    if record is None:
+        _forget_orphans(state, table)
+        return None
+    current = SequenceState.from_json(record.value, table)
+    if before is not None and not _began_before(publisher, table, current, before):
+        log.info("%s: not rebuilt for %s: its current generation began after that", table, cause)
+        return None
+    retirement = publisher.retire(table, cause, current.generation)
+    return None if retirement is None else _finish(publisher, retirement)
+
+
+def resume_rebuild(publisher: Publisher, table: TableRef) -> None:
+    """Finish a rebuild that a crash (or a paused rebuilder) left half done."""
+    retirement = publisher.retired(table)
+    if retirement is not None:
+        log.warning("%s: finishing a rebuild left unfinished", table)
+        _finish(publisher, retirement)
+
+
+def _finish(publisher: Publisher, retirement: Retirement) -> int:
+    table, generation = retirement.table, retirement.generation
+    log.warning("rebuilding %s: %s", table, retirement.cause, extra={"table": str(table)})
+    count = _count(publisher.state, table, retirement.cause, generation)
+    if not publisher.sweep(retirement):
+        return count  # another rebuilder took over; it finishes
+    state = publisher.state
+    _delete_if_generation(state, SCHEMA_KIND, table, generation)
+    if publisher.holds(retirement):
+        for key, _ in state.list(PARTITION_KIND):
+            if key.rsplit("#", 1)[0] == table.folder:
+                state.delete(PARTITION_KIND, key)
+    _delete_if_generation(state, TABLE_KIND, table, generation)
+    publisher.forget(retirement)
+    return count
+
+
+def _began_before(
+    publisher: Publisher, table: TableRef, current: SequenceState, before: str
+) -> bool:
+    """The generation was planned (or, unplanned, held changes) only before ``before``."""
+    plan = load_plan(publisher.state, table)
+    if plan is not None and plan.generation in (current.generation, ""):
+        return token_order(plan.start_token) < before
+    token = current.progress.get(CHANGES_WRITER, {}).get("token")
+    return not isinstance(token, str) or token_order(token) < before
+
+
+def _delete_if_generation(state: StateStore, kind: str, table: TableRef, generation: str) -> None:
+    record = state.get(kind, table.folder)
+    # Records made before generations were recorded name none: they can only be the old one's.
+    if record is not None and record.value.get("generation", "") in (generation, ""):
+        with contextlib.suppress(ConflictError):  # replaced since: a newer generation's
+            state.delete(kind, table.folder, etag=record.etag)
+
+
+def _forget_orphans(state: StateStore, table: TableRef) -> None:
+    """A plan or schema left by an older version's rebuild, whose sequence record went first."""
+    for kind in (SCHEMA_KIND, TABLE_KIND):
+        record = state.get(kind, table.folder)
+        if record is not None and not record.value.get("generation"):
+            with contextlib.suppress(ConflictError):
+                state.delete(kind, table.folder, etag=record.etag)
+
+
+def _count(state: StateStore, table: TableRef, cause: str, generation: str) -> int:
+    """Count the rebuild of ``generation`` once, however many rebuilders finish it."""
+    telemetry.record("rebuilds", 1, table=str(table), cause=cause.split(":", 1)[0])
     count: list[int] = []
 
     def counted(value: JsonObject | None) -> JsonObject:
         current = value or {"count": 0, "causes": []}
+        causes = list(current.get("causes", []))
+        if causes and causes[-1].get("generation") == generation:
+            count[:] = [int(current.get("count", 0))]
+            return current
         count[:] = [int(current.get("count", 0)) + 1]
-        causes = [*current.get("causes", []), {"at": time.time(), "cause": cause}]
+        causes.append({"at": time.time(), "cause": cause, "generation": generation})
         return {"count": count[0], "causes": causes[-KEPT_CAUSES:]}
 
     update(state, REBUILD_KIND, table.folder, counted)
-    state.delete(TABLE_KIND, table.folder)
     return count[0]
+
+
+def rebuild_count(state: StateStore, table: TableRef) -> int:
+    record = state.get(REBUILD_KIND, table.folder)
+    return 0 if record is None else int(record.value.get("count", 0))

@@ -3,6 +3,9 @@
 Workers convert concurrently; if two of them meet a new field at once with different types, the
 first to save its schema wins and the other re-converts its batch against the saved schema (its
 values then land in the twin column). So a column's type is the same in every file.
+
+The record names the table's generation, so a rebuild removes only the schema of the generation
+it retires (shared/pipeline/rebuild.py).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ SCHEMA_KIND = "schema"
 
 
 class SchemaRegistry:
-    def __init__(self, state: StateStore, table: TableRef) -> None:
+    def __init__(self, state: StateStore, table: TableRef, generation: str) -> None:
         self._state = state
         self._table = table
+        self._generation = generation
         self._etag: str | None = None
         self._converter = self._load()
 
@@ -34,7 +38,7 @@ class SchemaRegistry:
             schema = self._converter.schema
             if not schema.changed:
                 return batch
-            value = {"schema": schema.to_json()}
+            value = {"schema": schema.to_json(), "generation": self._generation}
             try:
                 if self._etag is None:
                     record = self._state.create(SCHEMA_KIND, self._table.folder, value)

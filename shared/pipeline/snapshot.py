@@ -17,17 +17,25 @@ import pyarrow as pa
 from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
-from shared.landing_zone.publisher import BindingError, PublishConflict, Superseded
+from shared.landing_zone.publisher import (
+    BindingError,
+    PublishConflict,
+    Superseded,
+    TableRebuilding,
+)
 from shared.landing_zone.tables import TableRef, collection_name
 from shared.pipeline.plans import (
+    PARTITION_KIND,
     REBUILD_KIND,
     TABLE_KIND,
     Phase,
+    StalePlan,
     TablePlan,
     all_plans,
     complete_partition,
     load_plan,
 )
+from shared.pipeline.rebuild import resume_rebuild
 from shared.pipeline.schema_registry import SchemaRegistry
 from shared.pipeline.stream_checkpoint import ensure_checkpoint
 from shared.pipeline.wiring import MirrorContext, selected_sources
@@ -44,7 +52,6 @@ from shared.state.base import ConflictError, JsonObject, update
 
 log = logging.getLogger(__name__)
 
-PARTITION_KIND = "partition"
 DOCUMENTS_PER_PARTITION = 250_000
 MIN_DOCUMENTS_PER_PARTITION = 10_000  # below this, a worker's start-up costs more than it saves
 MAX_AUTO_PARTITIONS = 256
@@ -74,7 +81,12 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     table = TableRef.for_collection(source.database, source.name)
     # The folder must belong to this state before anything is recorded or published; this also
     # writes _metadata.json before any data file.
-    ctx.publisher.prepare_table(table)
+    try:
+        ctx.publisher.prepare_table(table)
+    except TableRebuilding:
+        resume_rebuild(ctx.publisher, table)  # a crashed or paused rebuild: finish it first
+        ctx.publisher.prepare_table(table)
+    generation = ctx.publisher.generation(table)
     plan = load_plan(ctx.state, table)
     if plan is not None and plan.phase != Phase.PLANNING:
         return plan
@@ -82,7 +94,9 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     retrier = Retrier.for_settings(ctx.settings, f"planning {table}")
     if plan is None:
         start = retrier.call(lambda: current_position(collection))
-        plan = TablePlan(table, source.database, source.name, Phase.PLANNING, start)
+        plan = TablePlan(
+            table, source.database, source.name, Phase.PLANNING, start, generation=generation
+        )
         try:
             ctx.state.create(TABLE_KIND, table.folder, plan.to_json())
         except ConflictError:
@@ -174,13 +188,19 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         raise MirrorError(f"table {task.table} has no partition {task.index}")
     if plan.phase != Phase.SNAPSHOTTING or task.index in plan.completed:
         return PartitionResult(task, 0, 0, False)
-    ctx.publisher.prepare_table(task.table)
     writer = f"snapshot-{task.index:04d}"
-    owner, progress = ctx.publisher.claim(task.table, writer)
+    try:
+        ctx.publisher.prepare_table(task.table)
+        if ctx.publisher.generation(task.table) != plan.generation:
+            raise StalePlan(f"{task.table} was rebuilt since its plan was read")
+        owner, progress = ctx.publisher.claim(task.table, writer)
+    except (Superseded, StalePlan) as error:
+        log.info("%s partition %d: %s; stopping", task.table, task.index, error)
+        return PartitionResult(task, 0, 0, False)
     after = id_from_json(progress["after"]) if "after" in progress else None
     documents = int(progress.get("documents", 0))
     collection = ctx.collection(plan.database, plan.collection)
-    registry = SchemaRegistry(ctx.state, task.table)
+    registry = SchemaRegistry(ctx.state, task.table, plan.generation)
     expected = plan.estimated_documents // max(1, len(plan.ranges))
     record_status(ctx, task, "running", documents, expected)
 
@@ -195,7 +215,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     last_id: Any = None
 
     def flush() -> None:
-        nonlocal pending, pending_rows, pending_bytes, documents, files
+        nonlocal pending, pending_rows, pending_bytes, documents, files, progress
         batch = pa.concat_tables(pending, promote_options="default")
         documents += pending_rows
         progress = {"after": id_to_json(last_id), "documents": documents}
@@ -225,7 +245,11 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
             last_id = piece.last_id
         if pending:
             flush()
-    except Superseded:
+        # Fenced by the claim: only the current holder of the partition records it done, and only
+        # a plan of the same generation counts it.
+        ctx.publisher.record_progress(task.table, writer, {**progress, "done": True}, owner)
+        finished = complete_partition(ctx.state, task.table, task.index, plan.generation)
+    except (Superseded, StalePlan):
         log.info("%s partition %d was taken over by another run; stopping", task.table, task.index)
         return PartitionResult(task, documents, files, False)
     except Exception as error:
@@ -234,7 +258,6 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         telemetry.record("errors", 1, table=str(task.table), step="partition")
         raise
     record_status(ctx, task, "done", documents, expected)
-    finished = complete_partition(ctx.state, task.table, task.index)
     if finished:
         log.info("%s snapshot complete: streaming from the recorded start point", task.table)
     return PartitionResult(task, documents, files, finished)

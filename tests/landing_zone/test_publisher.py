@@ -29,13 +29,14 @@ from shared.landing_zone.publisher import (
     PublishConflict,
     Publisher,
     Superseded,
+    TableRebuilding,
 )
 from shared.landing_zone.replayer import inspect_table
 from shared.landing_zone.stores import open_landing_zone
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
 from shared.state import open_state_store
-from shared.state.base import update
+from shared.state.base import ConflictError, update
 from shared.state.sqlite import SqliteStateStore
 from tests.landing_zone.publishing_child import TABLE, batch
 
@@ -316,7 +317,11 @@ def test_a_dropped_table_binds_again_with_a_new_generation(publisher: Publisher,
     owner = claimed(publisher)
     publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
     old = json.loads(store.read(f"{TABLE.folder}/{BINDING_FILE}"))
-    publisher.drop_table(TABLE)
+    retirement = publisher.retire(TABLE, "dropped", old["generation"])
+    assert retirement is not None
+    assert publisher.sweep(retirement)
+    publisher.forget(retirement)
+    assert store.list_folders(TABLE.folder.split("/")[0]) == []
     owner = claimed(publisher)
     assert publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner) == 1
     new = json.loads(store.read(f"{TABLE.folder}/{BINDING_FILE}"))
@@ -417,3 +422,70 @@ def test_a_publish_by_another_worker_while_the_folder_is_listed_is_not_taken_for
     second = Publisher(PublishingWhileListed(), publisher.state)  # type: ignore[arg-type]
     second.prepare_table(TABLE)
     assert publisher.allocated_count(TABLE) == 2
+
+
+def test_a_retired_generation_refuses_its_writers(publisher: Publisher) -> None:
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
+    retirement = publisher.retire(TABLE, "dropped", publisher.generation(TABLE))
+    assert retirement is not None
+    with pytest.raises(TableRebuilding, match="being rebuilt"):
+        publisher.publish(TABLE, batch("w", 1, 3), "w", {"batches": 2}, owner)
+    with pytest.raises(TableRebuilding):
+        publisher.claim(TABLE, "w")
+    with pytest.raises(TableRebuilding):
+        publisher.prepare_table(TABLE)
+    publisher.sweep(retirement)
+    publisher.forget(retirement)
+    with pytest.raises(TableRebuilding, match="was rebuilt"):  # the record is gone now
+        publisher.publish(TABLE, batch("w", 1, 3), "w", {"batches": 2}, owner)
+
+
+def test_a_paused_rebuilder_leaves_the_next_generation_alone(
+    publisher: Publisher, store: LocalStore
+) -> None:
+    """A retires, lists, then sleeps; B takes the rebuild over and finishes it; the table is
+    bound afresh and published; A wakes and carries on: nothing of the new generation moves."""
+    owner = claimed(publisher)
+    publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)
+    old = publisher.generation(TABLE)
+    paused = publisher.retire(TABLE, "dropped", old)
+    assert paused is not None
+    successor = Publisher(store, publisher.state)
+    taken = successor.retired(TABLE)
+    assert taken is not None and successor.sweep(taken)
+    successor.forget(taken)
+    owner = claimed(successor)
+    successor.publish(TABLE, batch("new", 0, 2), "w", {"batches": 1}, owner)
+    before = {f.path: store.read(f.path) for f in store.list_files(TABLE.folder)}
+
+    assert publisher.retire(TABLE, "dropped", old) is None  # the generation it meant is gone
+    assert publisher.sweep(paused) is False
+    publisher.forget(paused)
+    assert {f.path: store.read(f.path) for f in store.list_files(TABLE.folder)} == before
+    assert successor.generation(TABLE) != old
+    assert inspect_table(store, TABLE).problems == []
+
+
+def test_a_lost_answer_to_an_allocation_takes_one_number(
+    publisher: Publisher, store: LocalStore
+) -> None:
+    """The service applied the allocation, the answer was lost, the retry met a changed ETag:
+    the staged file keeps the one number it got, and the folder has no gap."""
+    owner = claimed(publisher)
+    real_replace = publisher.state.replace
+    lost: list[bool] = []
+
+    def replace_losing_one_answer(*args: object, **kwargs: object) -> object:
+        record = real_replace(*args, **kwargs)  # type: ignore[arg-type]
+        if not lost:
+            lost.append(True)
+            raise ConflictError("the retry of an applied write met the changed record")
+        return record
+
+    publisher.state.replace = replace_losing_one_answer  # type: ignore[method-assign]
+    assert publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner) == 1
+    publisher.state.replace = real_replace  # type: ignore[method-assign]
+    assert publisher.publish(TABLE, batch("w", 1, 3), "w", {"batches": 2}, owner) == 2
+    assert publisher.allocated_count(TABLE) == 2
+    assert inspect_table(store, TABLE).problems == []

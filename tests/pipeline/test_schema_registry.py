@@ -17,8 +17,8 @@ TABLE = TableRef("shop", "orders")
 
 def test_the_first_saved_type_wins_and_the_loser_reconverts_into_the_twin(tmp_path: Path):
     state = SqliteStateStore(tmp_path / "state.db")
-    first = SchemaRegistry(state, TABLE)
-    second = SchemaRegistry(state, TABLE)  # loaded before either saved: it is stale
+    first = SchemaRegistry(state, TABLE, "generation-1")
+    second = SchemaRegistry(state, TABLE, "generation-1")  # loaded before either saved: it is stale
 
     won = first.convert([bson.encode({"_id": 1, "x": 5})], [RowMarker.UPSERT])
     lost = second.convert([bson.encode({"_id": 2, "x": "five"})], [RowMarker.UPSERT])
@@ -36,8 +36,8 @@ def test_the_first_saved_type_wins_and_the_loser_reconverts_into_the_twin(tmp_pa
 
 def test_a_restarted_worker_reloads_the_saved_schema(tmp_path: Path):
     state = SqliteStateStore(tmp_path / "state.db")
-    SchemaRegistry(state, TABLE).convert([bson.encode({"_id": 1, "when": 1.5})], [RowMarker.UPSERT])
-    restarted = SchemaRegistry(state, TABLE)
+    SchemaRegistry(state, TABLE, "generation-1").convert([bson.encode({"_id": 1, "when": 1.5})], [RowMarker.UPSERT])
+    restarted = SchemaRegistry(state, TABLE, "generation-1")
     batch = restarted.convert([bson.encode({"_id": 2, "other": True})], [RowMarker.UPSERT])
     assert batch.column_names == ["_id", "when", "other", ROW_MARKER]
     assert batch.schema.field("when").type == pa.float64()
