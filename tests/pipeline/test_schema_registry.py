@@ -36,7 +36,9 @@ def test_the_first_saved_type_wins_and_the_loser_reconverts_into_the_twin(tmp_pa
 
 def test_a_restarted_worker_reloads_the_saved_schema(tmp_path: Path):
     state = SqliteStateStore(tmp_path / "state.db")
-    SchemaRegistry(state, TABLE, "generation-1").convert([bson.encode({"_id": 1, "when": 1.5})], [RowMarker.UPSERT])
+    SchemaRegistry(state, TABLE, "generation-1").convert(
+        [bson.encode({"_id": 1, "when": 1.5})], [RowMarker.UPSERT]
+    )
     restarted = SchemaRegistry(state, TABLE, "generation-1")
     batch = restarted.convert([bson.encode({"_id": 2, "other": True})], [RowMarker.UPSERT])
     assert batch.column_names == ["_id", "when", "other", ROW_MARKER]
