@@ -535,8 +535,7 @@ def _held_writers(progress: JsonObject) -> list[list[Any]]:
     """[first held number, claim] for each run of held files one claim wrote."""
     writers = progress.get("held_by", [])
     if not isinstance(writers, list) or any(
-        not isinstance(run, list) or len(run) != 2 or not isinstance(run[1], str)
-        for run in writers
+        not isinstance(run, list) or len(run) != 2 or not isinstance(run[1], str) for run in writers
     ):
         raise MirrorError("the held changes' writers are malformed in the state")
     return [list(run) for run in writers]
