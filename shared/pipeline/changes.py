@@ -323,6 +323,8 @@ class ChangeReader:
         )
         activity.rows = len(rows)
         totals = _totals(progress, len(events), len(rows), activity.lag_seconds)
+        # Where this generation's changes begin: a rebuild decided at a later position is its.
+        totals["since"] = progress.get("since", events[0].token)
         if plan is not None and plan.phase == Phase.STREAMING and not _holding(progress):
             if rows:
                 batch = self._convert(table, rows)

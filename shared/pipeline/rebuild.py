@@ -150,12 +150,18 @@ def _finish(publisher: Publisher, retirement: Retirement) -> int:
 def _began_before(
     publisher: Publisher, table: TableRef, current: SequenceState, before: str
 ) -> bool:
-    """The generation was planned (or, unplanned, held changes) only before ``before``."""
+    """The generation began before ``before``: planned, or first held a change, earlier. A
+    generation with neither is one being bound right now by a planner; nothing protects it
+    from an older decision except this check's gap of a few calls, which planning closes."""
+    starts = []
     plan = load_plan(publisher.state, table)
     if plan is not None and plan.generation in (current.generation, ""):
-        return token_order(plan.start_token) < before
-    token = current.progress.get(CHANGES_WRITER, {}).get("token")
-    return not isinstance(token, str) or token_order(token) < before
+        starts.append(token_order(plan.start_token))
+    changes = current.progress.get(CHANGES_WRITER, {})
+    since = changes.get("since", changes.get("token"))
+    if isinstance(since, str):
+        starts.append(token_order(since))
+    return not starts or min(starts) < before
 
 
 def _delete_if_generation(state: StateStore, kind: str, table: TableRef, generation: str) -> None:
