@@ -243,6 +243,7 @@ SNAPSHOT_SETTINGS = (
     "SNAPSHOT_PARTITIONS",
     "SNAPSHOT_WORKERS",
     "MONGODB_RETRY_SECONDS",
+    "STORAGE_RETRY_SECONDS",
     "FILE_ROWS",
     "FILE_BYTES",
     "AZURE_AUTH",
@@ -276,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(command=_inspect)
     inspect.add_argument("--table", help="only this table (<table> or <schema>.<table>)")
-    _add_settings(inspect, "LANDING_ZONE", "AZURE_AUTH")
+    _add_settings(inspect, "LANDING_ZONE", "STORAGE_RETRY_SECONDS", "AZURE_AUTH")
 
     snapshot = commands.add_parser(
         "snapshot", help="initial sync: publish every selected collection, resumably"
@@ -313,7 +314,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(command=_status)
     status.add_argument("--json", action="store_true", help="JSON even on a terminal")
-    _add_settings(status, "STATE_STORE", "FABRIC_WORKSPACE_ID", "FABRIC_ITEM_ID", "AZURE_AUTH")
+    _add_settings(
+        status,
+        "STATE_STORE",
+        "STORAGE_RETRY_SECONDS",
+        "FABRIC_WORKSPACE_ID",
+        "FABRIC_ITEM_ID",
+        "AZURE_AUTH",
+    )
 
     resync = commands.add_parser(
         "resync",
@@ -322,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     resync.set_defaults(command=_resync)
     resync.add_argument("--table", required=True, help="<database>.<collection>")
-    _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "AZURE_AUTH")
+    _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "STORAGE_RETRY_SECONDS", "AZURE_AUTH")
 
     add_fabric_parser(commands, _add_settings)
 
@@ -336,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
         "MONGODB_DATABASE",
         "MONGODB_COLLECTIONS",
         "LANDING_ZONE",
+        "STORAGE_RETRY_SECONDS",
         "AZURE_AUTH",
     )
 
