@@ -24,6 +24,7 @@ from shared.landing_zone.stores.base import LandingZoneStore
 from shared.logs import configure_logging
 from shared.redaction import redact
 from shared.source.retry import describe
+from shared.storage_retry import describe as describe_storage_error
 
 if TYPE_CHECKING:
     from shared.pipeline.local_snapshot import SnapshotSummary
@@ -50,10 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {describe(error)}", file=sys.stderr)
         return 1
     except AzureError as error:  # the service's reason on one line, not its XML reply
-        reason = getattr(error, "reason", None) or str(error).splitlines()[0]
-        code = getattr(error, "error_code", None)
-        detail = f" ({code})" if code else ""
-        print(f"error: {type(error).__name__}{detail}: {redact(str(reason))}", file=sys.stderr)
+        print(f"error: {describe_storage_error(error)}", file=sys.stderr)
         return 1
     except OSError as error:  # a disk full or a folder made read-only mid-run
         print(f"error: {redact(str(error))}", file=sys.stderr)
