@@ -24,6 +24,7 @@ from shared.landing_zone.stores.base import LandingZoneStore
 from shared.logs import configure_logging
 from shared.redaction import redact
 from shared.source.retry import describe
+from shared.storage_retry import describe as describe_storage_error
 
 if TYPE_CHECKING:
     from shared.pipeline.local_snapshot import SnapshotSummary
@@ -50,10 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {describe(error)}", file=sys.stderr)
         return 1
     except AzureError as error:  # the service's reason on one line, not its XML reply
-        reason = getattr(error, "reason", None) or str(error).splitlines()[0]
-        code = getattr(error, "error_code", None)
-        detail = f" ({code})" if code else ""
-        print(f"error: {type(error).__name__}{detail}: {redact(str(reason))}", file=sys.stderr)
+        print(f"error: {describe_storage_error(error)}", file=sys.stderr)
         return 1
     except OSError as error:  # a disk full or a folder made read-only mid-run
         print(f"error: {redact(str(error))}", file=sys.stderr)
@@ -243,6 +241,7 @@ SNAPSHOT_SETTINGS = (
     "SNAPSHOT_PARTITIONS",
     "SNAPSHOT_WORKERS",
     "MONGODB_RETRY_SECONDS",
+    "STORAGE_RETRY_SECONDS",
     "FILE_ROWS",
     "FILE_BYTES",
     "AZURE_AUTH",
@@ -276,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(command=_inspect)
     inspect.add_argument("--table", help="only this table (<table> or <schema>.<table>)")
-    _add_settings(inspect, "LANDING_ZONE", "AZURE_AUTH")
+    _add_settings(inspect, "LANDING_ZONE", "STORAGE_RETRY_SECONDS", "AZURE_AUTH")
 
     snapshot = commands.add_parser(
         "snapshot", help="initial sync: publish every selected collection, resumably"
@@ -313,7 +312,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(command=_status)
     status.add_argument("--json", action="store_true", help="JSON even on a terminal")
-    _add_settings(status, "STATE_STORE", "FABRIC_WORKSPACE_ID", "FABRIC_ITEM_ID", "AZURE_AUTH")
+    _add_settings(
+        status,
+        "STATE_STORE",
+        "STORAGE_RETRY_SECONDS",
+        "FABRIC_WORKSPACE_ID",
+        "FABRIC_ITEM_ID",
+        "AZURE_AUTH",
+    )
 
     resync = commands.add_parser(
         "resync",
@@ -322,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     resync.set_defaults(command=_resync)
     resync.add_argument("--table", required=True, help="<database>.<collection>")
-    _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "AZURE_AUTH")
+    _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "STORAGE_RETRY_SECONDS", "AZURE_AUTH")
 
     add_fabric_parser(commands, _add_settings)
 
@@ -336,6 +342,7 @@ def _parser() -> argparse.ArgumentParser:
         "MONGODB_DATABASE",
         "MONGODB_COLLECTIONS",
         "LANDING_ZONE",
+        "STORAGE_RETRY_SECONDS",
         "AZURE_AUTH",
     )
 

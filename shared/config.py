@@ -101,6 +101,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "it got. 0: no retries beyond the driver's own.",
         default="60",
     ),
+    SettingSpec(
+        "STORAGE_RETRY_SECONDS",
+        "How long a transient storage fault (a dropped connection, a lost answer, 408, 429, "
+        "500, 502, 503, 504) of the landing zone or the state store is retried, with growing "
+        "pauses, before the step it stops fails; a write whose answer was lost is recognised "
+        "as done. 0: no retries beyond the Azure SDK's own.",
+        default="60",
+    ),
     SettingSpec("FILE_ROWS", "Most rows in one parquet file.", default="100000"),
     SettingSpec("FILE_BYTES", "Most BSON bytes in one parquet file.", default="134217728"),
     SettingSpec(
@@ -159,6 +167,7 @@ INTEGER_LIMITS = {
     "SNAPSHOT_PARTITIONS": (1, 256),
     "SNAPSHOT_WORKERS": (1, 64),
     "MONGODB_RETRY_SECONDS": (0, 3600),
+    "STORAGE_RETRY_SECONDS": (0, 3600),
     "FILE_ROWS": (1, 10_000_000),
     "FILE_BYTES": (1024, 4 * 1024**3),
     "CHANGE_WINDOW_EVENTS": (1, 1_000_000),

@@ -6,6 +6,7 @@ from hypothesis import settings
 
 pytest_plugins = [
     "tests.fixtures.azurite",
+    "tests.fixtures.fault_proxy",
     "tests.fixtures.mongodb",
 ]
 

@@ -19,11 +19,14 @@ from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.stores import open_landing_zone, parse_landing_zone
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.stores.local import LocalStore
+from shared.landing_zone.stores.retrying import RetryingStore
 from shared.logs import quiet_sdk_logs
 from shared.source.client import connect
 from shared.source.collections import SourceCollection, select_collections
 from shared.state import open_state_store, parse_state_location
 from shared.state.base import StateStore
+from shared.state.retrying import RetryingStateStore
+from shared.storage_retry import StorageRetrier
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -47,7 +50,7 @@ def open_landing_zone_store(
     if isinstance(store, LocalStore):
         store.check_usable(writing=not must_exist)
     log.info("landing zone: %s", store.description)
-    return store
+    return RetryingStore(store, _storage_budget(settings))
 
 
 def open_state(
@@ -64,9 +67,16 @@ def open_state(
         )
     if credential is None and _state_needs_token(location):
         credential = checked_credential(settings)
-    state = open_state_store(location, credential)
+    budget = _storage_budget(settings)
+    # Opening a table creates it if missing: a request like any other, retried the same way.
+    opening = StorageRetrier(f"opening {parsed.description}", budget)
+    state = opening.call(lambda: open_state_store(location, credential))
     log.info("state store: %s", state.description)
-    return state
+    return RetryingStateStore(state, budget)
+
+
+def _storage_budget(settings: Settings) -> int:
+    return settings.integer("STORAGE_RETRY_SECONDS")
 
 
 def open_publisher(settings: Settings) -> Publisher:

@@ -4,16 +4,14 @@ A failover, a node shutting down or a dropped connection ends an operation with 
 next attempt usually does not meet. The driver retries a read at most once, and never a
 ``getMore``; a partition that reads for an hour needs more. A `Retrier` retries transient errors
 with exponential, jittered pauses until the fault has lasted MONGODB_RETRY_SECONDS without any
-progress, then fails with one line. Every MongoDB error leaves here as that one line: with raw BSON
-documents as the driver's document class, ``str()`` of a server error dumps the reply's bytes.
+progress, then fails with one line (the budget itself is `shared.retry.RetryBudget`). Every
+MongoDB error leaves here as that one line: with raw BSON documents as the driver's document
+class, ``str()`` of a server error dumps the reply's bytes.
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import re
-import time
 from collections.abc import Callable, Mapping
 from enum import IntEnum
 from typing import TypeVar
@@ -28,15 +26,10 @@ from pymongo.errors import (
 from shared.config import Settings
 from shared.errors import MirrorError
 from shared.redaction import redact
-
-log = logging.getLogger(__name__)
+from shared.retry import RetryBudget, one_line
 
 T = TypeVar("T")
 
-FIRST_PAUSE_SECONDS = 0.1
-LONGEST_PAUSE_SECONDS = 5.0
-DOUBLINGS = 6  # 0.1 s doubled six times passes the longest pause
-MESSAGE_CHARS = 300  # a server message is one short sentence; anything longer is a dump
 _APPENDICES = (", full error: ", ", Timeout: ")  # where pymongo starts dumping replies/topology
 # The timeouts PyMongo appends to every server's error, and the separator between the servers of a
 # server-selection timeout.
@@ -95,7 +88,7 @@ def describe(error: PyMongoError) -> str:
         text = f"{_code_name(error.code)} ({error.code}): {_summary(error)}"
     else:
         text = f"{type(error).__name__}: {_summary(error)}"
-    return redact(text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…")
+    return redact(one_line(text))
 
 
 def _summary(error: PyMongoError) -> str:
@@ -115,7 +108,7 @@ def _code_name(code: int | None) -> str:
         return "OperationFailure"
 
 
-class Retrier:
+class Retrier(RetryBudget):
     """Retries one step's MongoDB operations; the budget restarts whenever the step progresses.
 
     ``what`` names the step in messages ("db.orders partition 3"). A `budget_seconds` of 0
@@ -123,10 +116,7 @@ class Retrier:
     """
 
     def __init__(self, what: str, budget_seconds: float) -> None:
-        self.what = what
-        self.budget_seconds = budget_seconds
-        self._failing_since: float | None = None
-        self._failures = 0
+        super().__init__(what, budget_seconds, "MONGODB_RETRY_SECONDS")
 
     @classmethod
     def for_settings(cls, settings: Settings, what: str) -> Retrier:
@@ -143,31 +133,9 @@ class Retrier:
                 self.progressed()
                 return result
 
-    def progressed(self) -> None:
-        """The step moved on: the next fault gets the whole budget again."""
-        self._failing_since = None
-        self._failures = 0
-
     def recover(self, error: PyMongoError) -> None:
         """Pause before the next attempt, or raise a one-line MirrorError when ``error`` is not
         transient or has outlasted the budget."""
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        waited = now - self._failing_since
         if not is_transient(error):
             raise MirrorError(f"{self.what}: {describe(error)}") from None
-        if waited >= self.budget_seconds:
-            raise MirrorError(
-                f"{self.what}: {describe(error)} (still failing after {self._failures + 1} "
-                f"attempts in {waited:.0f}s; MONGODB_RETRY_SECONDS={self.budget_seconds:g})"
-            ) from None
-        pause = min(
-            LONGEST_PAUSE_SECONDS,
-            FIRST_PAUSE_SECONDS * 2 ** min(self._failures, DOUBLINGS),
-            self.budget_seconds - waited,
-        )
-        pause = random.uniform(pause / 2, pause)  # workers hit by one failover spread out
-        self._failures += 1
-        log.warning("%s: %s; retrying in %.1fs", self.what, describe(error), pause)
-        time.sleep(pause)
+        self.pause(describe(error))

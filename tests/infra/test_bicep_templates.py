@@ -56,6 +56,7 @@ LEFT_UNSET_ON_AZURE = {
     "FILE_BYTES": "tuning: Settings' default applies",
     "FABRIC_API_URL": "Settings' default (the public Fabric REST endpoint) applies",
     "MONGODB_RETRY_SECONDS": "tuning: Settings' default applies",
+    "STORAGE_RETRY_SECONDS": "tuning: Settings' default applies",
     "CHANGE_WINDOW_EVENTS": "tuning: Settings' default applies",
     "CHANGE_WINDOW_BYTES": "tuning: Settings' default applies",
     "CHANGE_WINDOW_SECONDS": "tuning: Settings' default applies",

@@ -19,13 +19,16 @@ from shared.errors import ConfigError
 from shared.landing_zone.stores.base import PathExistsError, PathNotFoundError
 from shared.landing_zone.stores.location import SETTING
 
-# Azure SDK pipeline settings, stated once so every store retries the same way: the SDK's
-# exponential retry covers throttling (429/503) and dropped connections; we never loop ourselves.
+# Azure SDK pipeline settings, stated once so every store retries the same way. The SDK retries
+# only requests that never reached the service. A request the service may have acted on (its
+# answer lost, or a 5xx/408/429) is retried by RetryingStore within STORAGE_RETRY_SECONDS: the
+# SDK's own retry of a lost write_new or rename would report the write that landed as "already
+# exists" or "not found", where RetryingStore recognises it by its bytes.
 SDK_OPTIONS: dict[str, Any] = {
     "retry_total": 5,
     "retry_connect": 5,
-    "retry_read": 5,
-    "retry_status": 5,
+    "retry_read": 0,
+    "retry_status": 0,
     "connection_timeout": 20,
     "read_timeout": 300,
 }

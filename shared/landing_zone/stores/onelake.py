@@ -40,7 +40,7 @@ from shared.landing_zone.stores._common import (
     require_credential,
     staging_path,
 )
-from shared.landing_zone.stores.base import PathNotFoundError, StoredFile
+from shared.landing_zone.stores.base import StoredFile
 from shared.landing_zone.stores.location import LandingZoneLocation
 
 # Destination condition for a create or rename that must never replace an existing path.
@@ -127,13 +127,10 @@ class OneLakeStore:
         else:
             # upload_data sends no request at all for empty data.
             staging_client.create_file()
+        # A rename whose answer is lost raises here (the SDK does not retry it, see SDK_OPTIONS):
+        # RetryingStore retries the whole write, whose rename then meets the file it published.
         try:
             self._rename(staged, path, if_absent=if_absent)
-        except PathNotFoundError:
-            # Only this call knows the staging name, so if it vanished, the SDK's retry of a
-            # rename whose response was lost found our own earlier attempt already done.
-            if self.size(path) != len(data):
-                raise
         except BaseException:
             self.delete(staged)
             raise

@@ -15,6 +15,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.landing_zone.stores import StoredFile, parse_landing_zone
+from shared.landing_zone.stores.retrying import RetryingStore
 from tests.landing_zone.stores.conftest import DFS_BASE, open_fake_dfs_store
 from tests.landing_zone.stores.fake_dfs import FakeDfs, Recorded
 
@@ -110,17 +111,10 @@ def test_onelake_workspace_is_never_created(fake_dfs: FakeDfs) -> None:
 
 
 def test_write_new_survives_a_lost_rename_response(fake_dfs: FakeDfs) -> None:
-    # The rename happens but its response is lost; the SDK retries it and gets 404 for the
-    # (unique) staging source. That is our own success, not a missing file.
+    # The rename happens but its response is lost; the engine retries the whole write, whose
+    # conditional rename finds the file published: our own bytes, so our own success.
     workspace = _workspace()
-    store = open_fake_dfs_store(
-        fake_dfs,
-        workspace,
-        retry_total=1,
-        initial_backoff=0,
-        increment_base=0,
-        random_jitter_range=0,
-    )
+    store = RetryingStore(open_fake_dfs_store(fake_dfs, workspace), budget_seconds=30)
     fake_dfs.drop_next_response(
         lambda r: r.path.startswith(f"/{workspace}/") and "x-ms-rename-source" in r.headers
     )

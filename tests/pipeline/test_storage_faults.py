@@ -1,0 +1,128 @@
+"""`run --once` as a real process while storage faults hit Azurite through the fault proxy: the
+engine rides them out and the mirror still equals the source; a fault that outlasts
+STORAGE_RETRY_SECONDS ends the run with one line and exit 1."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from tests.fixtures.azurite import ACCOUNT_KEY
+from tests.fixtures.console import console_env
+from tests.fixtures.fault_proxy import FaultyAzurite, Request
+from tests.pipeline.test_run_cli import REPO_ROOT, Backend, Writer, assert_verified, command
+
+DOCUMENTS = 60  # as many as the end-to-end run seeds
+
+
+def nth_match(n: int) -> Any:
+    """A fault predicate true for the n-th request it is asked about only."""
+    seen = 0
+    lock = threading.Lock()
+
+    def is_nth(request: Request) -> bool:
+        nonlocal seen
+        with lock:
+            seen += 1
+            return seen == n
+
+    return is_nth
+
+
+def backends(faulty_azurite: FaultyAzurite) -> tuple[Backend, Backend, str]:
+    """The run's stores through the proxies, the same stores direct, and the state table."""
+    unique = uuid.uuid4().hex[:10]
+    table = f"run{unique}"
+    proxied = faulty_azurite.connection_string
+    direct = faulty_azurite.azurite.connection_string
+    return (
+        (f"{proxied};Container=run{unique}", f"{proxied};TableName={table}"),
+        (f"{direct};Container=run{unique}", f"{direct};TableName={table}"),
+        table,
+    )
+
+
+def run_once(
+    uri: str, database: str, backend: Backend, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command("run", uri, database, backend, "--once", *extra),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=REPO_ROOT,
+        env=console_env(),
+    )
+
+
+# Today a run's first six inserts create the records stream, sequence, store identity, table,
+# partition (in a snapshot worker process) and schema.
+@pytest.mark.parametrize("insert", range(1, 7))
+def test_run_once_survives_a_reset_after_a_table_insert(
+    faulty_azurite: FaultyAzurite,
+    mongodb_uri: str,
+    mongo_db_name: str,
+    mongo_client: MongoClient[Any],
+    insert: int,
+):
+    Writer(mongodb_uri, mongo_db_name, seed=insert).seed(
+        mongo_client[mongo_db_name].items, DOCUMENTS
+    )
+    proxied, direct, table = backends(faulty_azurite)
+    # The n-th entity insert into the state table lands, and the connection resets unanswered.
+    lost = faulty_azurite.table.lose_answers(
+        "POST", rf"^/devstoreaccount1/{table}(\?|$)", when=nth_match(insert)
+    )
+    result = run_once(mongodb_uri, mongo_db_name, proxied)
+    assert lost.hits == 1
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ServiceResponseError" in result.stderr  # the retry's warning: the fault was met
+    assert_verified(mongodb_uri, mongo_db_name, direct)
+
+
+def test_run_once_survives_lost_answers_of_landing_zone_writes(
+    faulty_azurite: FaultyAzurite,
+    mongodb_uri: str,
+    mongo_db_name: str,
+    mongo_client: MongoClient[Any],
+):
+    Writer(mongodb_uri, mongo_db_name, seed=11).seed(mongo_client[mongo_db_name].items, DOCUMENTS)
+    proxied, direct, _ = backends(faulty_azurite)
+    # Every third blob write lands unanswered, numbered files and control files alike.
+    writes = iter(range(1_000_000))
+    lost = faulty_azurite.blob.lose_answers(
+        "PUT", r"\.(parquet|json)(\?|$)", times=4, when=lambda request: next(writes) % 3 == 0
+    )
+    result = run_once(mongodb_uri, mongo_db_name, proxied)
+    assert lost.hits == 4
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_verified(mongodb_uri, mongo_db_name, direct)
+
+
+def test_a_storage_fault_outlasting_the_budget_ends_the_run_with_one_line(
+    faulty_azurite: FaultyAzurite,
+    mongodb_uri: str,
+    mongo_db_name: str,
+    mongo_client: MongoClient[Any],
+):
+    Writer(mongodb_uri, mongo_db_name, seed=3).seed(mongo_client[mongo_db_name].items, DOCUMENTS)
+    proxied, _, _ = backends(faulty_azurite)
+    faulty_azurite.blob.answer_status(503, "PUT", r"\.parquet(\?|$)", times=None)
+    result = run_once(mongodb_uri, mongo_db_name, proxied, "--storage-retry-seconds", "1")
+    assert result.returncode == 1
+    # The failed partition is named in the run's error, on its own line.
+    (line,) = [line for line in result.stderr.splitlines() if "STORAGE_RETRY_SECONDS=1" in line]
+    assert re.search(
+        r": blob container http://127\.0\.0\.1:\d+/devstoreaccount1/run\w+/?: writing \S+: "
+        r"HttpResponseError \(503\): Service Unavailable \(still failing after \d+ attempts in "
+        r"\d+s; STORAGE_RETRY_SECONDS=1\)$",
+        line,
+    ), line
+    assert "Traceback" not in result.stderr and ACCOUNT_KEY not in result.stderr
