@@ -88,6 +88,15 @@ class RetryingStore:
     def delete_folder(self, folder: str) -> None:
         self._retrier("deleting folder", folder).call(lambda: self._store.delete_folder(folder))
 
+    def delete_unchanged(self, file: StoredFile) -> bool:
+        # A retry after a lost answer finds the file gone and says False: callers only sweep.
+        return self._retrier("deleting", file.path).call(lambda: self._store.delete_unchanged(file))
+
+    def delete_empty_folder(self, folder: str) -> None:
+        self._retrier("deleting folder", folder).call(
+            lambda: self._store.delete_empty_folder(folder)
+        )
+
     def _retrier(self, action: str, path: str) -> StorageRetrier:
         # The description never holds a secret: the message may reach a log or the console.
         return StorageRetrier(f"{self.description}: {action} {path}", self._budget_seconds)
