@@ -442,6 +442,12 @@ class Publisher:
         """How many sequence numbers have been allocated (pending ones are finished by repair)."""
         return self._sequence(table).next_number - 1
 
+    def unfinished(self, table: TableRef, owners: set[str]) -> int:
+        """Finish the pending publishes of ``owners`` (claims the caller holds and is not using
+        right now); returns how many numbers of the table are still pending after that."""
+        self._repair_where(table, lambda entry: entry.owner in owners)
+        return len(self._sequence(table).pending)
+
     def repair(self, table: TableRef) -> None:
         """Finish allocated-but-unpublished numbers whose lease expired; remove old orphans."""
         now = time.time()

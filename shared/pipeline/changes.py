@@ -356,11 +356,15 @@ class ChangeReader:
         return activity
 
     def settled(self) -> bool:
-        """Every table of the database snapshotted and its held changes published."""
+        """Every table of the database snapshotted, its held changes published, and its folder
+        continuous (no number allocated without its file)."""
+        owners = set(self._table_owners.values())
         for plan in self._plans():
             if plan.phase != Phase.STREAMING:
                 return False
             if _holding(self._ctx.publisher.progress(plan.table, CHANGES_WRITER) or {}):
+                return False
+            if self._ctx.publisher.unfinished(plan.table, owners):
                 return False
         return True
 

@@ -38,9 +38,14 @@ from tests.pipeline.reader_child import SUPERSEDED_EXIT
 from tests.pipeline.test_run_cli import (
     REPO_ROOT,
     Backend,
+    RunProcess,
     assert_verified,
+    is_streaming,
     local_backend,
+    open_publisher,
     run_once,
+    streamed_changes,
+    wait_for,
 )
 
 LEASE_SECONDS = 5  # the shortest the settings allow
@@ -249,6 +254,49 @@ def test_a_paused_rebuild_never_removes_the_table_built_after_it(
     code, stderr = finish(paused)
     assert code == SUPERSEDED_EXIT, stderr[-3000:]
     assert_verified(mongodb_uri, mongo_db_name, backend)
+    run_once(mongodb_uri, mongo_db_name, backend)
+    assert_verified(mongodb_uri, mongo_db_name, backend)
+
+
+def test_resync_during_a_run_rebuilds_one_table_and_the_run_goes_on(
+    mongo_client: Client, mongodb_uri: str, mongo_db_name: str, tmp_path: Path
+) -> None:
+    """Item 8: `resync` while `run` streams. Before, the run died ("another process took over
+    changes") although no other process existed; now the run lets the table go, plans it anew,
+    snapshots it and streams on, and the other table never stops."""
+    db = mongo_client[mongo_db_name]
+    db.orders.insert_many([{"_id": i, "n": i} for i in range(30)])
+    db.users.insert_many([{"_id": i} for i in range(5)])
+    backend = local_backend(tmp_path)
+    env = mirror_env(mongodb_uri, mongo_db_name, backend)
+    run = RunProcess(tmp_path, mongodb_uri, mongo_db_name, backend)
+    publisher = open_publisher(backend)
+    orders = TableRef(mongo_db_name, "orders")
+    try:
+        wait_for(lambda: is_streaming(publisher, orders), run, "orders streams")
+        old = publisher.generation(orders)
+        resync = console(env, "resync", "--table", f"{mongo_db_name}.orders")
+        assert resync.returncode == 0, resync.stderr[-3000:]
+        db.orders.insert_one({"_id": "after resync", "n": -1})  # the run meets the rebuilt table
+        db.users.insert_one({"_id": "during"})
+
+        def rebuilt_and_streaming() -> bool:
+            sequence = publisher.state.get(SEQUENCE_KIND, orders.folder)
+            return (
+                sequence is not None
+                and sequence.value.get("generation") != old
+                and "retired" not in sequence.value
+                and is_streaming(publisher, orders)
+            )
+
+        wait_for(rebuilt_and_streaming, run, "orders rebuilt and streaming again")
+        db.orders.insert_one({"_id": "streamed", "n": -2})
+        wait_for(lambda: streamed_changes(publisher, orders) >= 1, run, "a change streamed")
+    finally:
+        publisher.state.close()
+        code = run.stop()
+    assert code == 0, run.stderr[-3000:]
+    assert "took over" not in run.stderr
     run_once(mongodb_uri, mongo_db_name, backend)
     assert_verified(mongodb_uri, mongo_db_name, backend)
 
