@@ -50,7 +50,7 @@ from bson.raw_bson import RawBSONDocument
 from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
-from shared.landing_zone.publisher import SEQUENCE_KIND, LeaseHeld, Superseded
+from shared.landing_zone.publisher import SEQUENCE_KIND, LeaseHeld, Superseded, TableRebuilding
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import CHANGES_WRITER, Phase, TablePlan, all_plans, load_plan
 from shared.pipeline.rebuild import rebuild_table
@@ -280,10 +280,15 @@ class ChangeReader:
             if not self._holds_lease():
                 raise
             # Our lease stands, so no other reader has the table: it was rebuilt under us (an
-            # operator's resync). Its new snapshot starts after these events.
-            log.warning("%s: %s; its changes start again with its new snapshot", table, error)
+            # operator's resync). The events go to its new generation, claimed afresh.
+            log.warning("%s: %s; its changes go to the rebuilt table", table, error)
             self._forget(table)
             result.rebuilt.append(str(table))
+        try:
+            return self._apply_fenced(table, collection, events, result)
+        except TableRebuilding:
+            # Still being rebuilt: its next plan starts after everything read so far.
+            self._forget(table)
             return TableActivity(events=len(events))
 
     def _apply_fenced(
@@ -299,14 +304,12 @@ class ChangeReader:
         owner = self._table_owner(table)
         progress = self._ctx.publisher.progress(table, CHANGES_WRITER) or {}
         done = progress.get("token")
-        floors = [token_order(done)] if isinstance(done, str) else []
-        if plan is not None:
-            # The snapshot read everything before its start point: a paused reader's older
-            # events must not be replayed over it.
-            floors.append(token_order(plan.start_token))
-        if floors:
-            floor = max(floors)
-            events = [e for e in events if e.position > floor]
+        # Until this generation has applied a change, it begins at its plan's start point (the
+        # snapshot read everything before it): a paused reader's older events never reach it.
+        # Once it has, its changes form one unbroken run from the first: only the last counts.
+        floor = done if isinstance(done, str) else plan.start_token if plan is not None else None
+        if floor is not None:
+            events = [e for e in events if e.position > token_order(floor)]
         rows = [e for e in events if e.document is not None]
         if not events:
             return activity
