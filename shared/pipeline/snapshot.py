@@ -150,10 +150,14 @@ def mirrored_collections(ctx: MirrorContext) -> set[str]:
     """Collections of the database that have a plan, or had one before a rebuild."""
     database = ctx.settings.require("MONGODB_DATABASE")
     names = {plan.collection for plan in all_plans(ctx.state) if plan.database == database}
+    # Only named collections are looked up in what this returns, so they are enough to map
+    # a hashed folder name back.
+    named = ctx.settings.collections() or ()
     for folder, _ in ctx.state.list(REBUILD_KIND):
         table = TableRef.from_folder(folder)
-        if table.schema == database:
-            names.add(collection_name(table.name))
+        name = collection_name(table.name, named)
+        if table.schema == database and name is not None:
+            names.add(name)
     return names
 
 

@@ -6,6 +6,7 @@ is drained and `verify` and `inspect` judge it; faults include SIGKILL at random
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import signal
@@ -26,14 +27,14 @@ from mongodb_sandbox import SandboxServer
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.replayer import inspect_table
 from shared.landing_zone.stores import open_landing_zone
-from shared.landing_zone.tables import TableRef
+from shared.landing_zone.tables import METADATA_FILE, TableRef
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.plans import Phase, load_plan
 from shared.pipeline.rebuild import REBUILD_KIND
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import format_report, verify_mirror
 from shared.state import open_state_store
-from tests.fixtures.console import console_command, console_env
+from tests.fixtures.console import console_command, console_env, run_console
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -447,4 +448,65 @@ def test_dropped_recreated_and_renamed_collections(
 
     assert not (Path(backend[0]) / f"{mongo_db_name}.schema" / "old_name").exists()
     assert (Path(backend[0]) / f"{mongo_db_name}.schema" / "new_name").is_dir()
+    assert_verified(mongodb_uri, mongo_db_name, backend)
+
+
+def test_a_collection_name_too_long_for_a_folder_stops_no_table(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+):
+    """90 control characters escape to 270 bytes, more than a folder name may hold (255); its
+    table gets a hashed folder name, and every step that maps folders back finds it."""
+    backend = local_backend(tmp_path)
+    db = mongo_client[mongo_db_name]
+    long_name = "\x01" * 90
+    table = TableRef.for_collection(mongo_db_name, long_name)
+    named = ("--collections", json.dumps([long_name, "orders"]))
+    db[long_name].insert_many([{"_id": i} for i in range(5)])
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(20)])
+    run_once(mongodb_uri, mongo_db_name, backend, *named)
+    db[long_name].insert_one({"_id": "a change"})
+    run_once(mongodb_uri, mongo_db_name, backend, *named)
+    assert (Path(backend[0]) / table.folder / METADATA_FILE).is_file()
+    assert_verified(mongodb_uri, mongo_db_name, backend)
+    inspected = run_console("inspect", "--landing-zone", backend[0], "--table", long_name)
+    assert inspected.returncode == 0, inspected.stderr[-2000:]
+    assert inspected.stdout.splitlines() == [f"{table}: conforms; 2 files, 6 rows replayed"]
+
+    # resync by the collection's own name, then by the folder name status shows
+    for name in (long_name, table.name):
+        resync = run_console(
+            "resync",
+            "--table",
+            f"{mongo_db_name}.{name}",
+            "--landing-zone",
+            backend[0],
+            "--state",
+            backend[1],
+        )
+        assert resync.returncode == 0, resync.stderr[-2000:]
+        run_once(mongodb_uri, mongo_db_name, backend, *named)
+
+    # Dropped while named: the table is rebuilt away, and the run goes on (its next plan knows
+    # the named collection that no longer exists as mirrored, not as a typo that stops all).
+    process = RunProcess(tmp_path, mongodb_uri, mongo_db_name, backend, *named)
+    publisher = open_publisher(backend)
+    orders = TableRef(mongo_db_name, "orders")
+
+    def rebuilds() -> int:
+        record = publisher.state.get(REBUILD_KIND, table.folder)
+        return 0 if record is None else int(record.value["count"])
+
+    try:
+        # Past its start-up check of the selection: a drop before it is a typo to that check.
+        wait_for(lease_taken(backend, mongo_db_name, None), process, "the lease")
+        db[long_name].drop()
+        wait_for(lambda: rebuilds() == 3, process, "the dropped table rebuilt")
+        before = streamed_changes(publisher, orders)
+        db.orders.insert_one({"_id": "after the drop"})
+        wait_for(lambda: streamed_changes(publisher, orders) > before, process, "a later change")
+    finally:
+        publisher.state.close()
+        returncode = process.stop()
+    assert returncode == 0, process.stderr[-3000:]
+    assert not (Path(backend[0]) / table.folder).exists()
     assert_verified(mongodb_uri, mongo_db_name, backend)
