@@ -128,7 +128,8 @@ class Selection:
 def plan_selected(ctx: MirrorContext) -> Selection:
     """Plan every collection the settings select (the orchestrator's first step).
 
-    A table whose folder fails the binding check is stopped alone; the others go on.
+    A table that cannot be planned (its folder fails the binding check, its ``_metadata.json``
+    names other keys, storage refuses it) is stopped alone; the others go on.
     """
     # Selected afresh each time: the `run` loop and the timer find collections created since,
     # and a named collection dropped while mirrored does not stop the others.
@@ -140,9 +141,12 @@ def plan_selected(ctx: MirrorContext) -> Selection:
     for source in sources:
         try:
             plans.append(plan_table(ctx, source))
-        except (BindingError, PublishConflict) as error:
-            log.error("%s", error)
-            stopped[f"{source.database}.{source.name}"] = str(error)
+        except Exception as error:  # whatever it is, it is this table's alone
+            table = TableRef.for_collection(source.database, source.name)
+            named = isinstance(error, BindingError | PublishConflict)  # these name the table
+            message = str(error) if named else f"{table}: {error}"
+            log.error("%s", message)
+            stopped[f"{source.database}.{source.name}"] = message
     return Selection(plans, stopped)
 
 

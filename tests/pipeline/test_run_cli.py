@@ -510,3 +510,42 @@ def test_a_collection_name_too_long_for_a_folder_stops_no_table(
     assert returncode == 0, process.stderr[-3000:]
     assert not (Path(backend[0]) / table.folder).exists()
     assert_verified(mongodb_uri, mongo_db_name, backend)
+
+
+def test_a_table_that_cannot_be_prepared_stops_no_other_table(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+):
+    """A folder whose `_metadata.json` names other keys (they can never change) fails its
+    table's preparation, both when it is planned and when its changes arrive; every other table
+    is mirrored regardless, and the run ends non-zero naming the table."""
+    backend = local_backend(tmp_path)
+    db = mongo_client[mongo_db_name]
+    db.bad.insert_one({"_id": 1})
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(20)])
+    bad = TableRef(mongo_db_name, "bad")
+    folder = Path(backend[0]) / bad.folder
+    folder.mkdir(parents=True)
+    (folder / METADATA_FILE).write_text('{"keyColumns": ["sku"]}')
+    for _ in range(2):  # the second run also reads changes of both tables
+        result = subprocess.run(
+            command("run", mongodb_uri, mongo_db_name, backend, "--once"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=console_env(),
+        )
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        assert f"  {bad}: {bad.metadata_file} has keyColumns ['sku']" in result.stderr
+        db.bad.insert_one({"_id": f"change {_}"})
+        db.orders.insert_one({"_id": f"change {_}"})
+    db.orders.delete_one({"_id": "change 1"})  # the last writes, made after the last run
+    db.bad.delete_one({"_id": "change 1"})
+    store = open_landing_zone(backend[0])
+    with MongoClient(mongodb_uri) as client:
+        report = verify_mirror(store, client[mongo_db_name], None)
+    assert [(str(table.table), table.equal) for table in report.tables] == [
+        (str(bad), False),
+        (f"{mongo_db_name}.orders", True),
+    ], format_report(report)
