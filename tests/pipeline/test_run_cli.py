@@ -31,9 +31,11 @@ from shared.landing_zone.tables import METADATA_FILE, TableRef
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.plans import Phase, load_plan
 from shared.pipeline.rebuild import REBUILD_KIND
+from shared.pipeline.snapshot import PARTITION_KIND, PartitionTask, partition_key
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import format_report, verify_mirror
 from shared.state import open_state_store
+from shared.state.base import JsonObject, update
 from tests.fixtures.console import console_command, console_env, run_console
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE
 
@@ -549,3 +551,63 @@ def test_a_table_that_cannot_be_prepared_stops_no_other_table(
         (str(bad), False),
         (f"{mongo_db_name}.orders", True),
     ], format_report(report)
+
+
+def live_processes(group: int) -> list[str]:
+    """The processes of a process group that have not exited (zombies left to reap are gone)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while listed
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        state, _, pgrp = fields.split()[:3]
+        if int(pgrp) == group and state != "Z":
+            found.append(f"{stat.parent.name} {name}")
+    return found
+
+
+def test_a_failed_run_stops_its_workers_at_once(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+):
+    """The reader loses its lease mid-snapshot (another reader took over the stream): the run
+    ends with its one-line error at once, its worker killed mid-partition rather than left to
+    finish it; the next run resumes after the worker's last published `_id`."""
+    documents = 4_000  # one row per file: the partition takes far longer than the exit may
+    backend = local_backend(tmp_path)
+    mongo_client[mongo_db_name].items.insert_many([{"_id": i} for i in range(documents)])
+    table = TableRef(mongo_db_name, "items")
+    process = RunProcess(
+        tmp_path, mongodb_uri, mongo_db_name, backend, "--partitions", "1", "--file-rows", "1"
+    )
+    publisher = open_publisher(backend)
+
+    def published() -> int:
+        record = publisher.state.get(PARTITION_KIND, partition_key(PartitionTask(table, 0)))
+        return 0 if record is None else int(record.value.get("documents", 0))
+
+    def taken_over(value: JsonObject | None) -> JsonObject:
+        return {**(value or {}), "owner": "another reader", "lease_expires": 0}
+
+    try:
+        wait_for(lambda: published() >= 20, process, "a partition under way")
+        update(publisher.state, STREAM_KIND, mongo_db_name, taken_over)
+        returncode = process.popen.wait(timeout=20)
+        assert returncode == 1, process.stderr[-3000:]
+        assert process.stderr.splitlines()[-1] == (
+            f"error: database {mongo_db_name}: another reader took over the stream; "
+            "this one stops without publishing"
+        )
+        assert published() < documents // 2
+        assert not is_streaming(publisher, table)
+        deadline = time.monotonic() + 30
+        while live_processes(process.popen.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the multiprocessing resource tracker ends when the run's pipe closes
+        assert live_processes(process.popen.pid) == []
+    finally:
+        publisher.state.close()
+        if process.running() or live_processes(process.popen.pid):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+    run_once(mongodb_uri, mongo_db_name, backend)
+    assert_verified_in_process(mongodb_uri, mongo_db_name, backend)
