@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.errors import MirrorError
@@ -19,6 +21,18 @@ _UNUSABLE_NAME = re.compile(r"[/\\\x00-\x1f]|^_|^\.{1,2}$")
 # "%" that already looks like an escape (so no real name can collide with an escaped one).
 _ESCAPED_IN_FOLDER = re.compile(r"[/\\\x00-\x1f]|^_|^\.{1,2}$|%(?=[0-9A-Fa-f]{2})")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# Part of the folder-name format (changing them renames every long table): a folder name is at
+# most FOLDER_NAME_BYTES of UTF-8. Filesystems and the DFS API allow 255 bytes per path segment;
+# the lower bound keeps a table's state key, escaped once more for Table Storage (up to six bytes
+# per byte), within its 1 KiB limit.
+FOLDER_NAME_BYTES = 128
+HASH_DIGITS = 24  # hex digits of SHA-256: 96 bits, so two collections never share a folder
+# "%7E" (an escaped "~") never occurs in an escaped name: a real "%7E" is escaped to "%257E".
+HASH_MARKER = "%7E"
+_HASHED = re.compile(rf"{HASH_MARKER}[0-9a-f]{{{HASH_DIGITS}}}$")
+_PREFIX_BYTES = FOLDER_NAME_BYTES - len(HASH_MARKER) - HASH_DIGITS
+# Where an escaped name may be cut: before any character that is not inside a "%XX" escape.
+_ESCAPE_OR_CHARACTER = re.compile(r"%[0-9A-F]{2}|.", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,14 @@ class TableRef:
     def for_collection(cls, database: str, collection: str) -> TableRef:
         """The table of a MongoDB collection, whose name may not be usable as a folder as is."""
         return cls(database, collection_folder(collection))
+
+    @classmethod
+    def for_name(cls, database: str, name: str) -> TableRef:
+        """The table ``name`` means: a folder name as ``collection_folder`` writes it (as status
+        shows tables), or else a collection's own name (``a/b``, or one too long for a folder)."""
+        if is_collection_folder(name):
+            return cls(database, name)
+        return cls.for_collection(database, name)
 
     @property
     def folder(self) -> str:
@@ -75,17 +97,50 @@ def collection_folder(collection: str) -> str:
     digits is written as "%" and its two hex digits: "a/b" -> "a%2Fb", "_tmp" -> "%5Ftmp",
     "50%25off" -> "50%2525off". Deterministic, reversible (``collection_name``) and
     collision-free; every other name is its own folder name.
+
+    An escaped name longer than FOLDER_NAME_BYTES keeps its longest prefix that fits (cut
+    between escapes and characters), then HASH_MARKER and the first HASH_DIGITS hex digits of the
+    SHA-256 of the collection's UTF-8 name: ``"\\x01" * 90`` -> ``"%01" * 33 + "%7E" + hash``.
+    No escaped name contains HASH_MARKER, so a hashed name never equals an escaped one, and two
+    hashed names differ with their hashes. Such a name cannot be decoded alone:
+    ``collection_name`` maps known collections forward to find it.
     """
 
     def escape(match: re.Match[str]) -> str:
         return "".join(f"%{ord(char):02X}" for char in match[0])
 
-    return _ESCAPED_IN_FOLDER.sub(escape, collection)
+    folder = _ESCAPED_IN_FOLDER.sub(escape, collection)
+    if _utf8_bytes(folder) <= FOLDER_NAME_BYTES:
+        return folder
+    prefix, size = [], 0
+    for piece in _ESCAPE_OR_CHARACTER.findall(folder):
+        size += _utf8_bytes(piece)
+        if size > _PREFIX_BYTES:
+            break
+        prefix.append(piece)
+    digest = hashlib.sha256(collection.encode("utf-8", "surrogatepass")).hexdigest()
+    return "".join(prefix) + HASH_MARKER + digest[:HASH_DIGITS]
 
 
-def collection_name(folder_name: str) -> str:
-    """The collection a folder name was made from (the inverse of ``collection_folder``)."""
-    return _ESCAPE.sub(lambda match: chr(int(match[1], 16)), folder_name)
+def collection_name(folder_name: str, known: Iterable[str] = ()) -> str | None:
+    """The collection whose folder is ``folder_name`` (the inverse of ``collection_folder``):
+    decoded from the name, or for a hashed name the one of ``known`` that maps to it; None when
+    no collection's folder has this name (or, hashed, none of ``known``)."""
+    if _HASHED.search(folder_name):
+        return next((name for name in known if collection_folder(name) == folder_name), None)
+    collection = _ESCAPE.sub(lambda match: chr(int(match[1], 16)), folder_name)
+    # A name the mirror would not write (say "%41", or too long) is no collection's folder.
+    return collection if collection_folder(collection) == folder_name else None
+
+
+def is_collection_folder(name: str) -> bool:
+    """Whether ``collection_folder`` makes ``name`` of some collection."""
+    return bool(_HASHED.search(name)) or collection_name(name) is not None
+
+
+def _utf8_bytes(text: str) -> int:
+    # surrogatepass: a name from the command line may hold undecodable bytes as surrogates.
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def sequence_of(file_name: str) -> int | None:

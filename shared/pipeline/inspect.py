@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from shared.errors import UnknownTableError
 from shared.landing_zone.stores.base import LandingZoneStore
-from shared.landing_zone.tables import TableRef, collection_name
+from shared.landing_zone.tables import TableRef, collection_folder
 
 if TYPE_CHECKING:
     from shared.landing_zone.replayer import TableReport
@@ -15,25 +15,26 @@ if TYPE_CHECKING:
 def inspect_landing_zone(store: LandingZoneStore, table: str | None = None) -> list[TableReport]:
     """Reports for every table, or for the one named ``<table>`` or ``<schema>.<table>``.
 
-    A table may also be named by its collection when its folder name is escaped (``a/b``).
+    A table may also be named by its collection when its folder name differs (``a/b``).
     """
     # Imported here: the replayer loads DuckDB, which no other trigger of the Functions app needs.
     from shared.landing_zone.replayer import find_tables, inspect_table
 
     tables = find_tables(store)
     if table is not None:
-        tables = [ref for ref in tables if table in _names(ref)]
+        tables = [ref for ref in tables if _named(ref, table)]
         if not tables:
             raise UnknownTableError(f"no table {table!r} in {store.description}")
     return [inspect_table(store, ref) for ref in tables]
 
 
-def _names(ref: TableRef) -> set[str]:
-    collection = collection_name(ref.name)
-    names = {str(ref), ref.name, collection}
-    if ref.schema is not None:
-        names.add(f"{ref.schema}.{collection}")
-    return names
+def _named(ref: TableRef, name: str) -> bool:
+    """``name`` is the table's folder name or its collection's (mapped forward: a hashed folder
+    name cannot be decoded), alone or after ``<schema>.``."""
+    names = {name}
+    if ref.schema is not None and name.startswith(f"{ref.schema}."):
+        names.add(name[len(ref.schema) + 1 :])
+    return any(text == ref.name or collection_folder(text) == ref.name for text in names)
 
 
 def format_report(report: TableReport) -> str:

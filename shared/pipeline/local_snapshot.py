@@ -97,8 +97,8 @@ class SnapshotPool:
     def __enter__(self) -> SnapshotPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, error_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(wait=error_type is None)
 
     @property
     def busy(self) -> bool:
@@ -135,8 +135,18 @@ class SnapshotPool:
             )
 
     def close(self, wait: bool = True) -> None:
-        """Stop taking partitions; ``wait=False`` leaves running ones to resume on a later run."""
+        """Stop taking partitions; ``wait=False`` kills the running ones, to resume on a later run.
+
+        Killing is safe: a partition's publishes are fenced and numbered in the state store, so
+        a later run repairs any publish cut short and resumes after the last published `_id`.
+        Left running, a worker would keep a failed or stopped command alive until its partition
+        ends (hours on a big collection): the interpreter waits for pool processes at exit.
+        """
+        # The process table, read before shutdown() drops it (Python 3.14 has kill_workers()).
+        workers = list((self._pool._processes or {}).values()) if not wait else []
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        for worker in workers:
+            worker.kill()
 
 
 @functools.cache

@@ -50,16 +50,12 @@ KEPT_CAUSES = 10
 
 def parse_table_name(text: str) -> TableRef:
     """``<database>.<collection>`` as status shows it (the folder name), or with the collection's
-    own name when that cannot name a folder (``db.a/b``); database names have no dots."""
+    own name when that is not its folder name (``db.a/b``); database names have no dots."""
     database, dot, collection = text.strip().partition(".")
     if not dot or not database or not collection:
         raise ConfigError("--table", f"{text!r} must be <database>.<collection>")
     try:
-        return TableRef(database, collection)
-    except MirrorError:
-        pass
-    try:
-        return TableRef.for_collection(database, collection)
+        return TableRef.for_name(database, collection)
     except MirrorError as error:
         raise ConfigError("--table", str(error)) from None
 
@@ -78,7 +74,7 @@ def resync_table(
     table = parse_table_name(name)
     if database is not None and (
         table.schema != database
-        or (collections is not None and collection_name(table.name) not in collections)
+        or (collections is not None and collection_name(table.name, collections) not in collections)
     ):
         raise UnknownTableError(
             f"{table} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"

@@ -142,7 +142,8 @@ class Selection:
 def plan_selected(ctx: MirrorContext) -> Selection:
     """Plan every collection the settings select (the orchestrator's first step).
 
-    A table whose folder fails the binding check is stopped alone; the others go on.
+    A table that cannot be planned (its folder fails the binding check, its ``_metadata.json``
+    names other keys, storage refuses it) is stopped alone; the others go on.
     """
     # Selected afresh each time: the `run` loop and the timer find collections created since,
     # and a named collection dropped while mirrored does not stop the others.
@@ -154,9 +155,12 @@ def plan_selected(ctx: MirrorContext) -> Selection:
     for source in sources:
         try:
             plans.append(plan_table(ctx, source))
-        except (BindingError, PublishConflict) as error:
-            log.error("%s", error)
-            stopped[f"{source.database}.{source.name}"] = str(error)
+        except Exception as error:  # whatever it is, it is this table's alone
+            table = TableRef.for_collection(source.database, source.name)
+            named = isinstance(error, BindingError | PublishConflict)  # these name the table
+            message = str(error) if named else f"{table}: {error}"
+            log.error("%s", message)
+            stopped[f"{source.database}.{source.name}"] = message
     return Selection(plans, stopped)
 
 
@@ -164,10 +168,14 @@ def mirrored_collections(ctx: MirrorContext) -> set[str]:
     """Collections of the database that have a plan, or had one before a rebuild."""
     database = ctx.settings.require("MONGODB_DATABASE")
     names = {plan.collection for plan in all_plans(ctx.state) if plan.database == database}
+    # Only named collections are looked up in what this returns, so they are enough to map
+    # a hashed folder name back.
+    named = ctx.settings.collections() or ()
     for folder, _ in ctx.state.list(REBUILD_KIND):
         table = TableRef.from_folder(folder)
-        if table.schema == database:
-            names.add(collection_name(table.name))
+        name = collection_name(table.name, named)
+        if table.schema == database and name is not None:
+            names.add(name)
     return names
 
 

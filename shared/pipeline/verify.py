@@ -55,7 +55,7 @@ from shared.conversion.values import (
 )
 from shared.landing_zone.replayer import TableReport, find_tables, inspect_table
 from shared.landing_zone.stores.base import LandingZoneStore
-from shared.landing_zone.tables import TableRef
+from shared.landing_zone.tables import TableRef, collection_folder, collection_name
 from shared.source.collections import select_collections
 
 SHOWN_DIFFERENCES = 10  # per table
@@ -140,24 +140,32 @@ def verify_mirror(
     """
     selected = [source.name for source in select_collections(database, wanted)]
     landing = {ref.name: ref for ref in find_tables(store) if ref.schema == database.name}
-    existing = set(database.list_collection_names()) if wanted is not None else set()
+    # Collections are mapped forward to their folders: a hashed folder name cannot be decoded.
+    existing = (
+        {collection_folder(name) for name in database.list_collection_names()}
+        if wanted is not None
+        else set()
+    )
     results: list[TableVerification] = []
-    for name in sorted(set(selected) | set(landing)):
+    for name in selected:
+        table = TableRef.for_collection(database.name, name)
         collection = database[name]
-        if name not in selected:
-            if name in existing:
-                continue  # not selected: neither judged nor stale
-            stale = TableVerification(landing[name])
-            stale.landing_rows = inspect_table(store, landing[name]).row_count
-            stale.problems.append(f"no selected collection {database.name}.{name} maps to it")
-            results.append(stale)
-        elif name not in landing:
-            absent = TableVerification(TableRef(database.name, name))
+        if table.name in landing:
+            results.append(verify_table(store, landing.pop(table.name), collection))
+        else:
+            absent = TableVerification(table)
             absent.source_rows = collection.count_documents({})
             absent.problems.append("no table folder in the landing zone")
             results.append(absent)
-        else:
-            results.append(verify_table(store, landing[name], collection))
+    for folder, ref in landing.items():
+        if folder in existing:
+            continue  # an existing collection left out of the selection: neither judged nor stale
+        stale = TableVerification(ref)
+        stale.landing_rows = inspect_table(store, ref).row_count
+        name = collection_name(folder) or folder
+        stale.problems.append(f"no selected collection {database.name}.{name} maps to it")
+        results.append(stale)
+    results.sort(key=lambda result: result.table.name)
     return VerifyReport(results)
 
 

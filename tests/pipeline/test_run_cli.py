@@ -6,6 +6,7 @@ is drained and `verify` and `inspect` judge it; faults include SIGKILL at random
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import signal
@@ -26,14 +27,16 @@ from mongodb_sandbox import SandboxServer
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.replayer import inspect_table
 from shared.landing_zone.stores import open_landing_zone
-from shared.landing_zone.tables import TableRef
+from shared.landing_zone.tables import METADATA_FILE, TableRef
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.plans import Phase, load_plan
 from shared.pipeline.rebuild import REBUILD_KIND
+from shared.pipeline.snapshot import PARTITION_KIND, PartitionTask, partition_key
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import format_report, verify_mirror
 from shared.state import open_state_store
-from tests.fixtures.console import console_command, console_env
+from shared.state.base import JsonObject, update
+from tests.fixtures.console import console_command, console_env, run_console
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -448,3 +451,163 @@ def test_dropped_recreated_and_renamed_collections(
     assert not (Path(backend[0]) / f"{mongo_db_name}.schema" / "old_name").exists()
     assert (Path(backend[0]) / f"{mongo_db_name}.schema" / "new_name").is_dir()
     assert_verified(mongodb_uri, mongo_db_name, backend)
+
+
+def test_a_collection_name_too_long_for_a_folder_stops_no_table(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+):
+    """90 control characters escape to 270 bytes, more than a folder name may hold (255); its
+    table gets a hashed folder name, and every step that maps folders back finds it."""
+    backend = local_backend(tmp_path)
+    db = mongo_client[mongo_db_name]
+    long_name = "\x01" * 90
+    table = TableRef.for_collection(mongo_db_name, long_name)
+    named = ("--collections", json.dumps([long_name, "orders"]))
+    db[long_name].insert_many([{"_id": i} for i in range(5)])
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(20)])
+    run_once(mongodb_uri, mongo_db_name, backend, *named)
+    db[long_name].insert_one({"_id": "a change"})
+    run_once(mongodb_uri, mongo_db_name, backend, *named)
+    assert (Path(backend[0]) / table.folder / METADATA_FILE).is_file()
+    assert_verified(mongodb_uri, mongo_db_name, backend)
+    inspected = run_console("inspect", "--landing-zone", backend[0], "--table", long_name)
+    assert inspected.returncode == 0, inspected.stderr[-2000:]
+    assert inspected.stdout.splitlines() == [f"{table}: conforms; 2 files, 6 rows replayed"]
+
+    # resync by the collection's own name, then by the folder name status shows
+    for name in (long_name, table.name):
+        resync = run_console(
+            "resync",
+            "--table",
+            f"{mongo_db_name}.{name}",
+            "--landing-zone",
+            backend[0],
+            "--state",
+            backend[1],
+        )
+        assert resync.returncode == 0, resync.stderr[-2000:]
+        run_once(mongodb_uri, mongo_db_name, backend, *named)
+
+    # Dropped while named: the table is rebuilt away, and the run goes on (its next plan knows
+    # the named collection that no longer exists as mirrored, not as a typo that stops all).
+    process = RunProcess(tmp_path, mongodb_uri, mongo_db_name, backend, *named)
+    publisher = open_publisher(backend)
+    orders = TableRef(mongo_db_name, "orders")
+
+    def rebuilds() -> int:
+        record = publisher.state.get(REBUILD_KIND, table.folder)
+        return 0 if record is None else int(record.value["count"])
+
+    try:
+        # Past its start-up check of the selection: a drop before it is a typo to that check.
+        wait_for(lease_taken(backend, mongo_db_name, None), process, "the lease")
+        db[long_name].drop()
+        wait_for(lambda: rebuilds() == 3, process, "the dropped table rebuilt")
+        before = streamed_changes(publisher, orders)
+        db.orders.insert_one({"_id": "after the drop"})
+        wait_for(lambda: streamed_changes(publisher, orders) > before, process, "a later change")
+    finally:
+        publisher.state.close()
+        returncode = process.stop()
+    assert returncode == 0, process.stderr[-3000:]
+    assert not (Path(backend[0]) / table.folder).exists()
+    assert_verified(mongodb_uri, mongo_db_name, backend)
+
+
+def test_a_table_that_cannot_be_prepared_stops_no_other_table(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+):
+    """A folder whose `_metadata.json` names other keys (they can never change) fails its
+    table's preparation, both when it is planned and when its changes arrive; every other table
+    is mirrored regardless, and the run ends non-zero naming the table."""
+    backend = local_backend(tmp_path)
+    db = mongo_client[mongo_db_name]
+    db.bad.insert_one({"_id": 1})
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(20)])
+    bad = TableRef(mongo_db_name, "bad")
+    folder = Path(backend[0]) / bad.folder
+    folder.mkdir(parents=True)
+    (folder / METADATA_FILE).write_text('{"keyColumns": ["sku"]}')
+    for _ in range(2):  # the second run also reads changes of both tables
+        result = subprocess.run(
+            command("run", mongodb_uri, mongo_db_name, backend, "--once"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=console_env(),
+        )
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        assert f"  {bad}: {bad.metadata_file} has keyColumns ['sku']" in result.stderr
+        db.bad.insert_one({"_id": f"change {_}"})
+        db.orders.insert_one({"_id": f"change {_}"})
+    db.orders.delete_one({"_id": "change 1"})  # the last writes, made after the last run
+    db.bad.delete_one({"_id": "change 1"})
+    store = open_landing_zone(backend[0])
+    with MongoClient(mongodb_uri) as client:
+        report = verify_mirror(store, client[mongo_db_name], None)
+    assert [(str(table.table), table.equal) for table in report.tables] == [
+        (str(bad), False),
+        (f"{mongo_db_name}.orders", True),
+    ], format_report(report)
+
+
+def live_processes(group: int) -> list[str]:
+    """The processes of a process group that have not exited (zombies left to reap are gone)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while listed
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        state, _, pgrp = fields.split()[:3]
+        if int(pgrp) == group and state != "Z":
+            found.append(f"{stat.parent.name} {name}")
+    return found
+
+
+def test_a_failed_run_stops_its_workers_at_once(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+):
+    """The reader loses its lease mid-snapshot (another reader took over the stream): the run
+    ends with its one-line error at once, its worker killed mid-partition rather than left to
+    finish it; the next run resumes after the worker's last published `_id`."""
+    documents = 4_000  # one row per file: the partition takes far longer than the exit may
+    backend = local_backend(tmp_path)
+    mongo_client[mongo_db_name].items.insert_many([{"_id": i} for i in range(documents)])
+    table = TableRef(mongo_db_name, "items")
+    process = RunProcess(
+        tmp_path, mongodb_uri, mongo_db_name, backend, "--partitions", "1", "--file-rows", "1"
+    )
+    publisher = open_publisher(backend)
+
+    def published() -> int:
+        record = publisher.state.get(PARTITION_KIND, partition_key(PartitionTask(table, 0)))
+        return 0 if record is None else int(record.value.get("documents", 0))
+
+    def taken_over(value: JsonObject | None) -> JsonObject:
+        return {**(value or {}), "owner": "another reader", "lease_expires": 0}
+
+    try:
+        wait_for(lambda: published() >= 20, process, "a partition under way")
+        update(publisher.state, STREAM_KIND, mongo_db_name, taken_over)
+        returncode = process.popen.wait(timeout=20)
+        assert returncode == 1, process.stderr[-3000:]
+        assert process.stderr.splitlines()[-1] == (
+            f"error: database {mongo_db_name}: another reader took over the stream; "
+            "this one stops without publishing"
+        )
+        assert published() < documents // 2
+        assert not is_streaming(publisher, table)
+        deadline = time.monotonic() + 30
+        while live_processes(process.popen.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the multiprocessing resource tracker ends when the run's pipe closes
+        assert live_processes(process.popen.pid) == []
+    finally:
+        publisher.state.close()
+        if process.running() or live_processes(process.popen.pid):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+    run_once(mongodb_uri, mongo_db_name, backend)
+    assert_verified_in_process(mongodb_uri, mongo_db_name, backend)
