@@ -302,8 +302,11 @@ class ChangeReader:
             try:
                 self._ctx.publisher.prepare_table(table)
             except Exception as error:  # this table's alone: planning it reports it too
-                # Its snapshot, once it can be planned, starts after these events and reads
-                # their documents afresh, so dropping them loses nothing.
+                known = self._ctx.state.get(SEQUENCE_KIND, table.folder)
+                if known is not None and CHANGES_WRITER in known.value.get("progress", {}):
+                    raise  # changes it already holds must go on unbroken: retry the window
+                # Nothing held yet: its snapshot, once it can be planned, starts after these
+                # events and reads their documents afresh, so dropping them loses nothing.
                 log.warning("%s: changes skipped until it can be planned: %s", table, error)
                 return activity
             result.discovered.append(collection)
