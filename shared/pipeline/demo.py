@@ -37,7 +37,7 @@ from shared.landing_zone.tables import TableRef
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.local_mirror import RunSummary, run_mirror
 from shared.pipeline.plans import Phase, all_plans, load_plan
-from shared.pipeline.rebuild import rebuild_table
+from shared.pipeline.rebuild import rebuild_on_request
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import VerifyReport, verify_mirror
 from shared.pipeline.wiring import open_landing_zone_store, open_publisher
@@ -254,7 +254,7 @@ def _forget_previous_demo(settings: Settings, out: TextIO) -> None:
         tables |= set(find_tables(publisher.store))
         previous = sorted((table for table in tables if table.schema == DEMO_DATABASE), key=str)
         for table in previous:
-            rebuild_table(publisher, table, "a new demo starts from a fresh sandbox")
+            rebuild_on_request(publisher, table, "a new demo starts from a fresh sandbox")
         publisher.state.delete(STREAM_KIND, DEMO_DATABASE)
         if previous:
             _say(out, f"demo: removed the previous demo's {', '.join(map(str, previous))}")

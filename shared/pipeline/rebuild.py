@@ -87,13 +87,19 @@ def resync_table(
     )
     if not known:
         raise UnknownTableError(f"no table {table} in {store.description} or {state.description}")
-    cause = "resync requested by an operator"
+    return table, rebuild_on_request(publisher, table, "resync requested by an operator")
+
+
+def rebuild_on_request(publisher: Publisher, table: TableRef, cause: str) -> int:
+    """Rebuild whatever generation ``table`` has now, or delete a folder this state never
+    numbered (what the binding check advises for a foreign folder); returns the rebuild count."""
+    state = publisher.state
     if state.get(SEQUENCE_KIND, table.folder) is None:
-        # A folder this state never numbered (the binding check's advice): only files to delete.
         publisher.sweep_unowned(table)
-        return table, _count(state, table, cause, "")
+        _forget_orphans(state, table)
+        return _count(state, table, cause, "")
     count = rebuild_table(publisher, table, cause)
-    return table, rebuild_count(state, table) if count is None else count
+    return rebuild_count(state, table) if count is None else count
 
 
 def rebuild_table(
@@ -185,7 +191,7 @@ def _count(state: StateStore, table: TableRef, cause: str, generation: str) -> i
     def counted(value: JsonObject | None) -> JsonObject:
         current = value or {"count": 0, "causes": []}
         causes = list(current.get("causes", []))
-        if causes and causes[-1].get("generation") == generation:
+        if generation and causes and causes[-1].get("generation") == generation:
             count[:] = [int(current.get("count", 0))]
             return current
         count[:] = [int(current.get("count", 0)) + 1]
