@@ -199,7 +199,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     writer = f"snapshot-{task.index:04d}"
     try:
         ctx.publisher.prepare_table(task.table)
-        if ctx.publisher.generation(task.table) != plan.generation:
+        if plan.generation and ctx.publisher.generation(task.table) != plan.generation:
             raise StalePlan(f"{task.table} was rebuilt since its plan was read")
         owner, progress = ctx.publisher.claim(task.table, writer)
     except (Superseded, StalePlan) as error:

@@ -88,28 +88,18 @@ def start_reader(env: dict[str, str], freeze: Freeze) -> subprocess.Popen[str]:
     )
 
 
-def read_windows(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def completed(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tests.pipeline.reader_child"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180, check=False
     )
+
+
+def read_windows(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return completed([sys.executable, "-m", "tests.pipeline.reader_child"], env)
 
 
 def console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        console_command(*args),
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return completed(console_command(*args), env)
 
 
 def wait_for_lease_to_lapse(env: dict[str, str], database: str) -> None:

@@ -24,10 +24,9 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from tests.fixtures.console import console_env
 from tests.fixtures.fault_proxy import FaultyAzurite, Request
-from tests.pipeline.test_run_cli import REPO_ROOT, RunProcess, Writer, assert_verified, command
-from tests.pipeline.test_storage_faults import backends
+from tests.pipeline.test_run_cli import RunProcess, Writer, assert_verified
+from tests.pipeline.test_storage_faults import backends, run_once
 
 STEPS = 50
 STEP_SECONDS = 0.5  # the schedule's clock: how long the world runs between two random actions
@@ -115,15 +114,7 @@ def drain(uri: str, database: str, backend: tuple[str, str]) -> subprocess.Compl
     was superseded first) still stands."""
     deadline = time.monotonic() + 60
     while True:
-        result = subprocess.run(
-            command("run", uri, database, backend, "--once"),
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-            cwd=REPO_ROOT,
-            env=console_env(),
-        )
+        result = run_once(uri, database, backend)
         if "another process" not in result.stderr or time.monotonic() > deadline:
             return result
         time.sleep(1)
