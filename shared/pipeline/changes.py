@@ -445,6 +445,11 @@ class ChangeReader:
         self._table_owners.pop(table.folder, None)
         self._registries.pop(table.folder, None)
 
+    def _generation(self, table: TableRef) -> str:
+        """The table's generation now; "" if it has none (then no rebuild can match it)."""
+        record = self._ctx.state.get(SEQUENCE_KIND, table.folder)
+        return "" if record is None else str(record.value.get("generation", ""))
+
     def _holds_lease(self) -> bool:
         record = self._ctx.state.get(STREAM_KIND, self._database)
         return record is not None and record.value.get("owner") == self._owner
@@ -459,10 +464,17 @@ class ChangeReader:
         """The checkpoint fell off the oplog: every table of the database starts again."""
         log.error("database %s lost its change history (%s)", self._database, reason)
         self._close_stream()
-        record = self._ctx.state.get(STREAM_KIND, self._database)
-        lost_at = token_order(str(record.value["token"])) if record is not None else ""
-        for table in self._tables():
-            self._rebuild(table, f"change history lost: {reason}", result, lost_at)
+        # Every table misses changes, however late it was planned; the generations are read
+        # before the lease is checked, so a reader paused after the check retires none that a
+        # successor made since.
+        generations = {table: self._generation(table) for table in self._tables()}
+        if not self._holds_lease():
+            raise Superseded(f"database {self._database}: another reader took over the stream")
+        for table, generation in generations.items():
+            cause = f"change history lost: {reason}"
+            if rebuild_table(self._ctx.publisher, table, cause, generation=generation):
+                result.rebuilt.append(str(table))
+            self._forget(table)
         self._checkpoint(current_position(self._ctx.mongo[self._database]), False)
 
     def _plans(self) -> list[TablePlan]:

@@ -9,9 +9,10 @@ anything, writes a new binding and ``_metadata.json``, then snapshots; changes r
 Invariant: a rebuilder that was paused and superseded changes nothing of the table's next
 generation. Every step is fenced by the generation it retires (see ``Publisher.retire``):
 1. retire: one compare-and-swap on the sequence record that names the generation meant; from
-   then on no writer of it publishes or claims. A reader decides on a stream position (a drop
-   event, a lost checkpoint), so it retires only a generation planned before that position: a
-   reader that slept through another's rebuild and re-snapshot finds a newer plan and stops;
+   then on no writer of it publishes or claims. A reader decides on a drop or rename event, so
+   it retires only a generation that began before that event's position: a reader that slept
+   through another's rebuild and re-snapshot finds a newer plan and stops. On lost history it
+   retires the generations it knew before it checked it still held the lease;
 2. sweep the folder: only files listed while the retired record stood, each deleted only if
    unchanged since it was listed;
 3. the schema and the plan, each deleted only if it names the retired generation (and with the
@@ -103,13 +104,19 @@ def rebuild_on_request(publisher: Publisher, table: TableRef, cause: str) -> int
 
 
 def rebuild_table(
-    publisher: Publisher, table: TableRef, cause: str, *, before: str | None = None
+    publisher: Publisher,
+    table: TableRef,
+    cause: str,
+    *,
+    before: str | None = None,
+    generation: str | None = None,
 ) -> int | None:
     """Drop ``table``'s current generation from the landing zone and the state; returns how
     often it has been rebuilt, or None if there was nothing to rebuild.
 
     ``before`` (a stream position, as ``token_order`` gives it): rebuild only a generation that
-    began before it — the decision rests on an event or checkpoint at that position.
+    began before it — the decision rests on an event at that position. ``generation``: rebuild
+    only that one — the decision rests on what the caller saw of the table.
     """
     state = publisher.state
     record = state.get(SEQUENCE_KIND, table.folder)
@@ -120,7 +127,8 @@ def rebuild_table(
     if before is not None and not _began_before(publisher, table, current, before):
         log.info("%s: not rebuilt for %s: its current generation began after that", table, cause)
         return None
-    retirement = publisher.retire(table, cause, current.generation)
+    meant = current.generation if generation is None else generation
+    retirement = publisher.retire(table, cause, meant)
     return None if retirement is None else _finish(publisher, retirement)
 
 
