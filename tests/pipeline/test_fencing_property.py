@@ -28,7 +28,7 @@ from tests.fixtures.fault_proxy import FaultyAzurite, Request
 from tests.pipeline.test_run_cli import RunProcess, Writer, assert_verified
 from tests.pipeline.test_storage_faults import backends, run_once
 
-STEPS = 50
+STEPS = 36
 STEP_SECONDS = 0.5  # the schedule's clock: how long the world runs between two random actions
 LOST_ANSWER_CHANCE = 0.04
 LEASE = ["--change-lease-seconds", "5"]
