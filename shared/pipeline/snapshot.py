@@ -190,10 +190,10 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     fan-in that finishes the table happens exactly once.
     """
     plan = load_plan(ctx.state, task.table)
-    if plan is None:
-        raise MirrorError(f"table {task.table} has no plan")
-    if not 0 <= task.index < len(plan.ranges):
-        raise MirrorError(f"table {task.table} has no partition {task.index}")
+    if plan is None or not 0 <= task.index < len(plan.ranges):
+        # Sent for a plan the table no longer has (rebuilt since): the new plan sends its own.
+        log.info("%s partition %d belongs to a replaced plan; skipped", task.table, task.index)
+        return PartitionResult(task, 0, 0, False)
     if plan.phase != Phase.SNAPSHOTTING or task.index in plan.completed:
         return PartitionResult(task, 0, 0, False)
     writer = f"snapshot-{task.index:04d}"
