@@ -40,7 +40,7 @@ LEASE = ["--change-lease-seconds", "5"]
 
 CONTENTION = re.compile(
     r"^error: (database [^\s:]+( is being mirrored by another process|: another reader took over)"
-    r"|\S+: a newer reader \(epoch \d+\) holds changes)",
+    r"|\S+: (a newer reader \(epoch \d+\) holds|another process took over) changes)",
     re.MULTILINE,
 )
 
