@@ -4,10 +4,10 @@ PartitionKey is the kind, so ``list(kind)`` is a single-partition query; RowKey 
 by ``encode_row_key``. A property holds at most 64 KiB, so the JSON text is stored as UTF-8 in
 binary properties ``json_0`` .. ``json_<n-1>`` with ``json_chunks = n``. ETags are the service's.
 
-Transient failures are retried by the SDK's retry policy and raise once it gives up. Retrying a
-write whose response was lost can report a ConflictError for a write that took effect;
-``update()`` then re-reads and re-applies its change, which callers already tolerate because any
-other writer could have won the same way.
+Transient failures are retried by the SDK's retry policy and raise once it gives up (the engine
+then retries within STORAGE_RETRY_SECONDS: shared/state/retrying.py). Retrying a write whose
+response was lost can report a ConflictError for a write that took effect; ``update()`` reads the
+record back and finds its own operation id there, so the change is never applied twice.
 """
 
 from __future__ import annotations
