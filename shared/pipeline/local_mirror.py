@@ -126,6 +126,8 @@ def _plan(
 ) -> tuple[SnapshotPool, ProgressDisplay] | None:
     """Plan every selected table (new and rebuilt ones included) and start their partitions."""
     selection = plan_selected(ctx)
+    for plan in selection.plans:  # stopped at an earlier planning (e.g. mid-rebuild), not now
+        summary.stopped.pop(f"{plan.database}.{plan.collection}", None)
     summary.stopped.update(selection.stopped)
     running = pool.running() if pool is not None else set()
     tasks = [task for task in pending_tasks(selection.plans) if task not in running]
