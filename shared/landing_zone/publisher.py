@@ -563,7 +563,10 @@ class Publisher:
         if value is None:  # the writer had a claim: its generation was rebuilt away since
             raise TableRebuilding(f"{table} was rebuilt; its writers of before stop")
         current = _live(SequenceState.from_json(value, table), table)
-        if current.holder(writer) != owner:
+        holder = current.holder(writer)
+        if holder is None:  # claims are never removed: this record is a newer generation's
+            raise TableRebuilding(f"{table} was rebuilt since {writer} claimed it")
+        if holder != owner:
             raise Superseded(f"{table}: another process took over {writer}")
         return current
 

@@ -264,6 +264,8 @@ def test_resync_during_a_run_rebuilds_one_table_and_the_run_goes_on(
     orders = TableRef(mongo_db_name, "orders")
     try:
         wait_for(lambda: is_streaming(publisher, orders), run, "orders streams")
+        db.orders.insert_one({"_id": "before resync", "n": 0})  # the run claims the table
+        wait_for(lambda: streamed_changes(publisher, orders) >= 1, run, "a change streamed")
         old = publisher.generation(orders)
         resync = console(env, "resync", "--table", f"{mongo_db_name}.orders")
         assert resync.returncode == 0, resync.stderr[-3000:]
