@@ -165,10 +165,7 @@ class ChangeReader:
         def advance(value: JsonObject | None) -> JsonObject:
             current = dict(value or {})
             if current.get("owner") != self._owner:
-                raise Superseded(
-                    f"database {self._database}: another reader took over the stream; "
-                    "this one stops without publishing"
-                )
+                raise self._lease_lost()
             return {
                 **current,
                 "token": token,
@@ -278,7 +275,7 @@ class ChangeReader:
             return self._apply_fenced(table, collection, events, result)
         except Superseded as error:
             if not self._holds_lease():
-                raise
+                raise self._lease_lost() from error
             # Our lease stands, so no other reader has the table: it was rebuilt under us (an
             # operator's resync). The events go to its new generation, claimed afresh.
             log.warning("%s: %s; its changes go to the rebuilt table", table, error)
@@ -450,6 +447,12 @@ class ChangeReader:
         record = self._ctx.state.get(SEQUENCE_KIND, table.folder)
         return "" if record is None else str(record.value.get("generation", ""))
 
+    def _lease_lost(self) -> Superseded:
+        return Superseded(
+            f"database {self._database}: another reader took over the stream; "
+            "this one stops without publishing"
+        )
+
     def _holds_lease(self) -> bool:
         record = self._ctx.state.get(STREAM_KIND, self._database)
         return record is not None and record.value.get("owner") == self._owner
@@ -469,7 +472,7 @@ class ChangeReader:
         # successor made since.
         generations = {table: self._generation(table) for table in self._tables()}
         if not self._holds_lease():
-            raise Superseded(f"database {self._database}: another reader took over the stream")
+            raise self._lease_lost()
         for table, generation in generations.items():
             cause = f"change history lost: {reason}"
             if rebuild_table(self._ctx.publisher, table, cause, generation=generation):
