@@ -23,11 +23,11 @@ Fencing. Each ``acquire`` takes a new lease epoch (one more than the last) in th
 and the reader claims each table's ``changes`` writer with that epoch: a claim of an older epoch
 is refused, so a reader that was paused while another took the lease can never take a table
 back, and every write it still attempts (files, held changes, progress) fails the claim check
-made in the same compare-and-swap. Held changes go to create-only files named after the claim
-that wrote them, so a paused reader can never replace a newer reader's held file. Rebuilds
-carry the stream position they rest on (see rebuild.py). Therefore a reader that finds its table
-claim gone while it still holds the lease knows the table was rebuilt under it (``resync``): it
-lets that table go and streams the others.
+made in the same compare-and-swap. Held changes go to files named after the claim that wrote
+them, so a paused reader can never replace a newer reader's held file. Rebuilds carry the stream
+position they rest on (see rebuild.py). Therefore a reader that finds its table claim gone while
+it still holds the lease knows the table was rebuilt under it (``resync``): it claims the new
+table and gives it the window's events; the other tables never stop.
 """
 
 from __future__ import annotations
@@ -412,9 +412,9 @@ class ChangeReader:
             bson.encode({"m": _marker(event), "d": RawBSONDocument(event.document or b"")})
             for event in rows
         )
-        # Create-only under a name that embeds this claim: a paused reader writing the same
-        # number can only add a file nobody reads, never replace the one that was recorded.
-        # A file left by this very claim's failed window is replaced: it was never recorded.
+        # Under a name that embeds this claim, which only this reader writes: a paused reader
+        # writing the same number can only add a file nobody reads, never replace the one that
+        # was recorded (the state names the claim that wrote each run of held files).
         path = _held_name(table, number, owner)
         self._ctx.publisher.store.write(path, data)
 
