@@ -278,11 +278,15 @@ class Publisher:
             self._state_id = identity
         return self._state_id
 
-    def prepare_table(self, table: TableRef) -> None:
+    def prepare_table(self, table: TableRef, generation: str | None = None) -> None:
         """Check the folder belongs to this state (binding a new table), write the root's partner
         file and the table's ``_metadata.json``, and finish crashed publishes whose lease expired.
+
+        With ``generation``, only that generation of the table is prepared, never a new one bound:
+        TableRebuilding if the table has another by now (a worker of a plan rebuilt away must not
+        bring back the folder of a collection dropped for good).
         """
-        self._bind(table)
+        self._bind(table, generation)
         self._write_once(PARTNER_EVENTS_FILE, self.partner.to_json())
         self._write_once(table.metadata_file, json.dumps(METADATA).encode())
         existing = json.loads(self.store.read(table.metadata_file))
@@ -635,14 +639,18 @@ class Publisher:
                 return path
         return None
 
-    def _bind(self, table: TableRef) -> None:
-        if table.folder in self._bound:
+    def _bind(self, table: TableRef, generation: str | None = None) -> None:
+        if table.folder in self._bound and generation is None:
             known = self.state.get(SEQUENCE_KIND, table.folder)
             if known is not None and "retired" not in known.value:
                 return
             self._bound.discard(table.folder)  # rebuilt by another process: bind afresh
         binding_path = f"{table.folder}/{BINDING_FILE}"
         record = self.state.get(SEQUENCE_KIND, table.folder)
+        if generation is not None and (
+            record is None or record.value.get("generation") != generation
+        ):
+            raise TableRebuilding(f"{table} was rebuilt since generation {generation}")
         binding = self._read_binding(table)
         numbers = self._data_numbers(table)
         if record is None:

@@ -184,7 +184,7 @@ class ChangeReader:
             raise MirrorError("acquire the reader lease before reading windows")
         try:
             return self._window()
-        except BaseException:
+        except BaseException as error:
             # This window's events are dropped with it: the next window must read them again
             # from the checkpoint, not go on from where the open stream has got to; and claim
             # its tables afresh, which finishes any publish this one left pending.
@@ -192,6 +192,8 @@ class ChangeReader:
             self._table_owners.clear()
             self._registries.clear()
             telemetry.record("errors", 1, database=self._database, step="window")
+            if isinstance(error, Superseded) and not self._holds_lease():
+                raise self._lease_lost() from error  # the cause, whichever write found it
             raise
 
     def _window(self) -> WindowResult:
@@ -275,7 +277,7 @@ class ChangeReader:
             return self._apply_fenced(table, collection, events, result)
         except Superseded as error:
             if not self._holds_lease():
-                raise self._lease_lost() from error
+                raise
             # Our lease stands, so no other reader has the table: it was rebuilt under us (an
             # operator's resync). The events go to its new generation, claimed afresh.
             log.warning("%s: %s; its changes go to the rebuilt table", table, error)
@@ -384,26 +386,31 @@ class ChangeReader:
         for plan in self._plans():
             if plan.phase != Phase.STREAMING:
                 continue
-            progress = self._ctx.publisher.progress(plan.table, CHANGES_WRITER) or {}
-            if not _holding(progress):
-                continue
             try:
-                owner = self._table_owner(plan.table)
+                self._release(plan.table)
             except Superseded:
-                continue  # being rebuilt: the rebuild removes its held changes
-            store = self._ctx.publisher.store
-            released = int(progress.get("released", 0))
-            for number in range(released, int(progress["held"])):
-                path = _held_path(plan.table, number, progress)
-                rows = list(_read_held(store.read(path)))
-                progress = {**progress, "released": number + 1}
-                if rows:
-                    batch = self._convert(plan.table, rows)
-                    self._ctx.publisher.publish(plan.table, batch, CHANGES_WRITER, progress, owner)
-                else:
-                    self._ctx.publisher.record_progress(plan.table, CHANGES_WRITER, progress, owner)
-                store.delete(path)
-            log.info("%s: published the changes held during its snapshot", plan.table)
+                if not self._holds_lease():
+                    raise
+                self._forget(plan.table)  # rebuilt under us: the rebuild removes them
+
+    def _release(self, table: TableRef) -> None:
+        progress = self._ctx.publisher.progress(table, CHANGES_WRITER) or {}
+        if not _holding(progress):
+            return
+        owner = self._table_owner(table)
+        store = self._ctx.publisher.store
+        released = int(progress.get("released", 0))
+        for number in range(released, int(progress["held"])):
+            path = _held_path(table, number, progress)
+            rows = list(_read_held(store.read(path)))
+            progress = {**progress, "released": number + 1}
+            if rows:
+                batch = self._convert(table, rows)
+                self._ctx.publisher.publish(table, batch, CHANGES_WRITER, progress, owner)
+            else:
+                self._ctx.publisher.record_progress(table, CHANGES_WRITER, progress, owner)
+            store.delete(path)
+        log.info("%s: published the changes held during its snapshot", table)
 
     def _write_held(
         self, table: TableRef, number: int, owner: str, rows: list[ChangeEvent]

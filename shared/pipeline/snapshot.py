@@ -198,9 +198,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         return PartitionResult(task, 0, 0, False)
     writer = f"snapshot-{task.index:04d}"
     try:
-        ctx.publisher.prepare_table(task.table)
-        if plan.generation and ctx.publisher.generation(task.table) != plan.generation:
-            raise StalePlan(f"{task.table} was rebuilt since its plan was read")
+        ctx.publisher.prepare_table(task.table, plan.generation or None)
         owner, progress = ctx.publisher.claim(task.table, writer)
     except (Superseded, StalePlan) as error:
         log.info("%s partition %d: %s; stopping", task.table, task.index, error)
