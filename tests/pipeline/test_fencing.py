@@ -191,6 +191,43 @@ def test_a_paused_snapshot_worker_never_completes_a_newer_plan(
     assert_verified(mongodb_uri, mongo_db_name, backend)
 
 
+def test_a_paused_worker_never_brings_back_a_collection_dropped_for_good(
+    mongo_client: Client, mongodb_uri: str, mongo_db_name: str, tmp_path: Path
+) -> None:
+    """A snapshot worker freezes after reading its plan; the collection is dropped for good and
+    `run` rebuilds its table away; the worker wakes. Before, preparing the table bound a new
+    generation: a folder with `_metadata.json` (an empty table in Fabric) that nothing removed."""
+    db = mongo_client[mongo_db_name]
+    db.gone.insert_many([{"_id": i} for i in range(100)])
+    db.orders.insert_many([{"_id": i} for i in range(10)])
+    backend = local_backend(tmp_path)
+    env = mirror_env(mongodb_uri, mongo_db_name, backend, SNAPSHOT_PARTITIONS="1")
+    point = "shared.landing_zone.publisher:Publisher.prepare_table"
+    freeze = Freeze(tmp_path, point, workers_only=True)
+    snapshot = subprocess.Popen(
+        console_command("snapshot", "--collections", "gone"),
+        cwd=REPO_ROOT,
+        env=freeze.env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        freeze.wait(snapshot)
+        db.gone.drop()
+        run_once(mongodb_uri, mongo_db_name, backend)
+        freeze.wake()
+        snapshot.communicate(timeout=120)
+    finally:
+        if snapshot.poll() is None:
+            os.killpg(snapshot.pid, signal.SIGCONT)
+            os.killpg(snapshot.pid, signal.SIGKILL)
+            snapshot.wait()
+    assert not (Path(backend[0]) / TableRef.for_collection(mongo_db_name, "gone").folder).exists()
+    assert_verified(mongodb_uri, mongo_db_name, backend)
+
+
 def test_held_changes_of_an_unplanned_collection_go_with_its_drop(
     mongo_client: Client, mongodb_uri: str, mongo_db_name: str, tmp_path: Path
 ) -> None:
