@@ -200,7 +200,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     try:
         ctx.publisher.prepare_table(task.table, plan.generation or None)
         owner, progress = ctx.publisher.claim(task.table, writer)
-    except (Superseded, StalePlan) as error:
+    except Superseded as error:  # a generation rebuilt away, or the partition taken over
         log.info("%s partition %d: %s; stopping", task.table, task.index, error)
         return PartitionResult(task, 0, 0, False)
     after = id_from_json(progress["after"]) if "after" in progress else None

@@ -113,6 +113,31 @@ def wait_for_lease_to_lapse(env: dict[str, str], database: str) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def frozen_snapshot(env: dict[str, str], freeze: Freeze, *args: str) -> Iterator[None]:
+    """`snapshot` as a process of its own session, stopped at ``freeze``'s point for the body of
+    the with block, then woken and run to its end (killed if the body fails)."""
+    snapshot = subprocess.Popen(
+        console_command("snapshot", *args),
+        cwd=REPO_ROOT,
+        env=freeze.env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        freeze.wait(snapshot)
+        yield
+        freeze.wake()
+        snapshot.communicate(timeout=120)
+    finally:
+        if snapshot.poll() is None:
+            os.killpg(snapshot.pid, signal.SIGCONT)
+            os.killpg(snapshot.pid, signal.SIGKILL)
+            snapshot.wait()
+
+
 def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     _, stderr = process.communicate(timeout=120)
     return process.returncode, stderr
@@ -159,17 +184,7 @@ def test_a_paused_snapshot_worker_never_completes_a_newer_plan(
     backend = local_backend(tmp_path)
     env = mirror_env(mongodb_uri, mongo_db_name, backend, SNAPSHOT_PARTITIONS="1")
     freeze = Freeze(tmp_path, "shared.pipeline.snapshot:complete_partition")
-    snapshot = subprocess.Popen(
-        console_command("snapshot"),
-        cwd=REPO_ROOT,
-        env=freeze.env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        freeze.wait(snapshot)
+    with frozen_snapshot(env, freeze):
         resync = console(env, "resync", "--table", f"{mongo_db_name}.orders")
         assert resync.returncode == 0, resync.stderr[-3000:]
         table = TableRef.for_collection(mongo_db_name, "orders")
@@ -177,16 +192,9 @@ def test_a_paused_snapshot_worker_never_completes_a_newer_plan(
             plan_selected(ctx)  # the new plan, not yet run
             plan = load_plan(ctx.state, table)
             assert plan is not None and plan.phase == Phase.SNAPSHOTTING
-        freeze.wake()
-        snapshot.communicate(timeout=120)
-        with mirror_context(env) as ctx:
-            plan = load_plan(ctx.state, table)
-            assert plan is not None and plan.phase == Phase.SNAPSHOTTING, "a stale worker"
-    finally:
-        if snapshot.poll() is None:
-            os.killpg(snapshot.pid, signal.SIGCONT)
-            os.killpg(snapshot.pid, signal.SIGKILL)
-            snapshot.wait()
+    with mirror_context(env) as ctx:
+        plan = load_plan(ctx.state, table)
+        assert plan is not None and plan.phase == Phase.SNAPSHOTTING, "a stale worker"
     run_once(mongodb_uri, mongo_db_name, backend)
     assert_verified(mongodb_uri, mongo_db_name, backend)
 
@@ -204,26 +212,9 @@ def test_a_paused_worker_never_brings_back_a_collection_dropped_for_good(
     env = mirror_env(mongodb_uri, mongo_db_name, backend, SNAPSHOT_PARTITIONS="1")
     point = "shared.landing_zone.publisher:Publisher.prepare_table"
     freeze = Freeze(tmp_path, point, workers_only=True)
-    snapshot = subprocess.Popen(
-        console_command("snapshot", "--collections", "gone"),
-        cwd=REPO_ROOT,
-        env=freeze.env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        freeze.wait(snapshot)
+    with frozen_snapshot(env, freeze, "--collections", "gone"):
         db.gone.drop()
         run_once(mongodb_uri, mongo_db_name, backend)
-        freeze.wake()
-        snapshot.communicate(timeout=120)
-    finally:
-        if snapshot.poll() is None:
-            os.killpg(snapshot.pid, signal.SIGCONT)
-            os.killpg(snapshot.pid, signal.SIGKILL)
-            snapshot.wait()
     assert not (Path(backend[0]) / TableRef.for_collection(mongo_db_name, "gone").folder).exists()
     assert_verified(mongodb_uri, mongo_db_name, backend)
 
