@@ -62,6 +62,17 @@ def history_lost(during: str) -> CommandError:
     )
 
 
+def position_lost(seq: int) -> CommandError:
+    """What an open cursor's getMore meets when the oplog was truncated past its scan position:
+    the oplog scan itself dies with CappedPositionLost (136), not the resume-time 286 (as
+    real servers answer, e.g. rwynn/monstache#23, opensearch-project/data-prepper#5730)."""
+    return CommandError(
+        ErrorCode.CAPPED_POSITION_LOST,
+        "Executor error during getMore :: caused by :: CollectionScan died due to position in "
+        f"capped collection being deleted. Last seen record id: RecordId({seq})",
+    )
+
+
 @dataclass(frozen=True)
 class Scope:
     """What a stream watches: the deployment (db None), a database (coll None) or a collection."""
@@ -173,9 +184,8 @@ class ChangeStreamCursor:
                     break
                 condition.wait(remaining)
             if not documents and not first:
-                # Idle: advance cluster time so the post-batch token moves on, like the
-                # periodic no-op writes of a real replica set.
-                self._oplog.clock.tick()
+                # Idle: the post-batch token moves on only with the periodic no-op write.
+                self._oplog.write_noop_if_due()
             token = self._post_batch_token(documents)
         return Batch(documents, exhausted=self._invalidated, extra={"postBatchResumeToken": token})
 
@@ -194,7 +204,7 @@ class ChangeStreamCursor:
                 break
             if not self._pending:
                 if self._oplog.lost_after(self._position):
-                    raise history_lost("Executor error during getMore")
+                    raise position_lost(self._position)
                 entry = self._oplog.entry(self._position + 1)
                 if entry is None:
                     break

@@ -24,10 +24,16 @@ from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 
 from mongodb_sandbox import aggregation, change_streams, ordering, query, storage
-from mongodb_sandbox.cursors import CursorRegistry, ListCursor, cursor_reply
+from mongodb_sandbox.cursors import (
+    CURSOR_TIMEOUT_SECONDS,
+    SESSION_TIMEOUT_SECONDS,
+    CursorRegistry,
+    ListCursor,
+    cursor_reply,
+)
 from mongodb_sandbox.errors import CommandError, ErrorCode, unsupported
 from mongodb_sandbox.faults import CloseConnection, FaultInjector
-from mongodb_sandbox.oplog import Oplog
+from mongodb_sandbox.oplog import DEFAULT_NOOP_INTERVAL_SECONDS, Oplog
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +78,20 @@ class Sandbox:
         set_name: str,
         oplog_size: int | None,
         max_event_bytes: int = change_streams.MAX_EVENT_BYTES,
+        cursor_timeout_seconds: float = CURSOR_TIMEOUT_SECONDS,
+        session_timeout_seconds: float = SESSION_TIMEOUT_SECONDS,
+        noop_interval_seconds: float = DEFAULT_NOOP_INTERVAL_SECONDS,
     ) -> None:
         self.address = address
         self.set_name = set_name
         self.max_event_bytes = max_event_bytes
         self.condition = threading.Condition(threading.RLock())
         self.store = storage.Store()
-        self.oplog = Oplog(self.condition, oplog_size)
-        self.cursors = CursorRegistry()
+        self.oplog = Oplog(self.condition, oplog_size, noop_interval_seconds=noop_interval_seconds)
+        self.cursors = CursorRegistry(
+            cursor_timeout_seconds=cursor_timeout_seconds,
+            session_timeout_seconds=session_timeout_seconds,
+        )
         self.faults = FaultInjector()
         self.stopping = threading.Event()
         self.process_id = ObjectId()
@@ -103,7 +115,13 @@ class Sandbox:
             if body.get("autocommit") is False or body.get("startTransaction"):
                 raise unsupported("multi-document transactions")
             self.faults.check(name, connection.app_name)
+            session = _session_id(body)
+            if session is not None:
+                self.cursors.session_used(session)
             reply = handler(self, db, body, connection)
+            opened = reply.get("cursor", {}).get("id") if name != "getMore" else None
+            if opened and session is not None:
+                self.cursors.bind_session(int(opened), session)
         except CommandError as error:
             reply = error.reply()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
@@ -333,9 +351,25 @@ def _hello(
     return reply
 
 
-@command("ping", "endSessions", "refreshSessions", "killSessions")
+@command("ping", "refreshSessions")
 def _ok(sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection) -> dict[str, Any]:
     return {"ok": 1.0}
+
+
+@command("endSessions", "killSessions")
+def _end_sessions(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    ended = [_session_id({"lsid": spec}) for spec in next(iter(body.values()))]
+    sandbox.cursors.end_sessions(session for session in ended if session is not None)
+    return {"ok": 1.0}
+
+
+def _session_id(body: Mapping[str, Any]) -> bytes | None:
+    """The session a command names (its lsid's UUID bytes), if any."""
+    lsid = body.get("lsid")
+    identity = lsid.get("id") if isinstance(lsid, Mapping) else None
+    return bytes(identity) if isinstance(identity, bytes) else None
 
 
 @command("buildInfo", "buildinfo")
@@ -608,6 +642,8 @@ def _get_more(
     except CommandError:
         sandbox.cursors.kill(cursor_id)
         raise
+    finally:
+        sandbox.cursors.release(cursor_id)
 
 
 @command("killCursors")

@@ -47,6 +47,7 @@ class ErrorCode(IntEnum):
     SHUTDOWN_IN_PROGRESS = 91, "ShutdownInProgress"
     COMMAND_NOT_SUPPORTED = 115, "CommandNotSupported"
     FAILED_TO_SATISFY_READ_PREFERENCE = 133, "FailedToSatisfyReadPreference"
+    CAPPED_POSITION_LOST = 136, "CappedPositionLost"
     STALE_EPOCH = 150, "StaleEpoch"
     COMMAND_NOT_SUPPORTED_ON_VIEW = 166, "CommandNotSupportedOnView"
     PRIMARY_STEPPED_DOWN = 189, "PrimarySteppedDown"

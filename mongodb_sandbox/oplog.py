@@ -3,6 +3,13 @@
 Every entry gets a sequence number and a cluster time (a BSON Timestamp that strictly increases).
 With a size limit the oldest entries fall off, which is how tests provoke
 `ChangeStreamHistoryLost`. Waiting readers sleep on a condition variable that every append wakes.
+
+An idle replica set's cluster time moves on only through the primary's periodic no-op oplog
+writes, every `periodicNoopIntervalSecs` (10 s by default; see the server's
+replication_coordinator_impl.idl and DOCS-16392), so an idle change stream's
+postBatchResumeToken stands still between them. The sandbox writes its no-op lazily: the first
+time anyone looks after the interval has passed since the last write, which no reader can tell
+from a timer.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import bisect
 import datetime
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +40,10 @@ class Entry:
     full_document: RawBSONDocument | None = None
     update_description: dict[str, Any] | None = None
     to: dict[str, str] | None = None
+
+
+# The server's default periodicNoopIntervalSecs.
+DEFAULT_NOOP_INTERVAL_SECONDS = 10.0
 
 
 class ClusterClock:
@@ -56,12 +68,24 @@ class ClusterClock:
 class Oplog:
     """Entries with seq > `dropped_through` are retained. Use under `condition`'s lock."""
 
-    def __init__(self, condition: threading.Condition, max_entries: int | None) -> None:
+    def __init__(
+        self,
+        condition: threading.Condition,
+        max_entries: int | None,
+        *,
+        noop_interval_seconds: float = DEFAULT_NOOP_INTERVAL_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_entries is not None and max_entries < 1:
             raise ValueError("oplog_size must be at least 1")
+        if noop_interval_seconds < 0:
+            raise ValueError("noop_interval_seconds must not be negative")
         self.condition = condition
         self.max_entries = max_entries
         self.clock = ClusterClock()
+        self._noop_interval = noop_interval_seconds
+        self._monotonic = monotonic
+        self._last_write = monotonic()
         self._entries: list[Entry] = []
         self._first_seq = 1
         self.last_seq = 0
@@ -79,10 +103,19 @@ class Oplog:
             coll=coll,
             **fields,
         )
+        self._last_write = self._monotonic()
         self._entries.append(entry)
         self._trim()
         self.condition.notify_all()
         return entry
+
+    def write_noop_if_due(self) -> None:
+        """Advance the cluster time as the primary's periodic no-op write would, when the
+        interval has passed since the last write (no change stream sees a no-op)."""
+        now = self._monotonic()
+        if now - self._last_write >= self._noop_interval:
+            self.clock.tick()
+            self._last_write = now
 
     def _trim(self) -> None:
         if self.max_entries is None or len(self._entries) <= self.max_entries:

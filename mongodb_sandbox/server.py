@@ -19,8 +19,10 @@ from typing import Any
 from mongodb_sandbox import wire
 from mongodb_sandbox.change_streams import MAX_EVENT_BYTES
 from mongodb_sandbox.commands import MAX_MESSAGE_SIZE, Connection, Sandbox, encode_reply
+from mongodb_sandbox.cursors import CURSOR_TIMEOUT_SECONDS, SESSION_TIMEOUT_SECONDS
 from mongodb_sandbox.errors import CommandError, ErrorCode
 from mongodb_sandbox.faults import CloseConnection
+from mongodb_sandbox.oplog import DEFAULT_NOOP_INTERVAL_SECONDS
 from shared.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class SandboxServer:
 
     `oplog_size` keeps only the last N change events (None: unlimited); `max_event_bytes` is the
     size above which a change event is "too large" (16 MiB like MongoDB; tests may lower it).
+    The idle timeouts of cursors and sessions and the interval of the primary's no-op writes
+    default to a real server's (see cursors.py and oplog.py).
     """
 
     def __init__(
@@ -44,11 +48,19 @@ class SandboxServer:
         oplog_size: int | None = None,
         *,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        cursor_timeout_seconds: float = CURSOR_TIMEOUT_SECONDS,
+        session_timeout_seconds: float = SESSION_TIMEOUT_SECONDS,
+        noop_interval_seconds: float = DEFAULT_NOOP_INTERVAL_SECONDS,
     ) -> None:
         self.host = host
         self._requested_port = port
         self._oplog_size = oplog_size
         self._max_event_bytes = max_event_bytes
+        self._timeouts = {
+            "cursor_timeout_seconds": cursor_timeout_seconds,
+            "session_timeout_seconds": session_timeout_seconds,
+            "noop_interval_seconds": noop_interval_seconds,
+        }
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._clients: set[socket.socket] = set()
@@ -78,6 +90,7 @@ class SandboxServer:
             set_name=SET_NAME,
             oplog_size=self._oplog_size,
             max_event_bytes=self._max_event_bytes,
+            **self._timeouts,
         )
         self._accept_thread = threading.Thread(
             target=self._accept_loop, name=f"sandbox-accept-{self.port}", daemon=True
@@ -138,6 +151,11 @@ class SandboxServer:
 
     def clear_faults(self) -> None:
         self._state().faults.set(None)
+
+    def expire_idle_cursors(self) -> int:
+        """Kill every cursor no getMore is running on, as the server's reaper does once they
+        have been idle for their timeout; returns how many died."""
+        return self._state().cursors.expire_idle()
 
     def drop_connections(self) -> None:
         """Close every client connection now, as a network failure would."""

@@ -46,6 +46,7 @@ from typing import Any
 import bson
 import pyarrow as pa
 from bson.raw_bson import RawBSONDocument
+from pymongo.errors import OperationFailure
 
 from shared import telemetry
 from shared.errors import MirrorError
@@ -60,6 +61,7 @@ from shared.pipeline.wiring import MirrorContext
 from shared.source.change_events import ROW_OPERATIONS, TABLE_ENDING_OPERATIONS, ChangeEvent
 from shared.source.change_stream import ChangeCursor, HistoryLost, current_position, open_stream
 from shared.source.resume_tokens import token_order
+from shared.source.retry import ErrorCode as MongoErrorCode
 from shared.state.base import JsonObject, update
 
 log = logging.getLogger(__name__)
@@ -206,10 +208,23 @@ class ChangeReader:
         size = 0
         start_after = False
         try:
+            reused = self._stream is not None
             stream = self._open()
             result.idle = False
             while result.events < max_events and size < max_bytes:
-                events = stream.next_events(max_events - result.events, max_bytes - size)
+                try:
+                    events = stream.next_events(max_events - result.events, max_bytes - size)
+                except OperationFailure as error:
+                    expired = error.code == MongoErrorCode.CURSOR_NOT_FOUND
+                    if not (expired and reused and result.events == 0):
+                        raise
+                    # The cursor outlived its idle timeout between windows (the server kills
+                    # idle cursors, and those of idle sessions): nothing of it was consumed in
+                    # this window, so the checkpoint is exactly where it stood. Go on from there.
+                    log.info("%s: the change stream's cursor expired; reopened", self._database)
+                    self._close_stream()
+                    stream, reused = self._open(), False
+                    continue
                 if not events:
                     # Drained up to the present, or the server ended the cursor: then the
                     # next window reopens it.

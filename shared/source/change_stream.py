@@ -22,6 +22,7 @@ from shared.errors import MirrorError
 from shared.source.bson_elements import Element, fields
 from shared.source.change_events import ChangeEvent, event_position, read_event, read_events
 from shared.source.resume_tokens import token_from_json, token_to_json
+from shared.source.retry import describe
 
 
 def current_position(watched: Collection[RawBSONDocument] | Database[RawBSONDocument]) -> str:
@@ -296,7 +297,7 @@ class ChangeCursor:
             )
         except OperationFailure as error:
             if error.code in HISTORY_LOST_CODES:
-                raise HistoryLost(f"{self._database.name}: {_first_line(error)}") from None
+                raise HistoryLost(f"{self._database.name}: {describe(error)}") from None
             raise
         return bytes(reply.raw)
 
@@ -338,7 +339,3 @@ class _Replies:
             self._bytes -= len(item[0])
             self._changed.notify_all()
             return item
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0][:300]

@@ -257,10 +257,18 @@ def test_idle_windows_publish_nothing_and_advance_the_checkpoint(
     table = TableRef(db.name, "quiet")
     drain(reader)
     before, files = stream_token(ctx), ctx.publisher.allocated_count(table)
+    write_elsewhere(mongo_client)
     result = reader.window()
     assert result.idle and result.events == 0 and result.tables == {}
     assert stream_token(ctx) > before  # postBatchResumeToken moved on
     assert ctx.publisher.allocated_count(table) == files
+
+
+def write_elsewhere(client: MongoClient) -> None:
+    """A write outside the mirrored database: it moves the cluster time on, as the primary's
+    periodic no-op write does on an idle cluster (every 10 s, too slow for a test)."""
+    client["elsewhere"].noise.insert_one({})
+    client.drop_database("elsewhere")
 
 
 def test_one_window_over_200_idle_tables_publishes_nothing_and_advances(
@@ -275,6 +283,7 @@ def test_one_window_over_200_idle_tables_publishes_nothing_and_advances(
     reader = reader_for(ctx)
     before = stream_token(ctx)
     counts = {f"c{i:03d}": 0 for i in range(200)}
+    write_elsewhere(mongo_client)
     result = reader.window()
     assert result.idle and result.events == 0 and result.tables == {}
     assert stream_token(ctx) > before
@@ -463,8 +472,13 @@ def test_dropped_connections_and_failed_getmores_resume_from_the_checkpoint(
     client.close()
 
 
+@pytest.mark.parametrize(
+    ("restarted", "error"),
+    [(False, "CappedPositionLost"), (True, "ChangeStreamHistoryLost")],
+    ids=["open-cursor-lags-136", "resume-point-gone-286"],
+)
 def test_history_lost_rebuilds_the_table_automatically(
-    small_oplog_sandbox: SandboxServer, make_context: MakeContext
+    small_oplog_sandbox: SandboxServer, make_context: MakeContext, restarted: bool, error: str
 ):
     ctx = make_context(uri=small_oplog_sandbox.uri)
     client: MongoClient = MongoClient(small_oplog_sandbox.uri)
@@ -474,7 +488,11 @@ def test_history_lost_rebuilds_the_table_automatically(
     reader = reader_for(ctx)
     drain(reader)
     table = TableRef(db.name, "orders")
-    # The mirror pauses while more changes happen than the oplog keeps.
+    if restarted:  # the mirror stops; a new reader resumes from the checkpoint
+        reader.release()
+        reader = reader_for(ctx)
+    # The mirror pauses while more changes happen than the oplog keeps: an open cursor's scan
+    # dies with CappedPositionLost (136), a resume from the checkpoint finds it gone (286).
     for i in range(SMALL_OPLOG_SIZE + 5):
         db.orders.update_one({"_id": i % 10}, {"$set": {"v": -i}})
     db.orders.insert_one({"_id": "late"})
@@ -484,10 +502,33 @@ def test_history_lost_rebuilds_the_table_automatically(
     assert load_plan(ctx.state, table) is None
     record = ctx.state.get(REBUILD_KIND, table.folder)
     assert record is not None and record.value["count"] == 1
-    assert "history lost" in record.value["causes"][0]["cause"]
+    cause = record.value["causes"][0]["cause"]
+    assert "history lost" in cause and error in cause
     snapshot(ctx)
     db.orders.delete_one({"_id": 0})
     drain(reader, ctx)
+    assert_verified(ctx)
+    client.close()
+
+
+def test_a_cursor_expired_between_windows_is_reopened_from_the_checkpoint(
+    sandbox_factory: SandboxFactory, make_context: MakeContext
+):
+    server: SandboxServer = sandbox_factory()
+    ctx = make_context(uri=server.uri)
+    client: MongoClient = MongoClient(server.uri)
+    db = client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(10)])
+    snapshot(ctx)
+    reader = reader_for(ctx)
+    drain(reader)
+    # The mirror idles past the server's cursor timeout; the server kills its cursor.
+    assert server.expire_idle_cursors() == 1
+    db.orders.update_one({"_id": 1}, {"$set": {"v": "after"}})
+    db.orders.delete_one({"_id": 2})
+    result = reader.window()  # no error reaches the caller, and no change is missed
+    assert result.events == 2
+    drain(reader)
     assert_verified(ctx)
     client.close()
 

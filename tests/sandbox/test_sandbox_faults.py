@@ -52,7 +52,9 @@ def test_token_still_in_a_small_oplog_resumes(small_oplog_sandbox: SandboxServer
             assert [e["documentKey"]["_id"] for e in events(resumed, 2)] == [1, 2]
 
 
-def test_a_lagging_stream_loses_history(small_oplog_sandbox: SandboxServer) -> None:
+def test_a_lagging_stream_fails_with_capped_position_lost(
+    small_oplog_sandbox: SandboxServer,
+) -> None:
     with connect(small_oplog_sandbox) as client:
         coll = client.db.items
         with coll.watch(max_await_time_ms=AWAIT_MS) as stream:
@@ -61,7 +63,9 @@ def test_a_lagging_stream_loses_history(small_oplog_sandbox: SandboxServer) -> N
             coll.insert_many([{"_id": i} for i in range(1, 3 + SMALL_OPLOG_SIZE)])
             with pytest.raises(OperationFailure) as raised:
                 stream.try_next()
-    assert raised.value.code == ErrorCode.CHANGE_STREAM_HISTORY_LOST
+    # The open cursor's oplog scan dies (136), which the driver does not resume from.
+    assert raised.value.code == ErrorCode.CAPPED_POSITION_LOST
+    assert "CollectionScan died" in str(raised.value)
 
 
 def test_start_at_operation_time_before_the_oplog_fails(small_oplog_sandbox: SandboxServer) -> None:
@@ -158,15 +162,50 @@ def test_change_stream_resumes_after_dropped_connections(sandbox_factory: Sandbo
             assert stream.try_next() is None
 
 
-def test_idle_stream_token_advances_without_any_write(sandbox_factory: SandboxFactory) -> None:
-    server = sandbox_factory()
+@pytest.mark.parametrize(("noop_interval", "advances"), [(0.0, True), (3600.0, False)])
+def test_an_idle_stream_token_moves_only_with_the_periodic_noop_write(
+    sandbox_factory: SandboxFactory, noop_interval: float, advances: bool
+) -> None:
+    server = sandbox_factory(noop_interval_seconds=noop_interval)
     with connect(server) as client, client.db.items.watch(max_await_time_ms=AWAIT_MS) as stream:
         assert stream.try_next() is None
         first = stream.resume_token
         assert stream.try_next() is None
         second = stream.resume_token
         assert first is not None and second is not None
-        assert second["_data"] > first["_data"]
+        assert (second["_data"] > first["_data"]) is advances
+        client.db.other.insert_one({"_id": 1})  # any write moves the cluster time on
+        assert stream.try_next() is None
+        third = stream.resume_token
+        assert third is not None and third["_data"] > second["_data"]
+
+
+def test_an_idle_cursor_dies_with_its_timeout_and_a_getmore_finds_it_gone(
+    sandbox_factory: SandboxFactory,
+) -> None:
+    server = sandbox_factory()
+    with connect(server) as client:
+        client.db.items.insert_many([{"_id": i} for i in range(5)])
+        cursor = client.db.items.find(batch_size=2)
+        assert next(cursor) == {"_id": 0}
+        assert server.expire_idle_cursors() == 1
+        with pytest.raises(OperationFailure) as raised:
+            list(cursor)
+    assert raised.value.code == ErrorCode.CURSOR_NOT_FOUND
+
+
+def test_cursors_of_an_ended_session_die_with_it(sandbox_factory: SandboxFactory) -> None:
+    server = sandbox_factory()
+    with connect(server) as client:
+        client.db.items.insert_many([{"_id": i} for i in range(5)])
+        session = client.start_session()
+        cursor = client.db.items.find(batch_size=2, session=session)
+        assert next(cursor) == {"_id": 0}
+        client.admin.command("endSessions", [session.session_id])
+        with pytest.raises(OperationFailure) as raised:
+            list(cursor)
+        session.end_session()
+    assert raised.value.code == ErrorCode.CURSOR_NOT_FOUND
 
 
 def test_small_event_limit_splits_or_fails(sandbox_factory: SandboxFactory) -> None:
