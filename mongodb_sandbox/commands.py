@@ -935,6 +935,9 @@ def _rename_collection(
     source_db, source_name = _split_namespace(body["renameCollection"])
     target_db, target_name = _split_namespace(body.get("to"))
     drop_target = bool(body.get("dropTarget"))
+    if (source_db, source_name) == (target_db, target_name):
+        # Checked before anything else (the server's rename_collection_cmd.cpp).
+        raise CommandError(ErrorCode.ILLEGAL_OPERATION, "Can't rename a collection to itself")
     with sandbox.condition:
         source = sandbox.store.get(source_db, source_name)
         if source is None:

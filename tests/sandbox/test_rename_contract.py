@@ -148,7 +148,7 @@ def test_a_rename_from_another_database_copies_through_a_staging_collection(
     assert source_db.list_collection_names() == [MARKER]
 
 
-def test_a_rename_to_a_view_or_an_existing_target_without_drop_target_fails(
+def test_a_rename_to_a_view_an_existing_target_without_drop_target_or_itself_fails(
     mongo_client: Client, mongo_db_name: str, other_db_name: str
 ) -> None:
     db = mongo_client[mongo_db_name]
@@ -161,5 +161,14 @@ def test_a_rename_to_a_view_or_an_existing_target_without_drop_target_fails(
             with pytest.raises(OperationFailure) as raised:
                 mongo_client.admin.command("renameCollection", source, to=to)
             assert raised.value.code == ErrorCode.NAMESPACE_EXISTS
+    for drop_target in (False, True):
+        with pytest.raises(OperationFailure) as raised:
+            mongo_client.admin.command(
+                "renameCollection",
+                f"{mongo_db_name}.source",
+                to=f"{mongo_db_name}.source",
+                dropTarget=drop_target,
+            )
+        assert raised.value.code == ErrorCode.ILLEGAL_OPERATION
     assert db.source.find_one() == {"_id": 1}
     assert mongo_client[other_db_name].elsewhere.find_one() == {"_id": 3}
