@@ -919,7 +919,8 @@ def _split_namespace(namespace: Any) -> tuple[str, str]:
 
 # The staging collection of a rename across databases: the server fills in each "%" with one of
 # [0-9A-Za-z] (rename_collection.cpp, renameCollectionAcrossDatabases, model
-# "tmp%%%%%.renameCollection"; catalog/unique_collection_name.cpp, makeUniqueCollectionName).
+# "tmp%%%%%.renameCollection"; makeUniqueCollectionName, formerly
+# DatabaseImpl::makeUniqueCollectionNamespace).
 RENAME_STAGING_MODEL = "tmp%%%%%.renameCollection"
 _STAGING_CHARACTERS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
@@ -936,7 +937,7 @@ def _rename_collection(
     target_db, target_name = _split_namespace(body.get("to"))
     drop_target = bool(body.get("dropTarget"))
     if (source_db, source_name) == (target_db, target_name):
-        # Checked before anything else (the server's rename_collection_cmd.cpp).
+        # The server's renameCollection command checks this before anything else.
         raise CommandError(ErrorCode.ILLEGAL_OPERATION, "Can't rename a collection to itself")
     with sandbox.condition:
         source = sandbox.store.get(source_db, source_name)
