@@ -86,11 +86,17 @@ class Scope:
         if entry.db != self.db:
             return False
         # A collection stream learns of dropDatabase through the per-collection drop before it.
-        return self.coll is None or (entry.coll == self.coll and entry.operation != "dropDatabase")
+        # It also sees a rename onto its collection, and is invalidated by it (the server's
+        # change_stream_filter_helpers.cpp: renameToEvent and buildInvalidationFilter match
+        # "o.to" too); a replaced collection gets no drop of its own (SERVER-53478).
+        return self.coll is None or (
+            (entry.coll == self.coll and entry.operation != "dropDatabase")
+            or (entry.operation == "rename" and entry.to == {"db": self.db, "coll": self.coll})
+        )
 
     def invalidated_by(self, entry: Entry) -> bool:
         if self.coll is not None:
-            return entry.operation in ("drop", "rename")
+            return entry.operation in ("drop", "rename")  # of or onto it: sees() kept only those
         return self.db is not None and entry.operation == "dropDatabase"
 
 
@@ -117,6 +123,7 @@ class ChangeStreamCursor:
         self._lookup = lookup
         self._max_event_bytes = max_event_bytes
         self._full_document = spec.get("fullDocument", "default")
+        self._expanded = spec.get("showExpandedEvents") is True
         if self._full_document not in ("default", "updateLookup", "whenAvailable"):
             raise CommandError(
                 ErrorCode.INVALID_OPTIONS,
@@ -263,6 +270,13 @@ class ChangeStreamCursor:
         )
         if entry.to is not None:
             event["to"] = entry.to
+            if self._expanded:
+                # 6.0+: the rename again, and the UUID of the collection it replaced if any
+                # (manual: change-events/rename, "Expanded Event Information").
+                description: dict[str, Any] = {"to": entry.to}
+                if entry.drop_target is not None:
+                    description["dropTarget"] = entry.drop_target
+                event["operationDescription"] = description
         if entry.document_key is not None:
             event["documentKey"] = entry.document_key
         if entry.update_description is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import random
+import string
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -951,6 +953,14 @@ def _split_namespace(namespace: Any) -> tuple[str, str]:
     return db, name
 
 
+# The staging collection of a rename across databases: the server fills in each "%" with one of
+# [0-9A-Za-z] (rename_collection.cpp, renameCollectionAcrossDatabases, model
+# "tmp%%%%%.renameCollection"; makeUniqueCollectionName, formerly
+# DatabaseImpl::makeUniqueCollectionNamespace).
+RENAME_STAGING_MODEL = "tmp%%%%%.renameCollection"
+_STAGING_CHARACTERS = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
 @command("renameCollection")
 def _rename_collection(
     sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
@@ -961,6 +971,10 @@ def _rename_collection(
         )
     source_db, source_name = _split_namespace(body["renameCollection"])
     target_db, target_name = _split_namespace(body.get("to"))
+    drop_target = bool(body.get("dropTarget"))
+    if (source_db, source_name) == (target_db, target_name):
+        # The server's renameCollection command checks this before anything else.
+        raise CommandError(ErrorCode.ILLEGAL_OPERATION, "Can't rename a collection to itself")
     with sandbox.condition:
         source = sandbox.store.get(source_db, source_name)
         if source is None:
@@ -969,15 +983,70 @@ def _rename_collection(
             raise CommandError(ErrorCode.COMMAND_NOT_SUPPORTED_ON_VIEW, "cannot rename a view")
         target = sandbox.store.get(target_db, target_name)
         if target is not None:
-            if not body.get("dropTarget"):
+            if target.kind == "view":
+                raise CommandError(
+                    ErrorCode.NAMESPACE_EXISTS,
+                    f"a view already exists with that name: {target_db}.{target_name}",
+                )
+            if not drop_target:
                 raise CommandError(ErrorCode.NAMESPACE_EXISTS, "target namespace exists")
-            sandbox.store.drop(target_db, target_name)
-            sandbox.oplog.append("drop", target_db, target_name)
-        sandbox.store.rename(source, target_db, target_name)
-        sandbox.oplog.append(
-            "rename", source_db, source_name, to={"db": target_db, "coll": target_name}
-        )
+        storage.validate_namespace(target_db, target_name)
+        if source_db == target_db:
+            _rename_within_database(sandbox, source, target_name)
+        else:
+            _rename_across_databases(sandbox, source, target_db, target_name)
     return {"ok": 1.0}
+
+
+def _rename_within_database(sandbox: Sandbox, source: storage.Collection, name: str) -> None:
+    """One ``rename`` event and nothing else, even when it replaces a collection: the server
+    writes a single renameCollection oplog entry carrying the dropped target's UUID
+    (rename_collection.cpp, renameCollectionAndDropTarget), and change streams emit no ``drop``
+    for that target (SERVER-53478, open). The UUID only shows in the event's
+    ``operationDescription`` with showExpandedEvents (manual: change-events/rename)."""
+    replaced = sandbox.store.drop(source.db, name)
+    old_name = source.name
+    sandbox.store.rename(source, source.db, name)
+    sandbox.oplog.append(
+        "rename",
+        source.db,
+        old_name,
+        to={"db": source.db, "coll": name},
+        drop_target=None if replaced is None else replaced.uuid,
+    )
+
+
+def _rename_across_databases(
+    sandbox: Sandbox, source: storage.Collection, db: str, name: str
+) -> None:
+    """A copy, as the server makes it (rename_collection.cpp, renameCollectionAcrossDatabases):
+    create a staging collection in the target database, insert every document into it as
+    ordinary, replicated inserts (database and cluster streams show them: SERVER-107688), rename
+    it onto the target within that database (dropTarget semantics, one ``rename`` event), then
+    drop the source (a ``drop`` in the source database). The staging collection's create and
+    createIndexes only show with showExpandedEvents, which the sandbox never emits."""
+    staging = sandbox.store.create(
+        db, _staging_name(sandbox.store, db), source.kind, dict(source.options)
+    )
+    staging.indexes = {key: dict(spec) for key, spec in source.indexes.items()}
+    for raw in source.documents():
+        id_value = storage.decode(raw)["_id"]
+        staging.insert(id_value, raw)
+        sandbox.oplog.append(
+            "insert", db, staging.name, document_key={"_id": id_value}, full_document=raw
+        )
+    _rename_within_database(sandbox, staging, name)
+    sandbox.store.drop(source.db, source.name)
+    sandbox.oplog.append("drop", source.db, source.name)
+
+
+def _staging_name(store: storage.Store, db: str) -> str:
+    while True:
+        name = "".join(
+            random.choice(_STAGING_CHARACTERS) if c == "%" else c for c in RENAME_STAGING_MODEL
+        )
+        if store.get(db, name) is None:
+            return name
 
 
 def encode_reply(reply: Mapping[str, Any]) -> bytes:

@@ -22,13 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bson.binary import Binary
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 
 @dataclass(slots=True)
 class Entry:
-    """One change; `coll` is None for dropDatabase, `to` is the rename target namespace."""
+    """One change; `coll` is None for dropDatabase, `to` is the rename target namespace and
+    `drop_target` the UUID of the collection a rename replaced."""
 
     seq: int
     cluster_time: Timestamp
@@ -40,6 +42,7 @@ class Entry:
     full_document: RawBSONDocument | None = None
     update_description: dict[str, Any] | None = None
     to: dict[str, str] | None = None
+    drop_target: Binary | None = None
 
 
 # The server's default periodicNoopIntervalSecs.

@@ -16,8 +16,9 @@ own recorded token (resume tokens order like stream positions), so no window is 
 and none is skipped. One stream per database, filtered to the selected collections: one cursor
 and one oplog scan however many tables, so 200 idle tables cost one getMore per window.
 
-A selected collection that is dropped or renamed, the database dropped, or the stream's history
-lost, rebuilds the tables concerned (shared/pipeline/rebuild.py) while the others keep streaming.
+A selected collection that is dropped or renamed, or another renamed onto it, the database
+dropped, or the stream's history lost, rebuilds the tables concerned (shared/pipeline/rebuild.py)
+while the others keep streaming.
 
 Fencing. Each ``acquire`` takes a new lease epoch (one more than the last) in the stream record,
 and the reader claims each table's ``changes`` writer with that epoch: a claim of an older epoch
@@ -60,6 +61,7 @@ from shared.pipeline.stream_checkpoint import STREAM_KIND, ensure_checkpoint
 from shared.pipeline.wiring import MirrorContext
 from shared.source.change_events import ROW_OPERATIONS, TABLE_ENDING_OPERATIONS, ChangeEvent
 from shared.source.change_stream import ChangeCursor, HistoryLost, current_position, open_stream
+from shared.source.collections import is_rename_staging
 from shared.source.resume_tokens import token_order
 from shared.source.retry import ErrorCode as MongoErrorCode
 from shared.state.base import JsonObject, update
@@ -86,7 +88,8 @@ class WindowResult:
     idle: bool = True  # nothing more was ready when the window closed
     tables: dict[str, TableActivity] = field(default_factory=dict)
     rebuilt: list[str] = field(default_factory=list)
-    discovered: list[str] = field(default_factory=list)  # collections with events and no plan
+    # Collections with events and no plan, or renamed onto: to be planned now.
+    discovered: list[str] = field(default_factory=list)
 
 
 class ChangeReader:
@@ -268,7 +271,11 @@ class ChangeReader:
             for table in self._tables():
                 self._rebuild(table, "the database was dropped", result, event.position)
             return
-        if collection is None or not self._selected(collection):
+        if collection is None:
+            return
+        if event.operation == "rename":
+            self._renamed_onto(event, groups, result)
+        if not self._selected(collection):
             return
         if event.operation in TABLE_ENDING_OPERATIONS:
             groups.pop(collection, None)  # rows of the old collection must not reach the new
@@ -283,6 +290,25 @@ class ChangeReader:
             return
         if event.operation in ROW_OPERATIONS:
             groups.setdefault(collection, []).append(event)
+
+    def _renamed_onto(
+        self, event: ChangeEvent, groups: dict[str, list[ChangeEvent]], result: WindowResult
+    ) -> None:
+        """A rename onto a selected collection replaces whatever had that name, and is the only
+        event that says so: a real server emits no drop for a target it overwrites
+        (SERVER-53478), and a collection renamed in from another database arrives as the
+        rename of its staging copy (SERVER-107688). So the target's table is rebuilt (its
+        old rows go) and reported as discovered, to be planned and snapshotted now."""
+        target = event.target
+        if target is None or event.target_database not in (None, self._database):
+            return  # renamed out of this database: only its source concerns this stream
+        if not self._selected(target):
+            return
+        groups.pop(target, None)  # rows of the replaced collection must not reach the new one
+        table = TableRef.for_collection(self._database, target)
+        cause = f"another collection was renamed onto it: {event.collection}"
+        self._rebuild(table, cause, result, event.position)
+        result.discovered.append(target)
 
     def _apply(
         self, collection: str, events: list[ChangeEvent], result: WindowResult
@@ -517,7 +543,11 @@ class ChangeReader:
     def _selected(self, collection: str) -> bool:
         if collection.startswith("system."):
             return False
-        return self._collections is None or collection in self._collections
+        if self._collections is None:
+            # The staging copy of a rename from another database: its inserts pass by, and
+            # the rename onto the target that ends the copy brings the data in as a new table.
+            return not is_rename_staging(collection)
+        return collection in self._collections
 
     def _open(self) -> ChangeCursor:
         if self._stream is None:

@@ -45,6 +45,7 @@ class ChangeEvent(NamedTuple):
     document: bytes | None  # full document (upserts) or {_id} (deletes), raw BSON
     size: int
     target: str | None = None  # a rename's new collection name
+    target_database: str | None = None  # and its database
 
     @property
     def token(self) -> str:
@@ -113,7 +114,16 @@ def _read_group(
     else:
         byte_sizes = sizes[group.rows].tolist()
         documents = [None] * len(rows)
-    fields = zip(positions, operations, seconds, collections, documents, byte_sizes, repeat(None))
+    fields = zip(
+        positions,
+        operations,
+        seconds,
+        collections,
+        documents,
+        byte_sizes,
+        repeat(None),
+        repeat(None),
+    )
     for row, event in zip(rows, map(_new_event, fields), strict=True):
         # Deletes go the per-event way: their document key may hold shard key fields too.
         if event.position is not None and event.collection is not None:
@@ -149,6 +159,7 @@ def read_event(event: dict[str, Element], position: str, size: int) -> ChangeEve
         # An update looked up after a later delete has no document: the delete follows.
         document = None if full is None or full.kind == BsonType.NULL else full.raw_document()
     cluster_time = event.get("clusterTime")
+    target = event.get("to") if operation == "rename" else None
     return ChangeEvent(
         position,
         operation,
@@ -156,7 +167,8 @@ def read_event(event: dict[str, Element], position: str, size: int) -> ChangeEve
         _collection_name(event.get("ns")),
         document,
         size if document is None else len(document),
-        _collection_name(event.get("to")) if operation == "rename" else None,
+        _collection_name(target),
+        _namespace_part(target, "db"),
     )
 
 
@@ -170,7 +182,11 @@ def event_position(event: dict[str, Element]) -> str:
 
 
 def _collection_name(namespace: Element | None) -> str | None:
+    return _namespace_part(namespace, "coll")
+
+
+def _namespace_part(namespace: Element | None, part: str) -> str | None:
     if namespace is None or namespace.kind != BsonType.DOCUMENT:
         return None
-    collection = namespace.document().get("coll")
-    return None if collection is None else collection.string()
+    value = namespace.document().get(part)
+    return None if value is None else value.string()

@@ -88,10 +88,17 @@ def open_stream(
     stage["startAfter" if start_after else "resumeAfter"] = token_from_json(token)
     pipeline: list[dict[str, Any]] = [{"$changeStream": stage}]
     if collections is not None:
+        # A rename onto a selected collection too: its event names the source in ``ns`` and
+        # is the only sign that the selected collection was replaced (no drop: SERVER-53478).
+        selected = {"$in": collections}
         pipeline.append(
             {
                 "$match": {
-                    "$or": [{"ns.coll": {"$in": collections}}, {"ns.coll": {"$exists": False}}]
+                    "$or": [
+                        {"ns.coll": selected},
+                        {"to.coll": selected},
+                        {"ns.coll": {"$exists": False}},
+                    ]
                 }
             }
         )

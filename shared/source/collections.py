@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -11,6 +12,19 @@ from pymongo.database import Database
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+# The staging collection of a rename from another database: the server names it after the model
+# "tmp%%%%%.renameCollection", each "%" one of [0-9A-Za-z], creates it in the target database,
+# inserts every document into it (database streams show those inserts: SERVER-107688), then
+# renames it onto the target (rename_collection.cpp, renameCollectionAcrossDatabases; the server
+# keeps the name fixed because MongoDB's own mirroring tool relies on it). It lives for the copy
+# only, so it never becomes a table: the rename onto the target brings its data in.
+_RENAME_STAGING = re.compile(r"tmp[0-9A-Za-z]{5}\.renameCollection")
+
+
+def is_rename_staging(name: str) -> bool:
+    """Whether ``name`` is the server's staging collection of a rename across databases."""
+    return _RENAME_STAGING.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -28,8 +42,9 @@ def select_collections(
     while mirrored (its table was rebuilt away), so it is skipped until it exists again rather
     than taken for a typo that stops every other table.
 
-    A database without any collection does not exist in MongoDB: that is an error. Views and
-    ``system.*`` collections are never mirrored. Time-series collections cannot feed a
+    A database without any collection does not exist in MongoDB: that is an error. Views,
+    ``system.*`` collections and (with ``all``) the staging collection of a rename in progress
+    (``is_rename_staging``) are never mirrored. Time-series collections cannot feed a
     change stream, so a mirror of them would silently go stale: named ones are an error, and
     ``all`` skips them with a warning.
     """
@@ -38,7 +53,7 @@ def select_collections(
     for info in database.list_collections():
         listed += 1
         name = str(info["name"])
-        if not name.startswith("system."):
+        if not name.startswith("system.") and not (wanted is None and is_rename_staging(name)):
             kinds[name] = str(info.get("type", "collection"))
     if not listed and not mirrored:
         # MongoDB creates a database with its first collection: none at all means a wrong name,

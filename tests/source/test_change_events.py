@@ -56,7 +56,8 @@ def test_both_ways_read_the_same_events() -> None:
     assert [e is not None for e in fast] == [True] * 8 + [False, False]  # deletes, renames: slow
     assert [e for e in fast if e is not None] == slow[:8]
     assert slow[6].document is None and slow[8].document == bson.encode({"_id": 8})
-    assert slow[9].target == "archive"
+    assert (slow[9].target, slow[9].target_database) == ("archive", "shop")
+    assert all(e.target_database is None for e in slow[:9])
 
 
 def test_text_that_is_not_utf8_is_named_not_misread() -> None:

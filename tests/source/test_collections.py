@@ -32,6 +32,17 @@ def test_all_selects_plain_collections_and_warns_about_the_rest(database, caplog
     assert "paid_orders: a view cannot be mirrored" in caplog.text
 
 
+def test_all_skips_the_staging_collection_of_a_rename_in_progress(database):
+    """A copy from another database caught half done ("tmp%%%%%.renameCollection", the
+    server's model): its data arrives by the rename that ends the copy. Named, it is taken."""
+    for name in ("tmpAbC12.renameCollection", "tmp1234.renameCollection", "tmpAbC12.rename"):
+        database[name].insert_one({"_id": 1})
+    chosen = [source.name for source in select_collections(database, None)]
+    assert chosen == ["orders", "tmp1234.renameCollection", "tmpAbC12.rename", "users"]
+    named = select_collections(database, ["tmpAbC12.renameCollection"])
+    assert named == [SourceCollection(database.name, "tmpAbC12.renameCollection")]
+
+
 @pytest.mark.parametrize(
     ("wanted", "message"),
     [
