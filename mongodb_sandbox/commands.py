@@ -23,7 +23,7 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 
-from mongodb_sandbox import aggregation, change_streams, ordering, query, storage
+from mongodb_sandbox import aggregation, change_streams, ordering, query, storage, transactions
 from mongodb_sandbox.cursors import CursorRegistry, ListCursor, cursor_reply
 from mongodb_sandbox.errors import CommandError, ErrorCode, unsupported
 from mongodb_sandbox.faults import CloseConnection, FaultInjector
@@ -87,6 +87,9 @@ class Sandbox:
             datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
         )
         self.started = time.monotonic()
+        self.transactions = transactions.Transactions(self)
+        # Set on the view of the server a transaction's statement runs against.
+        self.transaction: transactions.Transaction | None = None
 
     def handle(self, body: dict[str, Any], connection: Connection) -> dict[str, Any]:
         """Answer one command; failures become `{ok: 0}` replies (CloseConnection propagates)."""
@@ -100,10 +103,11 @@ class Sandbox:
             handler = _HANDLERS.get(name)
             if handler is None:
                 raise CommandError(ErrorCode.COMMAND_NOT_FOUND, f"no such command: '{name}'")
-            if body.get("autocommit") is False or body.get("startTransaction"):
-                raise unsupported("multi-document transactions")
             self.faults.check(name, connection.app_name)
-            reply = handler(self, db, body, connection)
+            if transactions.in_transaction(body) or name in transactions.ENDS:
+                reply = self.transactions.run(handler, name, db, body, connection)
+            else:
+                reply = handler(self, db, body, connection)
         except CommandError as error:
             reply = error.reply()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
@@ -139,6 +143,8 @@ class Sandbox:
         if "_id" not in doc:
             doc = {"_id": ObjectId(), **doc}
             raw = storage.encode(doc)
+        if self.transaction is None:
+            self.transactions.wait_for(collection.db, collection.name, doc["_id"])
         collection.insert(doc["_id"], raw)
         self.oplog.append(
             "insert",
@@ -152,6 +158,11 @@ class Sandbox:
         self, collection: storage.Collection, raw: RawBSONDocument, update: Any
     ) -> RawBSONDocument:
         """Apply an update or replacement to one stored document and log the change."""
+        if self.transaction is None:
+            current = self._after_transactions(collection, raw)
+            if current is None:
+                return raw  # deleted by the transaction it waited for
+            raw = current
         old = storage.decode(raw)
         now = datetime.datetime.now(datetime.UTC)
         if query.is_update_document(update):
@@ -182,6 +193,17 @@ class Sandbox:
             fields["full_document"] = new_raw
         self.oplog.append(operation, collection.db, collection.name, **fields)
         return new_raw
+
+    def _after_transactions(
+        self, collection: storage.Collection, raw: RawBSONDocument
+    ) -> RawBSONDocument | None:
+        """The document once no open transaction holds it (a write outside transactions waits
+        for them; see transactions.py), as it is then: None if they deleted it."""
+        if not self.transactions.holding:
+            return raw
+        id_value = storage.decode(raw)["_id"]
+        self.transactions.wait_for(collection.db, collection.name, id_value)
+        return collection.get(storage.id_key(id_value))
 
     def upsert(
         self, collection: storage.Collection, filter_: Mapping[str, Any], update: Any
@@ -333,9 +355,27 @@ def _hello(
     return reply
 
 
-@command("ping", "endSessions", "refreshSessions", "killSessions")
+@command("ping", "refreshSessions", "killSessions")
 def _ok(sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection) -> dict[str, Any]:
     return {"ok": 1.0}
+
+
+@command("endSessions")
+def _end_sessions(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    # Ending a session aborts its open transaction (the manual, "Server Sessions").
+    sessions = body.get("endSessions")
+    sandbox.transactions.end_sessions(sessions if isinstance(sessions, list) else [])
+    return {"ok": 1.0}
+
+
+@command(*transactions.ENDS)
+def _transaction_end(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    # Sandbox.handle hands these to Transactions.run; registered so they are known commands.
+    raise CommandError(ErrorCode.INVALID_OPTIONS, f"{next(iter(body))} needs a transaction")
 
 
 @command("buildInfo", "buildinfo")
@@ -491,6 +531,8 @@ def _delete(
 
 
 def _delete_one(sandbox: Sandbox, collection: storage.Collection, raw: RawBSONDocument) -> None:
+    if sandbox.transaction is None and sandbox._after_transactions(collection, raw) is None:
+        return  # deleted by the transaction it waited for
     id_value = storage.decode(raw)["_id"]
     collection.delete(storage.id_key(id_value))
     sandbox.oplog.append("delete", collection.db, collection.name, document_key={"_id": id_value})
