@@ -347,8 +347,9 @@ class Transactions:
         for key in transaction.keys:
             if self._open.get(key) is transaction:
                 del self._open[key]
-        transaction.store = storage.Store()  # its snapshot is no longer needed
-        transaction.operations = [] if state == ABORTED else transaction.operations
+        # Its snapshot and operations are applied or discarded: only its outcome is kept.
+        transaction.store = storage.Store()
+        transaction.operations = []
         self._open_count -= 1
         if self._open_count == 0:
             self.sandbox.oplog.written = None
