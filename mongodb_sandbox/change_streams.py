@@ -1,8 +1,11 @@
 """Change streams over the sandbox oplog: event shapes, resume tokens, invalidation, splitting.
 
 Resume tokens are `{"_data": hex}` where the hex spells the cluster time, the oplog sequence
-number, a kind (event < invalidate < high-water mark) and a fragment number, all fixed width, so
-comparing tokens as strings orders them like the positions they encode.
+number, the event's index in its transaction (txnOpIndex, as a real token carries it), a kind
+(event < invalidate < high-water mark) and a fragment number, all fixed width, so comparing
+tokens as strings orders them like the positions they encode. The events of one transaction
+share one cluster time: the sequence number, one per event, orders and tells them apart, so a
+stream resumed from one of them goes on with the very next.
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ from mongodb_sandbox.oplog import Entry, Oplog
 EVENT, INVALIDATE, HIGH_WATER = 0, 1, 2
 DEFAULT_AWAIT_MS = 1000
 MAX_EVENT_BYTES = 16 * 1024 * 1024
-_TOKEN = re.compile(r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})([0-9A-F]{2})([0-9A-F]{4})")
-_RESUME_DATA = "82%08X%08X%016X%02X%04X"
+_TOKEN = re.compile(
+    r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})[0-9A-F]{8}([0-9A-F]{2})([0-9A-F]{4})"
+)
+_RESUME_DATA = "82%08X%08X%016X%08X%02X%04X"
 _SYSTEM_DATABASES = ("admin", "config", "local")
 
 
-def make_token(cluster_time: Timestamp, seq: int, kind: int, fragment: int = 0) -> dict[str, str]:
+def make_token(
+    cluster_time: Timestamp, seq: int, kind: int, fragment: int = 0, txn_op_index: int = 0
+) -> dict[str, str]:
     """A resume token encoding a position in the oplog."""
-    return {"_data": _RESUME_DATA % (cluster_time.time, cluster_time.inc, seq, kind, fragment)}
+    values = (cluster_time.time, cluster_time.inc, seq, txn_op_index, kind, fragment)
+    return {"_data": _RESUME_DATA % values}
 
 
 @dataclass(frozen=True)
@@ -250,12 +258,17 @@ class ChangeStreamCursor:
         return rendered
 
     def _event(self, entry: Entry) -> dict[str, Any]:
-        event: dict[str, Any] = {
-            "_id": make_token(entry.cluster_time, entry.seq, EVENT),
-            "operationType": entry.operation,
-            "clusterTime": entry.cluster_time,
-            "wallTime": entry.wall_time,
-        }
+        event: dict[str, Any] = {}
+        if entry.txn_number is not None:
+            # A transaction's events carry its number and session, and the server adds them
+            # first (change_stream_event_transform.cpp, addTransactionIdFieldsIfPresent runs
+            # before the resume token is set).
+            event["txnNumber"] = entry.txn_number
+            event["lsid"] = entry.lsid
+        event["_id"] = make_token(entry.cluster_time, entry.seq, EVENT, 0, entry.txn_op_index)
+        event["operationType"] = entry.operation
+        event["clusterTime"] = entry.cluster_time
+        event["wallTime"] = entry.wall_time
         full_document: RawBSONDocument | None = entry.full_document
         if entry.operation == "update" and self._full_document == "updateLookup":
             assert entry.coll is not None and entry.document_key is not None
@@ -349,7 +362,7 @@ def split_event(
     event: dict[str, Any], entry: Entry, limit: int
 ) -> list[tuple[RawBSONDocument, dict[str, str]]]:
     """Fragments of an oversized event as `$changeStreamSplitLargeEvent` produces them."""
-    sample_token = make_token(entry.cluster_time, entry.seq, EVENT, 1)
+    sample_token = make_token(entry.cluster_time, entry.seq, EVENT, 1, entry.txn_op_index)
     overhead = (
         _field_size("_id", sample_token) + _field_size("splitEvent", {"fragment": 1, "of": 1}) + 5
     )
@@ -368,7 +381,7 @@ def split_event(
         used += size
     fragments = []
     for number, group in enumerate(groups, start=1):
-        token = make_token(entry.cluster_time, entry.seq, EVENT, number)
+        token = make_token(entry.cluster_time, entry.seq, EVENT, number, entry.txn_op_index)
         fragment = {"_id": token, "splitEvent": {"fragment": number, "of": len(groups)}}
         fragment.update(group)
         fragments.append((storage.encode(fragment), token))

@@ -25,7 +25,7 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 
-from mongodb_sandbox import aggregation, change_streams, ordering, query, storage
+from mongodb_sandbox import aggregation, change_streams, ordering, query, storage, transactions
 from mongodb_sandbox.cursors import (
     CURSOR_TIMEOUT_SECONDS,
     SESSION_TIMEOUT_SECONDS,
@@ -101,6 +101,9 @@ class Sandbox:
             datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
         )
         self.started = time.monotonic()
+        self.transactions = transactions.Transactions(self)
+        # Set on the view of the server a transaction's statement runs against.
+        self.transaction: transactions.Transaction | None = None
 
     def handle(self, body: dict[str, Any], connection: Connection) -> dict[str, Any]:
         """Answer one command; failures become `{ok: 0}` replies (CloseConnection propagates)."""
@@ -114,13 +117,14 @@ class Sandbox:
             handler = _HANDLERS.get(name)
             if handler is None:
                 raise CommandError(ErrorCode.COMMAND_NOT_FOUND, f"no such command: '{name}'")
-            if body.get("autocommit") is False or body.get("startTransaction"):
-                raise unsupported("multi-document transactions")
             self.faults.check(name, connection.app_name)
             session = _session_id(body)
             if session is not None:
                 self.cursors.session_used(session)
-            reply = handler(self, db, body, connection)
+            if transactions.in_transaction(body) or name in transactions.ENDS:
+                reply = self.transactions.run(handler, name, db, body, connection)
+            else:
+                reply = handler(self, db, body, connection)
             opened = reply.get("cursor", {}).get("id") if name != "getMore" else None
             if opened and session is not None:
                 self.cursors.bind_session(int(opened), session)
@@ -159,6 +163,8 @@ class Sandbox:
         if "_id" not in doc:
             doc = {"_id": ObjectId(), **doc}
             raw = storage.encode(doc)
+        if self.transaction is None:
+            self.transactions.wait_for(collection.db, collection.name, doc["_id"])
         collection.insert(doc["_id"], raw)
         self.oplog.append(
             "insert",
@@ -172,6 +178,11 @@ class Sandbox:
         self, collection: storage.Collection, raw: RawBSONDocument, update: Any
     ) -> RawBSONDocument:
         """Apply an update or replacement to one stored document and log the change."""
+        if self.transaction is None:
+            current = self._after_transactions(collection, raw)
+            if current is None:
+                return raw  # deleted by the transaction it waited for
+            raw = current
         old = storage.decode(raw)
         now = datetime.datetime.now(datetime.UTC)
         if query.is_update_document(update):
@@ -202,6 +213,17 @@ class Sandbox:
             fields["full_document"] = new_raw
         self.oplog.append(operation, collection.db, collection.name, **fields)
         return new_raw
+
+    def _after_transactions(
+        self, collection: storage.Collection, raw: RawBSONDocument
+    ) -> RawBSONDocument | None:
+        """The document once no open transaction holds it (a write outside transactions waits
+        for them; see transactions.py), as it is then: None if they deleted it."""
+        if not self.transactions.holding:
+            return raw
+        id_value = storage.decode(raw)["_id"]
+        self.transactions.wait_for(collection.db, collection.name, id_value)
+        return collection.get(storage.id_key(id_value))
 
     def upsert(
         self, collection: storage.Collection, filter_: Mapping[str, Any], update: Any
@@ -362,7 +384,12 @@ def _ok(sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection)
 def _end_sessions(
     sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
 ) -> dict[str, Any]:
-    ended = [_session_id({"lsid": spec}) for spec in next(iter(body.values()))]
+    # Ending a session aborts its open transaction (the manual, "Server Sessions") and kills its
+    # cursors (DOCS-13976).
+    sessions = next(iter(body.values()))
+    specs = sessions if isinstance(sessions, list) else []
+    sandbox.transactions.end_sessions(specs)
+    ended = [_session_id({"lsid": spec}) for spec in specs]
     sandbox.cursors.end_sessions(session for session in ended if session is not None)
     return {"ok": 1.0}
 
@@ -372,6 +399,14 @@ def _session_id(body: Mapping[str, Any]) -> bytes | None:
     lsid = body.get("lsid")
     identity = lsid.get("id") if isinstance(lsid, Mapping) else None
     return bytes(identity) if isinstance(identity, bytes) else None
+
+
+@command(*transactions.ENDS)
+def _transaction_end(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    # Sandbox.handle hands these to Transactions.run; registered so they are known commands.
+    raise CommandError(ErrorCode.INVALID_OPTIONS, f"{next(iter(body))} needs a transaction")
 
 
 @command("buildInfo", "buildinfo")
@@ -527,6 +562,8 @@ def _delete(
 
 
 def _delete_one(sandbox: Sandbox, collection: storage.Collection, raw: RawBSONDocument) -> None:
+    if sandbox.transaction is None and sandbox._after_transactions(collection, raw) is None:
+        return  # deleted by the transaction it waited for
     id_value = storage.decode(raw)["_id"]
     collection.delete(storage.id_key(id_value))
     sandbox.oplog.append("delete", collection.db, collection.name, document_key={"_id": id_value})

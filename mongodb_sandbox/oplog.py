@@ -26,6 +26,8 @@ from bson.binary import Binary
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
+from mongodb_sandbox import ordering
+
 
 @dataclass(slots=True)
 class Entry:
@@ -43,6 +45,10 @@ class Entry:
     update_description: dict[str, Any] | None = None
     to: dict[str, str] | None = None
     drop_target: Binary | None = None
+    # A committed transaction's operations: its session, number, and each one's index in it.
+    lsid: dict[str, Any] | None = None
+    txn_number: int | None = None
+    txn_op_index: int = 0
 
 
 # The server's default periodicNoopIntervalSecs.
@@ -94,6 +100,9 @@ class Oplog:
         self.last_seq = 0
         self.dropped_through = 0
         self.dropped_time = Timestamp(0, 0)
+        # While a transaction is open: the last seq that wrote each (db, coll, _id key), and
+        # (db, coll, None) for a collection dropped or renamed, to detect write conflicts.
+        self.written: dict[tuple[str, str | None, Any], int] | None = None
 
     def append(self, operation: str, db: str, coll: str | None, **fields: Any) -> Entry:
         self.last_seq += 1
@@ -108,6 +117,8 @@ class Oplog:
         )
         self._last_write = self._monotonic()
         self._entries.append(entry)
+        if self.written is not None:
+            self._note_written(entry)
         self._trim()
         self.condition.notify_all()
         return entry
@@ -119,6 +130,52 @@ class Oplog:
         if now - self._last_write >= self._noop_interval:
             self.clock.tick()
             self._last_write = now
+
+    def append_transaction(
+        self,
+        operations: list[tuple[str, str, str | None, dict[str, Any]]],
+        lsid: dict[str, Any],
+        txn_number: int,
+    ) -> list[Entry]:
+        """A committed transaction's operations as one entry each, in their order, sharing one
+        cluster time and wall time as a transaction's events do (the manual's change events
+        page: events of one transaction share clusterTime; the server unwinds the transaction's
+        applyOps entry at its commit timestamp, numbering the operations by txnOpIndex)."""
+        cluster_time = self.clock.tick()
+        wall_time = datetime.datetime.now(datetime.UTC)
+        entries = []
+        for index, (operation, db, coll, fields) in enumerate(operations):
+            self.last_seq += 1
+            entries.append(
+                Entry(
+                    seq=self.last_seq,
+                    cluster_time=cluster_time,
+                    wall_time=wall_time,
+                    operation=operation,
+                    db=db,
+                    coll=coll,
+                    lsid=lsid,
+                    txn_number=txn_number,
+                    txn_op_index=index,
+                    **fields,
+                )
+            )
+        self._last_write = self._monotonic()
+        self._entries.extend(entries)
+        if self.written is not None:
+            for entry in entries:
+                self._note_written(entry)
+        self._trim()
+        self.condition.notify_all()
+        return entries
+
+    def _note_written(self, entry: Entry) -> None:
+        assert self.written is not None
+        if entry.document_key is not None:
+            key = ordering.sort_key(entry.document_key["_id"])
+            self.written[(entry.db, entry.coll, key)] = entry.seq
+        else:
+            self.written[(entry.db, entry.coll, None)] = entry.seq
 
     def _trim(self) -> None:
         if self.max_entries is None or len(self._entries) <= self.max_entries:

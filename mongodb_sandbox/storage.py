@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import bson
@@ -210,6 +210,13 @@ class Collection:
     def documents(self) -> list[RawBSONDocument]:
         return [raw for _, raw in self._docs.values()]
 
+    def copy(self) -> Collection:
+        """A copy whose documents change independently (the stored documents are immutable
+        bytes, so they are shared): a transaction's snapshot of this collection."""
+        return replace(
+            self, options=dict(self.options), indexes=dict(self.indexes), _docs=dict(self._docs)
+        )
+
 
 _NAN_KEY = ordering.sort_key(float("nan"))
 
@@ -262,6 +269,16 @@ class Store:
         if not collections:
             self.databases.pop(db, None)
         return dropped
+
+    def snapshot(self) -> Store:
+        """Every database as it is now, copied: what a transaction reads and writes until it
+        commits (a copy of dictionaries; the documents themselves are shared)."""
+        copy = Store()
+        copy.databases = {
+            db: {name: collection.copy() for name, collection in collections.items()}
+            for db, collections in self.databases.items()
+        }
+        return copy
 
     def rename(self, source: Collection, db: str, name: str) -> None:
         validate_namespace(db, name)

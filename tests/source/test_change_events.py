@@ -60,6 +60,29 @@ def test_both_ways_read_the_same_events() -> None:
     assert all(e.target_database is None for e in slow[:9])
 
 
+def test_a_transactions_events_are_read_like_any_other_sharing_one_cluster_time() -> None:
+    # As a server sends them: txnNumber and lsid first (change_stream_event_transform.cpp),
+    # one clusterTime for every event of the transaction, ordered by their tokens alone.
+    session = {"lsid": {"id": bson.Binary(bytes(16), 4), "uid": bson.Binary(bytes(32))}}
+    shared = Timestamp(1_800_000_000, 7)
+    inside = [
+        {"txnNumber": bson.Int64(3), **session, **event(kind, n, fullDocument={"_id": n})}
+        | {"clusterTime": shared}
+        for n, kind in enumerate(("insert", "update", "replace"))
+    ]
+    deleted = {"txnNumber": bson.Int64(3), **session, **event("delete", 3), "clusterTime": shared}
+    buffer, offsets = batch(*inside, deleted)
+    fast = read_events(buffer, offsets)
+    slow = [one_by_one(buffer, offset) for offset in offsets]
+    assert fast[:3] == slow[:3] and fast[3] is None  # deletes go the one-by-one way
+    assert {e.cluster_seconds for e in slow} == {shared.time}
+    assert [e.position for e in slow] == sorted({e.position for e in slow})
+    assert [e.document for e in slow] == [
+        *(bson.encode({"_id": n}) for n in range(3)),
+        bson.encode({"_id": 3}),
+    ]
+
+
 def test_text_that_is_not_utf8_is_named_not_misread() -> None:
     buffer, offsets = batch(event("insert", 1, fullDocument={"_id": 1}))
     damaged = buffer.replace(b"orders", b"orde\xff\xfe")
