@@ -64,12 +64,16 @@ class ListCursor:
 
 
 class CursorRegistry:
-    """Open cursors by id; ids are never reused within a server's life."""
+    """Open cursors by id; ids are never reused within a server's life.
 
-    def __init__(self) -> None:
+    ``first_id`` lets each router of a sharded stand-in number its cursors apart (a real mongos
+    draws random 64-bit ids), so an id sent to the wrong router is never another's cursor.
+    """
+
+    def __init__(self, first_id: int = 1_000_001) -> None:
         self._lock = threading.Lock()
         self._cursors: dict[int, Cursor] = {}
-        self._ids = itertools.count(1_000_001)
+        self._ids = itertools.count(first_id)
 
     def register(self, cursor: Cursor) -> int:
         with self._lock:
