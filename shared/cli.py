@@ -132,7 +132,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, finish_window_then_stop)
     summary = run_mirror(settings, once=args.once, stop=stop)
     rebuilt = f"; rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else ""
-    print(f"mirrored {summary.events:,} change events in {summary.windows:,} windows{rebuilt}")
+    causes = "".join(f", {n:,} {cause}" for cause, n in summary.rereads.most_common())
+    rereads = f"{summary.rereads.total():,} read again after a failure{causes}"
+    print(
+        f"mirrored {summary.events:,} change events in {summary.windows:,} windows "
+        f"({rereads}){rebuilt}"
+    )
     return 0
 
 

@@ -36,6 +36,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -46,6 +47,7 @@ from typing import Any
 import bson
 import pyarrow as pa
 from bson.raw_bson import RawBSONDocument
+from pymongo.errors import PyMongoError
 
 from shared import telemetry
 from shared.errors import MirrorError
@@ -60,6 +62,7 @@ from shared.pipeline.wiring import MirrorContext
 from shared.source.change_events import ROW_OPERATIONS, TABLE_ENDING_OPERATIONS, ChangeEvent
 from shared.source.change_stream import ChangeCursor, HistoryLost, current_position, open_stream
 from shared.source.resume_tokens import token_order
+from shared.source.retry import describe
 from shared.state.base import JsonObject, update
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ class WindowResult:
     tables: dict[str, TableActivity] = field(default_factory=dict)
     rebuilt: list[str] = field(default_factory=list)
     discovered: list[str] = field(default_factory=list)  # collections with events and no plan
+    rereads: int = 0  # failed windows just before this one, whose events it read again
 
 
 class ChangeReader:
@@ -103,6 +107,10 @@ class ChangeReader:
         self._stream: ChangeCursor | None = None
         self._table_owners: dict[str, str] = {}
         self._registries: dict[str, SchemaRegistry] = {}
+        # Windows that failed (their events are read again from the checkpoint), by cause:
+        # all of this reader's, and those not yet added to the stream record's count.
+        self.rereads: Counter[str] = Counter()
+        self._unrecorded: Counter[str] = Counter()
 
     @property
     def database(self) -> str:
@@ -166,6 +174,8 @@ class ChangeReader:
             current = dict(value or {})
             if current.get("owner") != self._owner:
                 raise self._lease_lost()
+            if self._unrecorded:  # in the same write: a count costs no write of its own
+                current["rereads"] = _add_counts(current.get("rereads"), self._unrecorded)
             return {
                 **current,
                 "token": token,
@@ -175,6 +185,7 @@ class ChangeReader:
             }
 
         update(self._ctx.state, STREAM_KIND, self._database, advance)
+        self._unrecorded.clear()
 
     # -- one window --------------------------------------------------------------------------
 
@@ -192,6 +203,13 @@ class ChangeReader:
             self._table_owners.clear()
             self._registries.clear()
             telemetry.record("errors", 1, database=self._database, step="window")
+            if isinstance(error, Exception):
+                # Counted where status and the run's summary show it: a cause that keeps
+                # coming back (a getMore sent to the wrong router) must not stay hidden.
+                cause = _cause(error)
+                self.rereads[cause] += 1
+                self._unrecorded[cause] += 1
+                telemetry.record("window_rereads", 1, database=self._database, cause=cause)
             if isinstance(error, Superseded) and not self._holds_lease():
                 raise self._lease_lost() from error  # the cause, whichever write found it
             raise
@@ -201,7 +219,7 @@ class ChangeReader:
         max_events = self._ctx.settings.integer("CHANGE_WINDOW_EVENTS")
         max_bytes = self._ctx.settings.integer("CHANGE_WINDOW_BYTES")
         deadline = time.monotonic() + self._ctx.settings.integer("CHANGE_WINDOW_SECONDS")
-        result = WindowResult()
+        result = WindowResult(rereads=sum(self._unrecorded.values()))
         groups: dict[str, list[ChangeEvent]] = {}
         size = 0
         start_after = False
@@ -522,6 +540,21 @@ class ChangeReader:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+def _cause(error: Exception) -> str:
+    """A failed window's cause as a short name: ``CursorNotFound (43)``, ``AutoReconnect``."""
+    if isinstance(error, PyMongoError):
+        return describe(error).split(":", 1)[0]
+    return type(error).__name__
+
+
+def _add_counts(recorded: object, more: Counter[str]) -> dict[str, int]:
+    counts = Counter(
+        {str(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+    )
+    counts.update(more)
+    return dict(counts)
 
 
 def _died_here(holder: object) -> bool:
