@@ -1,7 +1,8 @@
 """A MongoDB-compatible sandbox server speaking the MongoDB wire protocol.
 
 This is a sandbox for trying and testing the mirror without a real MongoDB: an in-memory,
-single-member "replica set" that the real PyMongo and PyMongoArrow drivers talk to over TCP,
+single-member "replica set" (or, with `routers`, a sharded cluster's routers in front of it)
+that the real PyMongo and PyMongoArrow drivers talk to over TCP,
 with change streams (resume tokens, invalidation, split large events), `_id`-only indexing,
 a bounded oplog and `failCommand`-style fault injection. It is not a database: nothing is
 persisted, there is no authentication, no transactions and no secondary index. Whatever it

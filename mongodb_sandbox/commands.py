@@ -8,6 +8,7 @@ cursor batches are built outside it from already-materialised results.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import os
@@ -104,6 +105,23 @@ class Sandbox:
         self.transactions = transactions.Transactions(self)
         # Set on the view of the server a transaction's statement runs against.
         self.transaction: transactions.Transaction | None = None
+        self.is_router = False
+
+    def router(self, address: str, first_cursor_id: int) -> Sandbox:
+        """A router (mongos) at ``address`` in front of this state, as one shard behind it.
+
+        Everything is shared (data, oplog, lock, faults) but the cursors: a mongos keeps the
+        cursors it opened in its own memory, so a getMore through another router fails with
+        CursorNotFound (SERVER-88060, "Works as Designed"; the driver specs send a cursor's
+        getMore and killCursors to the server that opened it). A shallow copy, so state added
+        to `Sandbox` later is shared too.
+        """
+        router = copy.copy(self)
+        router.address = address
+        router.is_router = True
+        router.cursors = self.cursors.another(first_cursor_id)
+        router.process_id = ObjectId()
+        return router
 
     def handle(self, body: dict[str, Any], connection: Connection) -> dict[str, Any]:
         """Answer one command; failures become `{ok: 0}` replies (CloseConnection propagates)."""
@@ -347,18 +365,28 @@ def _hello(
     name = next(iter(body))
     reply: dict[str, Any] = {
         "topologyVersion": {"processId": sandbox.process_id, "counter": Int64(0)},
-        "hosts": [sandbox.address],
-        "setName": sandbox.set_name,
-        "setVersion": 1,
         "isWritablePrimary" if name == "hello" else "ismaster": True,
-        "secondary": False,
-        "primary": sandbox.address,
-        "me": sandbox.address,
-        "electionId": sandbox.election_id,
-        "lastWrite": {
-            "opTime": {"ts": last_write, "t": Int64(1)},
-            "lastWriteDate": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
-        },
+    }
+    if sandbox.is_router:
+        # A mongos names itself with msg "isdbgrid" and reports no replica set (hello manual,
+        # "Sharded Instances"; the server's src/mongo/s/commands/cluster_hello_cmd.cpp, which
+        # has no readOnly either); the SDAM spec reads exactly that as server type Mongos.
+        reply["msg"] = "isdbgrid"
+    else:
+        reply |= {
+            "hosts": [sandbox.address],
+            "setName": sandbox.set_name,
+            "setVersion": 1,
+            "secondary": False,
+            "primary": sandbox.address,
+            "me": sandbox.address,
+            "electionId": sandbox.election_id,
+            "lastWrite": {
+                "opTime": {"ts": last_write, "t": Int64(1)},
+                "lastWriteDate": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+            },
+        }
+    reply |= {
         "maxBsonObjectSize": MAX_BSON_OBJECT_SIZE,
         "maxMessageSizeBytes": MAX_MESSAGE_SIZE,
         "maxWriteBatchSize": MAX_WRITE_BATCH_SIZE,
@@ -370,6 +398,8 @@ def _hello(
         "readOnly": False,
         "ok": 1.0,
     }
+    if sandbox.is_router:
+        del reply["readOnly"]  # a mongod's field (see above)
     if body.get("helloOk"):
         reply["helloOk"] = True
     return reply
@@ -448,14 +478,16 @@ def _host_info(
 def _server_status(
     sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
 ) -> dict[str, Any]:
-    return {
+    reply: dict[str, Any] = {
         "host": sandbox.address,
         "version": VERSION,
-        "process": "mongod",
+        "process": "mongos" if sandbox.is_router else "mongod",
         "uptime": time.monotonic() - sandbox.started,
-        "repl": {"setName": sandbox.set_name, "isWritablePrimary": True},
         "ok": 1.0,
     }
+    if not sandbox.is_router:  # a mongos has no replication section
+        reply["repl"] = {"setName": sandbox.set_name, "isWritablePrimary": True}
+    return reply
 
 
 @command("configureFailPoint")

@@ -86,10 +86,15 @@ class _Open:
 
 
 class CursorRegistry:
-    """Open cursors by id; ids are never reused within a server's life."""
+    """Open cursors by id; ids are never reused within a server's life.
+
+    ``first_id`` lets each router of a sharded stand-in number its cursors apart (a real mongos
+    draws random 64-bit ids), so an id sent to the wrong router is never another's cursor.
+    """
 
     def __init__(
         self,
+        first_id: int = 1_000_001,
         *,
         cursor_timeout_seconds: float = CURSOR_TIMEOUT_SECONDS,
         session_timeout_seconds: float = SESSION_TIMEOUT_SECONDS,
@@ -97,11 +102,20 @@ class CursorRegistry:
     ) -> None:
         self._lock = threading.Lock()
         self._cursors: dict[int, _Open] = {}
-        self._ids = itertools.count(1_000_001)
+        self._ids = itertools.count(first_id)
         self._cursor_timeout = cursor_timeout_seconds
         self._session_timeout = session_timeout_seconds
         self._monotonic = monotonic
         self._session_used: dict[bytes, float] = {}
+
+    def another(self, first_id: int) -> CursorRegistry:
+        """An empty registry with the same timeouts (another router's)."""
+        return CursorRegistry(
+            first_id,
+            cursor_timeout_seconds=self._cursor_timeout,
+            session_timeout_seconds=self._session_timeout,
+            monotonic=self._monotonic,
+        )
 
     def register(self, cursor: Cursor) -> int:
         with self._lock:

@@ -37,6 +37,9 @@ class SandboxServer:
 
     `oplog_size` keeps only the last N change events (None: unlimited); `max_event_bytes` is the
     size above which a change event is "too large" (16 MiB like MongoDB; tests may lower it).
+    `routers` N > 0 makes it a sharded cluster's stand-in instead: N routers (mongos) on ports of
+    their own (consecutive from `port`, or free ones for port 0) in front of one shard, sharing
+    its data and oplog; each router keeps the cursors it opened, as a real mongos does.
     The idle timeouts of cursors and sessions and the interval of the primary's no-op writes
     default to a real server's (see cursors.py and oplog.py).
     """
@@ -51,7 +54,10 @@ class SandboxServer:
         cursor_timeout_seconds: float = CURSOR_TIMEOUT_SECONDS,
         session_timeout_seconds: float = SESSION_TIMEOUT_SECONDS,
         noop_interval_seconds: float = DEFAULT_NOOP_INTERVAL_SECONDS,
+        routers: int = 0,
     ) -> None:
+        if routers < 0:
+            raise ValueError("routers must be 0 (a replica set) or a positive number")
         self.host = host
         self._requested_port = port
         self._oplog_size = oplog_size
@@ -61,18 +67,26 @@ class SandboxServer:
             "session_timeout_seconds": session_timeout_seconds,
             "noop_interval_seconds": noop_interval_seconds,
         }
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
+        self.routers = routers
+        self._listeners: list[socket.socket] = []
+        self._accept_threads: list[threading.Thread] = []
+        self._served: list[Sandbox] = []
         self._clients: set[socket.socket] = set()
         self._clients_lock = threading.Lock()
         self._connection_ids = itertools.count(1)
         self._request_ids = itertools.count(1)
         self.port = 0
+        self.ports: list[int] = []
         self.sandbox: Sandbox | None = None
 
     @property
     def uri(self) -> str:
-        """A connection string for PyMongo (direct connection to the set's only member)."""
+        """A connection string for PyMongo: a direct connection to the set's only member, or
+        every router of a sharded stand-in (no directConnection, no replicaSet), as a sharded
+        cluster's connection string lists its mongos."""
+        if self.routers:
+            hosts = ",".join(f"{self.host}:{port}" for port in self.ports)
+            return f"mongodb://{hosts}/"
         return f"mongodb://{self.host}:{self.port}/?directConnection=true"
 
     @property
@@ -81,41 +95,73 @@ class SandboxServer:
         return f"mongodb://{self.host}:{self.port}/?replicaSet={SET_NAME}"
 
     def start(self) -> SandboxServer:
-        """Bind, start accepting in a background thread, and return once listening."""
-        listener = socket.create_server((self.host, self._requested_port), backlog=128)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        self.sandbox = Sandbox(
+        """Bind, start accepting in background threads, and return once listening.
+
+        OSError (a port taken or privileged) names the address that could not be bound.
+        """
+        wanted = [
+            self._requested_port + index if self._requested_port else 0
+            for index in range(max(1, self.routers))
+        ]
+        for port in wanted:
+            try:
+                self._listeners.append(socket.create_server((self.host, port), backlog=128))
+            except OSError as error:
+                for listener in self._listeners:
+                    listener.close()
+                self._listeners = []
+                error.filename = f"{self.host}:{port}"
+                raise
+        self.ports = [listener.getsockname()[1] for listener in self._listeners]
+        self.port = self.ports[0]
+        state = Sandbox(
             address=f"{self.host}:{self.port}",
             set_name=SET_NAME,
             oplog_size=self._oplog_size,
             max_event_bytes=self._max_event_bytes,
             **self._timeouts,
         )
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"sandbox-accept-{self.port}", daemon=True
-        )
-        self._accept_thread.start()
+        if self.routers:
+            # Cursor ids numbered apart per router (a real mongos draws random 64-bit ids).
+            routers = [
+                state.router(f"{self.host}:{port}", first_cursor_id=(index + 1) << 40)
+                for index, port in enumerate(self.ports)
+            ]
+        else:
+            routers = [state]
+        self.sandbox = routers[0]  # the shared state, through the first router
+        self._served = routers
+        for listener, served in zip(self._listeners, routers, strict=True):
+            thread = threading.Thread(
+                target=self._accept_loop,
+                args=(listener, served),
+                name=f"sandbox-accept-{listener.getsockname()[1]}",
+                daemon=True,
+            )
+            thread.start()
+            self._accept_threads.append(thread)
         return self
 
     def stop(self) -> None:
         """Stop accepting, close every connection and wake any waiting change stream."""
-        if self._listener is None:
+        if not self._listeners:
             return
         assert self.sandbox is not None
         self.sandbox.stopping.set()
         with self.sandbox.condition:
             self.sandbox.condition.notify_all()
-        # close() alone does not wake a thread blocked in accept(); shutdown() does.
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
-        self._listener = None
+        for listener in self._listeners:
+            # close() alone does not wake a thread blocked in accept(); shutdown() does.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        self._listeners = []
         self.drop_connections()
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=5)
+        for thread in self._accept_threads:
+            thread.join(timeout=5)
+        self._accept_threads = []
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -155,7 +201,8 @@ class SandboxServer:
     def expire_idle_cursors(self) -> int:
         """Kill every cursor no getMore is running on, as the server's reaper does once they
         have been idle for their timeout; returns how many died."""
-        return self._state().cursors.expire_idle()
+        self._state()
+        return sum(served.cursors.expire_idle() for served in self._served)
 
     def drop_connections(self) -> None:
         """Close every client connection now, as a network failure would."""
@@ -175,9 +222,7 @@ class SandboxServer:
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        assert listener is not None
+    def _accept_loop(self, listener: socket.socket, state: Sandbox) -> None:
         while True:
             try:
                 client, _ = listener.accept()
@@ -187,17 +232,17 @@ class SandboxServer:
             with self._clients_lock:
                 self._clients.add(client)
             threading.Thread(
-                target=self._serve, args=(client,), name="sandbox-connection", daemon=True
+                target=self._serve, args=(client, state), name="sandbox-connection", daemon=True
             ).start()
 
-    def _serve(self, client: socket.socket) -> None:
+    def _serve(self, client: socket.socket, state: Sandbox) -> None:
         connection = Connection(next(self._connection_ids))
         try:
             while True:
                 message = self._read_message(client)
                 if message is None:
                     return
-                reply = self._respond(connection, *message)
+                reply = self._respond(state, connection, *message)
                 if reply is not None:
                     client.sendall(reply)
         except (CloseConnection, OSError):
@@ -208,9 +253,13 @@ class SandboxServer:
             client.close()
 
     def _respond(
-        self, connection: Connection, request_id: int, op_code: int, payload: memoryview
+        self,
+        sandbox: Sandbox,
+        connection: Connection,
+        request_id: int,
+        op_code: int,
+        payload: memoryview,
     ) -> bytes | None:
-        sandbox = self._state()
         try:
             request = wire.parse(request_id, op_code, payload)
         except wire.ProtocolError as error:
@@ -257,22 +306,26 @@ def _read_exactly(client: socket.socket, size: int) -> bytearray | None:
     return buffer
 
 
-def serve_forever(port: int, oplog_size: int | None = None) -> None:
-    """Run a sandbox on 127.0.0.1:`port` in the foreground until SIGINT or SIGTERM."""
+def serve_forever(port: int, oplog_size: int | None = None, routers: int = 0) -> None:
+    """Run a sandbox on 127.0.0.1:`port` in the foreground until SIGINT or SIGTERM (with
+    `routers`, a sharded cluster's stand-in on that many ports from `port`)."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
         stop.set()
 
-    server = SandboxServer(port=port, oplog_size=oplog_size)
+    server = SandboxServer(port=port, oplog_size=oplog_size, routers=routers)
     try:
         server.start()
     except OSError as error:  # the port is taken, or privileged
         reason = os.strerror(error.errno) if error.errno else str(error)
-        raise ConfigError("--port", f"cannot listen on {server.host}:{port}: {reason}") from None
+        where = error.filename or f"{server.host}:{port}"
+        raise ConfigError("--port", f"cannot listen on {where}: {reason}") from None
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"MongoDB sandbox listening on {server.uri}", flush=True)
+        plural = "" if routers == 1 else "s"
+        shape = f" (a sharded cluster, {routers} router{plural})" if routers else ""
+        print(f"MongoDB sandbox{shape} listening on {server.uri}", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

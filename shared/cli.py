@@ -132,7 +132,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, finish_window_then_stop)
     summary = run_mirror(settings, once=args.once, stop=stop)
     rebuilt = f"; rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else ""
-    print(f"mirrored {summary.events:,} change events in {summary.windows:,} windows{rebuilt}")
+    causes = "".join(f", {n:,} {cause}" for cause, n in summary.rereads.most_common())
+    rereads = f"{summary.rereads.total():,} read again after a failure{causes}"
+    print(
+        f"mirrored {summary.events:,} change events in {summary.windows:,} windows "
+        f"({rereads}){rebuilt}"
+    )
     return 0
 
 
@@ -201,7 +206,11 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--port", "must be between 0 and 65535")
     if args.oplog_size is not None and args.oplog_size < 1:
         raise ConfigError("--oplog-size", "must be a positive number of events")
-    serve_forever(args.port, args.oplog_size)
+    if args.routers is not None and args.routers < 1:
+        raise ConfigError("--routers", "must be a positive number of routers")
+    if args.routers is not None and args.port and args.port + args.routers - 1 > 65535:
+        raise ConfigError("--routers", f"{args.routers} ports from {args.port} pass 65535")
+    serve_forever(args.port, args.oplog_size, args.routers or 0)
     return 0
 
 
@@ -353,6 +362,12 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=27017, help="TCP port (default 27017)")
     sandbox.add_argument(
         "--oplog-size", type=int, default=None, help="keep only the last N change events"
+    )
+    sandbox.add_argument(
+        "--routers",
+        type=int,
+        default=None,
+        help="a sharded cluster's stand-in: N routers (mongos) on ports from --port, one URI",
     )
     for command in commands.choices.values():
         _add_log_level(command)  # every setting is a flag after the command too

@@ -28,6 +28,7 @@ INSTRUMENTS = {
     "lag_seconds": ("histogram", "s", "From the change in MongoDB to its file being published"),
     "rebuilds": ("counter", "{rebuild}", "Tables rebuilt (cause as an attribute)"),
     "errors": ("counter", "{error}", "Failed windows, ticks and partitions"),
+    "window_rereads": ("counter", "{window}", "Change windows read again after a failure"),
 }
 Recorder = Callable[[float, dict[str, str]], None]
 _recorders: dict[str, Recorder] = {}

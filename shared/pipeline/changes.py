@@ -37,6 +37,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -47,7 +48,7 @@ from typing import Any
 import bson
 import pyarrow as pa
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 
 from shared import telemetry
 from shared.errors import MirrorError
@@ -64,6 +65,7 @@ from shared.source.change_stream import ChangeCursor, HistoryLost, current_posit
 from shared.source.collections import is_rename_staging
 from shared.source.resume_tokens import token_order
 from shared.source.retry import ErrorCode as MongoErrorCode
+from shared.source.retry import describe
 from shared.state.base import JsonObject, update
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class WindowResult:
     rebuilt: list[str] = field(default_factory=list)
     # Collections with events and no plan, or renamed onto: to be planned now.
     discovered: list[str] = field(default_factory=list)
+    rereads: int = 0  # failed windows just before this one, whose events it read again
 
 
 class ChangeReader:
@@ -108,6 +111,10 @@ class ChangeReader:
         self._stream: ChangeCursor | None = None
         self._table_owners: dict[str, str] = {}
         self._registries: dict[str, SchemaRegistry] = {}
+        # Windows that failed (their events are read again from the checkpoint), by cause:
+        # all of this reader's, and those not yet added to the stream record's count.
+        self.rereads: Counter[str] = Counter()
+        self._unrecorded: Counter[str] = Counter()
 
     @property
     def database(self) -> str:
@@ -171,6 +178,8 @@ class ChangeReader:
             current = dict(value or {})
             if current.get("owner") != self._owner:
                 raise self._lease_lost()
+            if self._unrecorded:  # in the same write: a count costs no write of its own
+                current["rereads"] = _add_counts(current.get("rereads"), self._unrecorded)
             return {
                 **current,
                 "token": token,
@@ -180,6 +189,7 @@ class ChangeReader:
             }
 
         update(self._ctx.state, STREAM_KIND, self._database, advance)
+        self._unrecorded.clear()
 
     # -- one window --------------------------------------------------------------------------
 
@@ -197,16 +207,25 @@ class ChangeReader:
             self._table_owners.clear()
             self._registries.clear()
             telemetry.record("errors", 1, database=self._database, step="window")
+            if isinstance(error, Exception):
+                # Counted where status and the run's summary show it: a cause that keeps
+                # coming back (a getMore sent to the wrong router) must not stay hidden.
+                self._count_reread(_cause(error))
             if isinstance(error, Superseded) and not self._holds_lease():
                 raise self._lease_lost() from error  # the cause, whichever write found it
             raise
+
+    def _count_reread(self, cause: str) -> None:
+        self.rereads[cause] += 1
+        self._unrecorded[cause] += 1
+        telemetry.record("window_rereads", 1, database=self._database, cause=cause)
 
     def _window(self) -> WindowResult:
         self.release_held_changes()
         max_events = self._ctx.settings.integer("CHANGE_WINDOW_EVENTS")
         max_bytes = self._ctx.settings.integer("CHANGE_WINDOW_BYTES")
         deadline = time.monotonic() + self._ctx.settings.integer("CHANGE_WINDOW_SECONDS")
-        result = WindowResult()
+        result = WindowResult(rereads=sum(self._unrecorded.values()))
         groups: dict[str, list[ChangeEvent]] = {}
         size = 0
         start_after = False
@@ -224,7 +243,9 @@ class ChangeReader:
                     # The cursor outlived its idle timeout between windows (the server kills
                     # idle cursors, and those of idle sessions): nothing of it was consumed in
                     # this window, so the checkpoint is exactly where it stood. Go on from there.
-                    log.info("%s: the change stream's cursor expired; reopened", self._database)
+                    # Counted all the same: a getMore sent to the wrong router looks alike.
+                    log.info("%s: the change stream's cursor was gone; reopened", self._database)
+                    self._count_reread(f"{_cause(error)}, cursor reopened")
                     self._close_stream()
                     stream, reused = self._open(), False
                     continue
@@ -567,6 +588,21 @@ class ChangeReader:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+def _cause(error: Exception) -> str:
+    """A failed window's cause as a short name: ``CursorNotFound (43)``, ``AutoReconnect``."""
+    if isinstance(error, PyMongoError):
+        return describe(error).split(":", 1)[0]
+    return type(error).__name__
+
+
+def _add_counts(recorded: object, more: Counter[str]) -> dict[str, int]:
+    counts = Counter(
+        {str(k): int(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+    )
+    counts.update(more)
+    return dict(counts)
 
 
 def _died_here(holder: object) -> bool:

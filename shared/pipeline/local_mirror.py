@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -38,6 +39,7 @@ class RunSummary:
     events: int = 0
     rebuilt: list[str] = field(default_factory=list)
     stopped: dict[str, str] = field(default_factory=dict)
+    rereads: Counter[str] = field(default_factory=Counter)  # failed windows read again, by cause
 
 
 @dataclass
@@ -104,6 +106,7 @@ def run_mirror(
         record_error(ctx.state, reader.database, f"run: {error}")
         raise
     finally:
+        summary.rereads = reader.rereads
         if pool is not None:
             pool.close(wait=False)
         try:

@@ -94,6 +94,8 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
                 "checkpoint_age_seconds": None if age is None else round(age, 1),
                 "reader_active": isinstance(lease, int | float) and lease > now,
                 "last_error": _error(value.get("last_error")),
+                # Windows that failed and were read again from the checkpoint, by cause.
+                "window_rereads": _counts(value.get("rereads")),
             }
         )
     return {"databases": databases, "tables": tables}
@@ -112,6 +114,9 @@ def format_status(report: JsonObject) -> str:
         )
         if database["last_error"]:
             lines.append(f"  last error: {database['last_error']['error']}")
+        if database["window_rereads"]:
+            causes = ", ".join(f"{n:,} {cause}" for cause, n in database["window_rereads"].items())
+            lines.append(f"  windows read again after a failure: {causes}")
     header = ("TABLE", "PHASE", "SNAPSHOT", "EVENTS", "LAG", "FILES", "ROWS", "REBUILDS")
     rows = [header]
     for table in report["tables"]:
@@ -156,6 +161,12 @@ def _iso(seconds: Any) -> str | None:
     if not isinstance(seconds, int | float):
         return None
     return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
+
+
+def _counts(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): int(count) for key, count in value.items() if isinstance(count, int)}
 
 
 def _error(value: Any) -> JsonObject | None:

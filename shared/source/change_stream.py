@@ -21,6 +21,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from shared.errors import MirrorError
 from shared.source.bson_elements import Element, fields
 from shared.source.change_events import ChangeEvent, event_position, read_event, read_events
+from shared.source.client import ServerPin, pinned
 from shared.source.resume_tokens import token_from_json, token_to_json
 from shared.source.retry import describe
 
@@ -131,6 +132,9 @@ class ChangeCursor:
     event and the batch's postBatchResumeToken once the batch is consumed, the cursor killed on
     close. A failed getMore is not resumed here: the caller re-reads its window from the
     checkpoint (shared/pipeline/changes.py), which is how every other fault is recovered.
+    Every command of the cursor goes to the server that opened it (``ServerPin``, on a client
+    made by ``shared.source.client.connect``): through a sharded cluster's routers, a getMore
+    sent to another router would fail with CursorNotFound and cost the window.
 
     While a stream has a backlog, a thread of the cursor's own keeps batches fetched ahead
     (up to READ_AHEAD_BYTES), so the server prepares the next batches while the reader converts and
@@ -149,6 +153,7 @@ class ChangeCursor:
         stage = pipeline[0]["$changeStream"]
         self._token: dict[str, Any] = stage.get("resumeAfter") or stage["startAfter"]
         self._session = database.client.start_session(causal_consistency=False)
+        self._pin = ServerPin()  # the router the aggregate went to; its getMores follow
         self._cursor_id = 0
         self._collection = ""
         self._buffer = b""
@@ -299,9 +304,10 @@ class ChangeCursor:
 
     def _command(self, command: dict[str, Any]) -> bytes:
         try:
-            reply = self._database.command(
-                command, session=self._session, codec_options=RAW_REPLIES
-            )
+            with pinned(self._pin):
+                reply = self._database.command(
+                    command, session=self._session, codec_options=RAW_REPLIES
+                )
         except OperationFailure as error:
             if error.code in HISTORY_LOST_CODES:
                 raise HistoryLost(f"{self._database.name}: {describe(error)}") from None

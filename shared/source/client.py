@@ -2,18 +2,81 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from bson.codec_options import DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, PyMongoError
+from pymongo.server_description import ServerDescription
+from pymongo.server_type import SERVER_TYPE
 
 from shared.errors import ConfigError, MirrorError
 from shared.redaction import redact
 from shared.source.retry import describe
 
 APP_NAME = "mongo-fabric-mirror"
+
+
+class ServerPin:
+    """Keeps the commands of one server-side cursor on the router (mongos) that opened it.
+
+    A sharded cluster's routers each keep the cursors they opened in their own memory: a
+    getMore or killCursors sent through another router fails with CursorNotFound (43) (the
+    find/getMore/killCursors commands spec sends them to the cursor's server; SERVER-88060 is
+    the same failure, closed "Works as Designed"). PyMongo's own cursors are pinned to their
+    address, but a cursor driven by hand through ``Database.command`` is not: each command
+    selects a server afresh. Run those commands inside ``pinned(pin)``: the first selection
+    picks one router and every later one keeps to it.
+
+    Why a server selector: ``server_selector`` is PyMongo's public hook for narrowing server
+    selection, so one client (one pool, its credentials, TLS and ``mongodb+srv://`` discovery)
+    serves every cursor. The alternatives are worse here: ``Database.cursor_command`` returns a
+    cursor that decodes each batch and hides the postBatchResumeToken a change stream needs
+    (see ``shared.source.change_stream.ChangeCursor``), and a second client connected directly
+    to one router would have to rebuild the user's connection string. Only routers are pinned:
+    a replica set's commands go to its primary whatever this says, and after a failover the
+    cursor is gone with the old primary anyway, so nothing changes there.
+    """
+
+    def __init__(self) -> None:
+        self.address: tuple[str, int | None] | None = None  # as ServerDescription.address
+
+    def select(self, servers: list[ServerDescription]) -> list[ServerDescription]:
+        if self.address is not None:
+            # The cursor's router only; while it is unreachable nothing else will do, and the
+            # command waits for it up to the server selection timeout like any other.
+            return [server for server in servers if server.address == self.address]
+        routers = [server for server in servers if server.server_type == SERVER_TYPE.Mongos]
+        if not routers:
+            return servers  # not a sharded cluster: the driver's own selection is right
+        # The nearest router, as the driver's latency window prefers.
+        chosen = min(routers, key=lambda server: server.round_trip_time or float("inf"))
+        self.address = chosen.address
+        return [chosen]
+
+
+_PINNED: ContextVar[ServerPin | None] = ContextVar("pinned_server", default=None)
+
+
+@contextmanager
+def pinned(pin: ServerPin) -> Iterator[None]:
+    """Server selection for the commands run in this block keeps to ``pin``'s router, on a
+    client made by ``connect`` (in whichever thread runs the block)."""
+    token = _PINNED.set(pin)
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
+def pinned_selection(servers: list[ServerDescription]) -> list[ServerDescription]:
+    """The ``server_selector`` of clients made by ``connect``: no change outside ``pinned``."""
+    pin = _PINNED.get()
+    return servers if pin is None else pin.select(servers)
 
 
 def connect(uri: str) -> MongoClient[RawBSONDocument]:
@@ -32,6 +95,7 @@ def connect(uri: str) -> MongoClient[RawBSONDocument]:
             tz_aware=True,
             datetime_conversion=DatetimeConversion.DATETIME_AUTO,
             retryReads=True,
+            server_selector=pinned_selection,
             **options,
         )
     except (ConfigurationError, ValueError, TypeError) as error:

@@ -528,6 +528,7 @@ def test_a_cursor_expired_between_windows_is_reopened_from_the_checkpoint(
     db.orders.delete_one({"_id": 2})
     result = reader.window()  # no error reaches the caller, and no change is missed
     assert result.events == 2
+    assert reader.rereads == {"CursorNotFound (43), cursor reopened": 1}  # and it is counted
     drain(reader)
     assert_verified(ctx)
     client.close()
