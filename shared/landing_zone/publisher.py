@@ -61,8 +61,9 @@ from shared.landing_zone.stores.base import (
 )
 from shared.landing_zone.tables import (
     PARTNER_EVENTS_FILE,
-    PROCESSED_FOLDER,
     TableRef,
+    published_files,
+    published_path,
     sequence_of,
 )
 from shared.state.base import ConflictError, JsonObject, StateStore, update
@@ -586,7 +587,9 @@ class Publisher:
             self._check_ours(table, number, entry, accept_fill=False)
             self.store.delete(entry.staged)  # published already; this is a leftover copy
         except PathNotFoundError:
-            if self._published_copy(table, final) is not None:
+            if published_files(self.store, table).consumed(number):
+                pass  # renamed, applied by the replicator and deleted after its retention
+            elif self._published_copy(table, final) is not None:
                 # The staged data is gone either way; a concurrent repair may have filled it.
                 self._check_ours(table, number, entry, accept_fill=True)
             elif self._still_pending(table, number, entry):
@@ -632,12 +635,11 @@ class Publisher:
         )
 
     def _published_copy(self, table: TableRef, final: str) -> str | None:
-        # The replicator moves processed files into _ProcessedFiles/; they count as published.
-        name = final.rsplit("/", 1)[1]
-        for path in (final, f"{table.folder}/{PROCESSED_FOLDER}/{name}"):
-            if self.store.size(path) is not None:
-                return path
-        return None
+        # The replicator moves processed files into _ProcessedFiles/ or _FilesReadyToDelete/;
+        # they count as published.
+        number = sequence_of(final.rsplit("/", 1)[1])
+        assert number is not None
+        return published_path(self.store, table, number)
 
     def _bind(self, table: TableRef, generation: str | None = None) -> None:
         if table.folder in self._bound and generation is None:
@@ -726,7 +728,10 @@ class Publisher:
                 "rebuild the table: " + RESYNC_HINT.format(table=table)
             )
         done = [n for n in range(current.next_number - 1, 0, -1) if n not in current.pending]
-        if done and done[0] not in numbers:
+        # Fabric's replicator deletes applied files after their retention, oldest first: a
+        # number below the lowest file present (every number, once all have aged out) was
+        # consumed. Only a published file missing above a file still present is lost.
+        if done and done[0] not in numbers and numbers and done[0] > min(numbers):
             raise BindingError(
                 f"{table}: file {done[0]} that {self.state.description} published is missing "
                 "from the folder (deleted by hand?); the table can no longer be trusted. "
@@ -741,13 +746,7 @@ class Publisher:
         return Binding.parse(data, table)
 
     def _data_numbers(self, table: TableRef) -> set[int]:
-        numbers: set[int] = set()
-        for folder in (table.folder, f"{table.folder}/{PROCESSED_FOLDER}"):
-            for stored in self.store.list_files(folder):
-                number = sequence_of(stored.path.rsplit("/", 1)[-1])
-                if number is not None:
-                    numbers.add(number)
-        return numbers
+        return set(published_files(self.store, table).files)
 
     def _remove_orphans(self, table: TableRef, referenced: set[str]) -> None:
         cutoff = time.time() - ORPHAN_AGE_SECONDS

@@ -19,10 +19,9 @@ from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER, RowMarker
 from shared.landing_zone.stores.base import LandingZoneStore, StoredFile
 from shared.landing_zone.tables import (
     METADATA_FILE,
-    PROCESSED_FOLDER,
     SCHEMA_SUFFIX,
     TableRef,
-    sequence_of,
+    published_files,
 )
 
 _SEQUENCE = "__replay_sequence__"
@@ -44,10 +43,20 @@ class TableReport:
     files: int = 0
     problems: list[Problem] = field(default_factory=list)
     rows: pa.Table | None = None
+    # The first file still in the landing zone. Above 1, the replicator applied and deleted the
+    # files before it (after their retention): ``rows`` replays only the files present, which
+    # is not the mirrored table. None when no numbered file is present.
+    first_file: int | None = None
+    history_removed: bool = False
 
     @property
     def conforms(self) -> bool:
         return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``rows`` is the whole mirrored table (every file since 1 is present)."""
+        return self.rows is not None and not self.history_removed
 
     @property
     def row_count(self) -> int:
@@ -117,18 +126,16 @@ def _check_metadata(store: LandingZoneStore, table: TableRef, report: TableRepor
 def _numbered_files(
     store: LandingZoneStore, table: TableRef, report: TableReport
 ) -> list[tuple[int, StoredFile]]:
-    # Files the replicator already processed move to _ProcessedFiles/ and still count.
-    candidates = store.list_files(table.folder)
-    candidates += store.list_files(f"{table.folder}/{PROCESSED_FOLDER}")
-    numbered: dict[int, StoredFile] = {}
-    for stored in candidates:
-        name = stored.path.rsplit("/", 1)[-1]
-        number = sequence_of(name)
-        if number is not None:
-            numbered.setdefault(number, stored)
-        elif not name.startswith("_"):
-            report.add("unexpected-file", f"{name} is not a 20-digit .parquet name")
-    expected = 1
+    # Files the replicator already processed move to _ProcessedFiles/ or _FilesReadyToDelete/
+    # and still count; it deletes them after their retention, so the numbering is checked from
+    # the lowest file present: the numbers below it were consumed.
+    published = published_files(store, table)
+    for name in published.unexpected:
+        report.add("unexpected-file", f"{name} is not a 20-digit .parquet name")
+    numbered = published.files
+    report.first_file = published.lowest
+    report.history_removed = published.history_removed
+    expected = published.lowest or 1
     for number in sorted(numbered):
         if number > expected:
             missing = f"{expected}" if number == expected + 1 else f"{expected}-{number - 1}"

@@ -8,10 +8,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.errors import MirrorError
+from shared.landing_zone.stores.base import LandingZoneStore, StoredFile
 
 METADATA_FILE = "_metadata.json"
 PARTNER_EVENTS_FILE = "_partnerEvents.json"
+# Fabric's replicator moves each file it has applied into one of these two folders of the table
+# folder, and deletes it there after seven days ("landing zone format" and "troubleshooting"
+# pages of open mirroring; shared/spec/landing-zone-contract.md). A moved file is published all
+# the same, and a number below the lowest file present anywhere was consumed and deleted.
 PROCESSED_FOLDER = "_ProcessedFiles"
+READY_TO_DELETE_FOLDER = "_FilesReadyToDelete"
+CONSUMED_FOLDERS = (PROCESSED_FOLDER, READY_TO_DELETE_FOLDER)
 SCHEMA_SUFFIX = ".schema"
 SEQUENCE_DIGITS = 20
 DATA_FILE_PATTERN = re.compile(r"^(\d{20})\.parquet$")
@@ -147,3 +154,65 @@ def sequence_of(file_name: str) -> int | None:
     """The sequence number of a published data file name, or None for any other name."""
     match = DATA_FILE_PATTERN.match(file_name)
     return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class PublishedFiles:
+    """The numbered files of a table folder wherever the replicator left them: in the folder,
+    in ``_ProcessedFiles/`` or in ``_FilesReadyToDelete/`` (the first copy found wins).
+
+    ``processed_folders`` says whether either processed folder exists: the replicator has been
+    at work on the table, so files below the lowest present may have been deleted after their
+    retention. (On Blob storage an emptied folder vanishes with its last file; there, a table
+    whose every file was deleted looks like a table that never had one.)
+    """
+
+    files: dict[int, StoredFile]
+    unexpected: list[str]
+    processed_folders: bool
+
+    @property
+    def lowest(self) -> int | None:
+        return min(self.files) if self.files else None
+
+    @property
+    def history_removed(self) -> bool:
+        """Files 1.. the lowest present were consumed: the folder no longer holds every file."""
+        lowest = self.lowest
+        return (lowest is not None and lowest > 1) or (lowest is None and self.processed_folders)
+
+    def consumed(self, number: int) -> bool:
+        """``number`` is below every file present: applied, then deleted after its retention.
+        With no file present at all, every number is (an idle table's files all age out)."""
+        lowest = self.lowest
+        return lowest is None or number < lowest
+
+
+def published_files(store: LandingZoneStore, table: TableRef) -> PublishedFiles:
+    """Every numbered file of ``table`` in the folder and in both processed folders."""
+    subfolders = {
+        folder.rstrip("/").rsplit("/", 1)[-1] for folder in store.list_folders(table.folder)
+    }
+    present = [name for name in CONSUMED_FOLDERS if name in subfolders]
+    candidates = store.list_files(table.folder)
+    for name in present:
+        candidates += store.list_files(f"{table.folder}/{name}")
+    files: dict[int, StoredFile] = {}
+    unexpected: list[str] = []
+    for stored in candidates:
+        name = stored.path.rsplit("/", 1)[-1]
+        number = sequence_of(name)
+        if number is not None:
+            files.setdefault(number, stored)
+        elif not name.startswith("_"):
+            unexpected.append(name)
+    return PublishedFiles(dict(sorted(files.items())), unexpected, bool(present))
+
+
+def published_path(store: LandingZoneStore, table: TableRef, number: int) -> str | None:
+    """Where file ``number`` of ``table`` is now (the folder or a processed folder), or None."""
+    name = table.data_file(number).rsplit("/", 1)[-1]
+    for folder in (table.folder, *(f"{table.folder}/{sub}" for sub in CONSUMED_FOLDERS)):
+        if store.size(f"{folder}/{name}") is not None:
+            return f"{folder}/{name}"
+    return None

@@ -40,6 +40,8 @@ def _named(ref: TableRef, name: str) -> bool:
 def format_report(report: TableReport) -> str:
     verdict = "conforms" if report.conforms else "DOES NOT CONFORM"
     lines = [f"{report.table}: {verdict}; {report.files} files, {report.row_count} rows replayed"]
+    if report.history_removed:
+        lines.append(f"  - {history_note(report)}")
     lines += [f"  - {problem.message}" for problem in report.problems]
     return "\n".join(lines)
 
@@ -50,5 +52,19 @@ def report_to_json(report: TableReport) -> dict[str, object]:
         "conforms": report.conforms,
         "files": report.files,
         "rows": report.row_count,
+        "firstFile": report.first_file,
+        "historyRemoved": report.history_removed,
         "problems": [{"code": p.code, "message": p.message} for p in report.problems],
     }
+
+
+def history_note(report: TableReport) -> str:
+    """What a replay of a table whose early files the replicator removed does and does not say."""
+    if report.first_file is None:
+        removed = "every file was applied by the replicator and removed after its retention"
+    else:
+        removed = (
+            f"files 1 to {report.first_file - 1} were applied by the replicator and removed after "
+            f"their retention; numbering and schema checked from file {report.first_file} on"
+        )
+    return f"{removed}: the rows replayed are not the whole table (see its Delta table)"

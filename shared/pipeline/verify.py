@@ -56,6 +56,7 @@ from shared.conversion.values import (
 from shared.landing_zone.replayer import TableReport, find_tables, inspect_table
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.tables import TableRef, collection_folder, collection_name
+from shared.pipeline.inspect import history_note
 from shared.source.collections import select_collections
 
 SHOWN_DIFFERENCES = 10  # per table
@@ -106,11 +107,15 @@ class TableVerification:
     counts: Counter[str] = field(default_factory=Counter)  # rows per difference kind
     differences: list[Difference] = field(default_factory=list)  # the first few, in _id order
     schema: TableSchema | None = None  # the schema rebuilt from the landing zone
+    # Why the landing zone cannot tell (its early files were applied and removed): not a
+    # difference, and not a pass either.
+    unverifiable: str | None = None
 
     @property
     def equal(self) -> bool:
         return (
-            not self.problems
+            self.unverifiable is None
+            and not self.problems
             and not self.counts
             and self.landing_rows is not None
             and self.landing_rows == self.source_rows
@@ -179,6 +184,15 @@ def compare_table(report: TableReport, collection: Collection[Any]) -> TableVeri
     """Compare a replayed table with the collection, row by row and value by value."""
     result = TableVerification(report.table)
     result.problems += [f"does not conform: {problem.message}" for problem in report.problems]
+    if report.history_removed:
+        # Fabric's replicator deletes applied files after their retention: what is left is the
+        # tail of the history, which no comparison with the whole collection can judge.
+        result.unverifiable = (
+            f"{history_note(report)}; the landing zone cannot be compared with the collection. "
+            "Compare the Delta tables instead: mongo-fabric-mirror verify --against delta"
+        )
+        result.source_rows = collection.count_documents({})
+        return result
     if report.rows is None:
         result.source_rows = collection.count_documents({})
         return result
@@ -424,9 +438,17 @@ def _literal(text: str) -> str:
 
 def format_report(report: VerifyReport) -> str:
     lines = [format_table(table) for table in report.tables]
-    differing = sum(not table.equal for table in report.tables)
+    unverifiable = sum(
+        table.unverifiable is not None and not table.problems for table in report.tables
+    )
+    differing = sum(not table.equal for table in report.tables) - unverifiable
     if not report.tables:
         lines.append("verify: no tables and no collections to compare")
+    elif unverifiable:
+        lines.append(
+            f"verify: {differing} of {len(report.tables)} tables differ, {unverifiable} cannot be "
+            "verified from the landing zone (use verify --against delta)"
+        )
     elif differing:
         lines.append(f"verify: {differing} of {len(report.tables)} tables differ")
     else:
@@ -436,11 +458,15 @@ def format_report(report: VerifyReport) -> str:
 
 def format_table(result: TableVerification) -> str:
     verdict = "equal" if result.equal else "DIFFERENT"
+    if result.unverifiable is not None and not result.problems:
+        verdict = "NOT VERIFIABLE from the landing zone"
     lines = [
         f"{result.table}: {verdict}; rows: landing zone {_count(result.landing_rows)}, "
         f"source {_count(result.source_rows)}"
     ]
     lines += [f"  - {problem}" for problem in result.problems]
+    if result.unverifiable is not None:
+        lines.append(f"  - {result.unverifiable}")
     if result.counts:
         summary = ", ".join(
             f"{result.counts[kind]:,} {label}"
