@@ -199,6 +199,48 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.equal else 1
 
 
+def _replicate(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.pipeline.wiring import open_landing_zone_store
+    from shared.replicator.engine import DAY_SECONDS, Replicator, every_nth, never
+    from shared.replicator.location import parse_tables_location
+
+    tables = parse_tables_location(args.tables)
+    every = args.ready_to_delete_every
+    if every is not None and every < 1:
+        raise ConfigError("--ready-to-delete-every", "must be a positive number of files")
+    replicator = Replicator(
+        open_landing_zone_store(settings, must_exist=True),
+        tables,
+        retention_seconds=settings.integer("REPLICATOR_RETENTION_DAYS") * DAY_SECONDS,
+        ready_to_delete=never if every is None else every_nth(every),
+    )
+    if args.once:
+        summary = replicator.run_once()
+    else:
+        stop = threading.Event()
+
+        def stop_after_this_pass(signum: int, frame: object) -> None:
+            print("stopping after the pass in hand", file=sys.stderr)
+            stop.set()
+
+        signal.signal(signal.SIGINT, stop_after_this_pass)
+        signal.signal(signal.SIGTERM, stop_after_this_pass)
+        summary = replicator.run(stop, settings.integer("REPLICATOR_INTERVAL_SECONDS"))
+    for state in sorted(replicator.load_state().values(), key=lambda state: state.folder):
+        error = f": {state.error}" if state.error else ""
+        print(
+            f"{state.table}: {state.status}, files applied up to {state.applied:,}, "
+            f"{state.rows:,} rows{error}"
+        )
+    dropped = f"; dropped {', '.join(summary.dropped)}" if summary.dropped else ""
+    print(
+        f"replicate: applied {summary.files:,} files ({summary.rows:,} rows), moved "
+        f"{summary.moved:,}, deleted {summary.deleted:,} after their retention{dropped}; "
+        f"Delta tables in {tables.description} (<schema>/<table>)"
+    )
+    return 1 if summary.failed else 0
+
+
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from mongodb_sandbox import serve_forever
 
@@ -340,6 +382,37 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "STORAGE_RETRY_SECONDS", "AZURE_AUTH")
 
     add_fabric_parser(commands, _add_settings)
+
+    replicate = commands.add_parser(
+        "replicate",
+        help="a stand-in for Fabric's replicator: apply the landing zone's files to Delta "
+        "tables, move applied files to _ProcessedFiles/, delete them after the retention",
+    )
+    replicate.set_defaults(command=_replicate)
+    replicate.add_argument(
+        "--tables",
+        required=True,
+        help="where the Delta tables go, one at <schema>/<table> (as OneLake's Tables/): "
+        "a local folder, an Azurite URL or a storage connection string with ;Container=",
+    )
+    replicate.add_argument(
+        "--once", action="store_true", help="one pass over every table, then exit"
+    )
+    replicate.add_argument(
+        "--ready-to-delete-every",
+        type=int,
+        metavar="N",
+        help="move every N-th file to _FilesReadyToDelete/ instead of _ProcessedFiles/ "
+        "(Fabric uses both; default: _ProcessedFiles/ only)",
+    )
+    _add_settings(
+        replicate,
+        "LANDING_ZONE",
+        "REPLICATOR_RETENTION_DAYS",
+        "REPLICATOR_INTERVAL_SECONDS",
+        "STORAGE_RETRY_SECONDS",
+        "AZURE_AUTH",
+    )
 
     verify = commands.add_parser(
         "verify", help="compare each replayed table with its collection now, value by value"

@@ -156,6 +156,17 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="0 * * * * *",
     ),
     SettingSpec(
+        "REPLICATOR_RETENTION_DAYS",
+        "replicate: how long an applied file stays in _ProcessedFiles/ or _FilesReadyToDelete/ "
+        "before the replicator deletes it (Fabric's replicator: seven days).",
+        default="7",
+    ),
+    SettingSpec(
+        "REPLICATOR_INTERVAL_SECONDS",
+        "replicate: the pause between two passes over the landing zone (without --once).",
+        default="5",
+    ),
+    SettingSpec(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "Export metrics and logs to this Application Insights resource (OpenTelemetry); "
         "unset, telemetry is off and costs nothing.",
@@ -176,6 +187,8 @@ INTEGER_LIMITS = {
     "CHANGE_AWAIT_MS": (1, 10_000),
     "CHANGE_LEASE_SECONDS": (5, 3600),
     "CHANGE_BUDGET_SECONDS": (1, 600),  # well inside host.json functionTimeout (30 min)
+    "REPLICATOR_RETENTION_DAYS": (0, 365),
+    "REPLICATOR_INTERVAL_SECONDS": (1, 3600),
 }
 SPECS = {spec.name: spec for spec in SETTINGS}
 AUTH_MODES = ("auto", "service-principal", "managed-identity", "default")

@@ -65,6 +65,7 @@ from shared.replicator.location import TablesLocation
 
 log = logging.getLogger(__name__)
 
+DAY_SECONDS = 86400
 SEQUENCE_KEY = "mongoFabricMirror.replicatedSequence"
 STATE_FILE = "_replicator/state.json"
 # OneLake names a table without a schema folder in the mirrored database's default schema.
@@ -201,7 +202,7 @@ class Replicator:
         landing: LandingZoneStore,
         tables: TablesLocation,
         *,
-        retention_seconds: float = 7 * 86400,
+        retention_seconds: float = 7 * DAY_SECONDS,
         clock: Callable[[], float] = time.time,
         ready_to_delete: ReadyToDelete = never,
     ) -> None:
