@@ -4,10 +4,11 @@ A test double, not an emulator: Fabric cannot run here. It serves what
 ``shared.fabric`` sends, as Microsoft Learn documents it: create (202 + ``Location`` /
 ``x-ms-operation-id`` / ``Retry-After``, then operation state and result), get item (with
 ``oneLakeTablesPath``), start/stop, ``getMirroringStatus`` and ``getTablesMirroringStatus``
-(paged by ``continuationToken``). Scripted faults: 429 with ``Retry-After`` for the next N
-requests, 403 for a workspace the identity has no role in, a failing operation. Every request
-is recorded for assertions. Over TLS with a certificate made for the session (azure-core's
-bearer-token policy refuses plain http), trusted by clients through ``ca_path``.
+(paged by ``continuationToken``; per table as given, or as a real Delta-writing replicator
+double, ``shared.replicator``, reports its tables). Scripted faults: 429 with ``Retry-After``
+for the next N requests, 403 for a workspace the identity has no role in, a failing operation.
+Every request is recorded for assertions. Over TLS with a certificate made for the session
+(azure-core's bearer-token policy refuses plain http), trusted by clients through ``ca_path``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ class _Item:
     """The decoded ``mirroring.json`` definition part."""
     status: str = "Initialized"
     tables: list[dict[str, Any]] = field(default_factory=list)
+    replicator: Any = None
+    """A ``shared.replicator.engine.Replicator``: when set, its table status is what
+    ``getTablesMirroringStatus`` reports, as Fabric reports its own replicator's."""
+
+    def table_entries(self) -> list[dict[str, Any]]:
+        if self.replicator is None:
+            return self.tables
+        return list(self.replicator.tables_mirroring_status())
 
 
 @dataclass
@@ -134,8 +143,16 @@ class FakeFabric:
         with self._lock:
             self._throttled, self._throttle_retry_after = count, retry_after
 
-    def add_item(self, workspace_id: str, name: str, tables: list[dict[str, Any]]) -> str:
-        item = _Item(workspace_id, str(uuid.uuid4()), name, {}, "Running", tables)
+    def add_item(
+        self,
+        workspace_id: str,
+        name: str,
+        tables: list[dict[str, Any]],
+        replicator: Any = None,
+    ) -> str:
+        """A running mirrored database whose tables are ``tables``, or those ``replicator``
+        (a :class:`shared.replicator.engine.Replicator`) has replicated, read at each request."""
+        item = _Item(workspace_id, str(uuid.uuid4()), name, {}, "Running", tables, replicator)
         with self._lock:
             self.items[item.item_id] = item
         return item.item_id
@@ -242,11 +259,12 @@ class FakeFabric:
     def _tables_page(self, item: _Item, token: str | None) -> dict[str, Any]:
         start = int(token) if token else 0
         end = start + self.page_size
-        more = end < len(item.tables)
+        tables = item.table_entries()
+        more = end < len(tables)
         return {
             "continuationToken": str(end) if more else None,
             "continuationUri": None,
-            "data": item.tables[start:end],
+            "data": tables[start:end],
         }
 
 

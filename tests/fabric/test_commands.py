@@ -7,15 +7,22 @@ certificate through ``REQUESTS_CA_BUNDLE``, as requests does for any private CA.
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from shared.cli import main
 from shared.config import AzureAuth, load_settings
 from shared.fabric import fabric_table_status
-from shared.landing_zone.stores import parse_landing_zone
+from shared.landing_zone.stores import LocalStore, parse_landing_zone
+from shared.landing_zone.tables import TableRef
+from shared.replicator.engine import Replicator
+from shared.replicator.location import parse_tables_location
 from tests.fabric.fake_fabric import ONELAKE_HOST, FakeCredential, FakeFabric
 
 WORKSPACE = str(uuid.uuid4())
@@ -116,6 +123,38 @@ def test_fabric_table_status_for_the_status_command(fabric_cli: FakeFabric):
     ]
     assert status[1]["error"] == "SchemaMergeFailure: type changed"
     assert fabric_table_status(load_settings({"FABRIC_API_URL": fabric_cli.api_url})) is None
+
+
+def test_table_status_is_served_from_the_replicator_double(fabric_cli: FakeFabric, tmp_path: Path):
+    landing = LocalStore(tmp_path / "lz")
+    good, broken = TableRef("demo", "orders"), TableRef("demo", "broken")
+    for table, files in ((good, [[1, 2], [3]]), (broken, [[1], ["one"]])):
+        landing.write_new(table.metadata_file, json.dumps({"keyColumns": ["_id"]}).encode())
+        for number, values in enumerate(files, start=1):
+            rows = pa.table({"_id": [str(v) for v in values], "v": values})
+            buffer = io.BytesIO()
+            pq.write_table(rows, buffer)
+            landing.write_new(table.data_file(number), buffer.getvalue())
+    replicator = Replicator(landing, parse_tables_location(str(tmp_path / "Tables")))
+    item_id = fabric_cli.add_item(WORKSPACE, "db", [], replicator=replicator)
+    settings = load_settings(
+        {
+            "FABRIC_WORKSPACE_ID": WORKSPACE,
+            "FABRIC_ITEM_ID": item_id,
+            "FABRIC_API_URL": fabric_cli.api_url,
+        }
+    )
+    assert fabric_table_status(settings) == []  # nothing replicated yet
+    replicator.run_once()
+    status = {entry["table"]: entry for entry in fabric_table_status(settings) or []}
+    assert (status["demo.orders"]["status"], status["demo.orders"]["processedRows"]) == (
+        "Replicating",
+        3,
+    )
+    assert status["demo.orders"]["lastSyncDateTime"].endswith("Z")
+    assert status["demo.broken"]["status"] == "Failed"
+    assert status["demo.broken"]["processedRows"] == 1
+    assert status["demo.broken"]["error"].startswith("ColumnTypeChanged: column v changes type")
 
 
 def test_a_missing_workspace_role_is_one_line_and_exit_1(
