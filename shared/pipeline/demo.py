@@ -8,7 +8,9 @@ would run them:
    during the snapshot too (those changes are held, then published right after it);
 2. the generator stops; the mirror finishes its window and stops, and ``run --once`` drains what
    is left up to the present;
-3. ``verify`` replays every table as Fabric would and compares it with its collection.
+3. ``verify`` replays every table as Fabric would and compares it with its collection;
+4. ``replicate --once`` applies the files to Delta tables as Fabric's replicator would, and one
+   table is queried with DuckDB, as a user would query the mirrored database.
 Progress goes to ``out`` (stderr on the command line); the results are returned for printing.
 
 Each demo starts from a fresh sandbox, so tables a previous demo left in the same landing zone and
@@ -33,6 +35,7 @@ from pymongo.collection import Collection
 from shared.config import Settings, load_settings
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.replayer import find_tables
+from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.local_mirror import RunSummary, run_mirror
@@ -41,6 +44,8 @@ from shared.pipeline.rebuild import rebuild_on_request
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import VerifyReport, verify_mirror
 from shared.pipeline.wiring import open_landing_zone_store, open_publisher
+from shared.replicator.engine import PassSummary, Replicator, delta_path, read_delta_table
+from shared.replicator.location import parse_tables_location
 from shared.state.base import StateStore
 
 DEMO_DATABASE = "demo"
@@ -275,3 +280,40 @@ def _say(out: TextIO, line: str) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# What the demo asks of the replicated orders table, as a user of the mirrored database would.
+DEMO_QUERY = (
+    "SELECT status, count(*) AS orders, sum(quantity) AS items, "
+    "sum(CAST(total AS DECIMAL(18, 2))) AS total FROM orders GROUP BY status ORDER BY status"
+)
+
+
+@dataclass
+class ReplicatedQuery:
+    summary: PassSummary
+    table: str  # where the queried Delta table is
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def replicate_and_query(landing: LandingZoneStore, tables_location: str) -> ReplicatedQuery:
+    """One replicator pass over the demo's landing zone, then ``DEMO_QUERY`` over its orders.
+
+    The Delta table is read with deltalake into Arrow and handed to DuckDB: DuckDB's own delta
+    extension is downloaded on first use, which an offline machine cannot do.
+    """
+    import duckdb
+
+    tables = parse_tables_location(tables_location)
+    summary = Replicator(landing, tables).run_once()
+    orders = TableRef(DEMO_DATABASE, "orders")
+    arrow = read_delta_table(tables, orders)
+    connection = duckdb.connect()
+    try:
+        connection.register("orders", arrow)
+        result = connection.sql(DEMO_QUERY)
+        columns, rows = list(result.columns), result.fetchall()
+    finally:
+        connection.close()
+    return ReplicatedQuery(summary, f"{tables.description}/{delta_path(orders)}", columns, rows)

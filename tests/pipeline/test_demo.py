@@ -27,6 +27,19 @@ def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def delta_orders(stdout: str) -> int:
+    """The orders the DuckDB query over the Delta table counted, over every status."""
+    rows = re.findall(r"^  (\w+) \| (\d+) \| ", stdout, re.MULTILINE)
+    assert {"new", "paid", "shipped"} <= {status for status, _ in rows}, stdout
+    return sum(int(count) for _, count in rows)
+
+
+def replayed_orders(stdout: str) -> int:
+    line = re.search(r"^demo\.orders: conforms; \d+ files, (\d+) rows replayed", stdout, re.M)
+    assert line is not None, stdout
+    return int(line[1])
+
+
 def applied(stderr: str) -> dict[str, int]:
     line = re.search(r"generator: done, [\d,]+ changes applied \((?P<counts>[^)]*)\)", stderr)
     assert line is not None, stderr
@@ -53,12 +66,19 @@ def test_demo_mirrors_live_changes_then_verify_passes_and_inspect_conforms(tmp_p
     assert "mirror: running" in result.stderr
     assert "draining what is left" in result.stderr
     folder = tmp_path / "demo-landing-zone" / "demo.schema" / "orders"
-    assert len(list(folder.glob("*.parquet"))) >= 2  # the snapshot's file and change files
+    # The snapshot's file and change files, applied by the replicator and moved.
+    assert len(list(folder.glob("_ProcessedFiles/*.parquet"))) >= 2
+    assert not list(folder.glob("*.parquet"))
+    assert "DuckDB over the Delta table" in result.stdout
+    assert delta_orders(result.stdout) == replayed_orders(result.stdout)
+    assert (tmp_path / "demo-tables" / "demo" / "orders" / "_delta_log").is_dir()
 
     again = demo(*SMALL, cwd=tmp_path)  # a fresh sandbox: the previous demo's tables go first
     assert again.returncode == 0, again.stdout + again.stderr
     assert "removed the previous demo's demo.orders, demo.returns" in again.stderr
     assert "verify: all 2 tables equal" in again.stdout
+    # The rebuilt folders replace the previous Delta tables: a new table of the new sandbox.
+    assert delta_orders(again.stdout) == replayed_orders(again.stdout)
 
 
 def test_demo_rejects_a_nonsense_size_before_starting(tmp_path: Path):
