@@ -135,7 +135,7 @@ def _numbered_files(
     numbered = published.files
     report.first_file = published.lowest
     report.history_removed = published.history_removed
-    expected = published.lowest or 1
+    expected = published.lowest if published.history_removed and published.lowest else 1
     for number in sorted(numbered):
         if number > expected:
             missing = f"{expected}" if number == expected + 1 else f"{expected}-{number - 1}"

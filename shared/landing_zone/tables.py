@@ -177,9 +177,11 @@ class PublishedFiles:
 
     @property
     def history_removed(self) -> bool:
-        """Files 1.. the lowest present were consumed: the folder no longer holds every file."""
+        """The replicator applied and deleted the files below the lowest present (or every
+        file): the folder no longer holds the whole history. Without a processed folder nothing
+        was ever applied here, and a first file above 1 is a gap (Fabric waits for file 1)."""
         lowest = self.lowest
-        return (lowest is not None and lowest > 1) or (lowest is None and self.processed_folders)
+        return self.processed_folders and (lowest is None or lowest > 1)
 
     def consumed(self, number: int) -> bool:
         """``number`` is below every file present: applied, then deleted after its retention.

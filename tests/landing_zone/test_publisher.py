@@ -313,6 +313,27 @@ def test_files_the_replicator_moved_away_still_count(publisher: Publisher, store
     Publisher(store, publisher.state).prepare_table(TABLE)
 
 
+def test_files_moved_to_either_folder_or_aged_out_never_stop_the_table(
+    publisher: Publisher, store: LocalStore
+):
+    owner = claimed(publisher)
+    for n in range(3):
+        publisher.publish(TABLE, batch("w", n, 3), "w", {"batches": n + 1}, owner)
+    # Fabric's replicator: 1 and 2 applied and deleted after their retention, the newest in
+    # _FilesReadyToDelete/.
+    name = TABLE.data_file(3).rsplit("/", 1)[1]
+    store.write(f"{TABLE.folder}/_FilesReadyToDelete/{name}", store.read(TABLE.data_file(3)))
+    for n in (1, 2, 3):
+        store.delete(TABLE.data_file(n))
+    Publisher(store, publisher.state).prepare_table(TABLE)
+    # And once every file has aged out (an idle table), the next one still follows on.
+    store.delete(f"{TABLE.folder}/_FilesReadyToDelete/{name}")
+    again = Publisher(store, publisher.state)
+    again.prepare_table(TABLE)
+    owner, _ = again.claim(TABLE, "w")
+    assert again.publish(TABLE, batch("w", 3, 3), "w", {"batches": 4}, owner) == 4
+
+
 def test_a_dropped_table_binds_again_with_a_new_generation(publisher: Publisher, store: LocalStore):
     owner = claimed(publisher)
     publisher.publish(TABLE, batch("w", 0, 3), "w", {"batches": 1}, owner)

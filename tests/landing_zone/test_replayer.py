@@ -13,6 +13,7 @@ from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER, RowMarker
 from shared.landing_zone.replayer import find_tables, inspect_table
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
+from shared.pipeline.inspect import format_report
 
 TABLE = TableRef("shop", "orders")
 
@@ -166,6 +167,35 @@ def test_processed_files_still_count(store: LocalStore):
     report = inspect_table(store, TABLE)
     assert report.conforms, report.problems
     assert report.row_count == 2
+
+
+def test_files_the_replicator_applied_and_deleted_are_consumed_not_a_gap(store: LocalStore):
+    # Fabric's replicator moved files to both folders and deleted 1-3 after their retention.
+    store.write(
+        f"{TABLE.folder}/_FilesReadyToDelete/00000000000000000004.parquet",
+        rows(["a"], [RowMarker.UPSERT]),
+    )
+    store.write(
+        f"{TABLE.folder}/_ProcessedFiles/00000000000000000005.parquet",
+        rows(["b"], [RowMarker.UPSERT]),
+    )
+    put(store, 6, rows(["c"], [RowMarker.UPSERT]))
+    report = inspect_table(store, TABLE)
+    assert report.conforms, report.problems
+    assert (report.files, report.first_file, report.history_removed) == (3, 4, True)
+    assert not report.complete  # the rows of files 4-6 are not the table
+    assert "files 1 to 3 were applied by the replicator and removed" in format_report(report)
+    put(store, 8, rows(["d"], [RowMarker.UPSERT]))  # a real gap above the lowest still counts
+    assert codes(store) == ["gap"]
+
+
+def test_a_table_whose_every_file_aged_out_conforms(store: LocalStore):
+    put(store, 1, rows(["a"], [RowMarker.UPSERT]))
+    store.write(f"{TABLE.folder}/_ProcessedFiles/_keep", b"")  # the folder, emptied
+    store.delete(TABLE.data_file(1))
+    report = inspect_table(store, TABLE)
+    assert report.conforms and report.history_removed and report.first_file is None
+    assert "every file was applied by the replicator and removed" in format_report(report)
 
 
 def test_find_tables_reads_schema_folders(tmp_path: Path):
