@@ -72,10 +72,12 @@ class Sandbox:
         set_name: str,
         oplog_size: int | None,
         max_event_bytes: int = change_streams.MAX_EVENT_BYTES,
+        split_large_events: bool = True,
     ) -> None:
         self.address = address
         self.set_name = set_name
         self.max_event_bytes = max_event_bytes
+        self.split_large_events = split_large_events
         self.condition = threading.Condition(threading.RLock())
         self.store = storage.Store()
         self.oplog = Oplog(self.condition, oplog_size)
@@ -176,6 +178,8 @@ class Sandbox:
             )
         collection.replace(storage.id_key(old["_id"]), new_raw)
         fields: dict[str, Any] = {"document_key": {"_id": old["_id"]}}
+        if keeps_images(collection):
+            fields.update(pre_image=raw, post_image=new_raw)
         if operation == "update":
             fields["update_description"] = update_description(old, new)
         else:
@@ -354,11 +358,76 @@ def _build_info(
     }
 
 
+def _admin_only(name: str, db: str) -> None:
+    if db != "admin":
+        raise CommandError(
+            ErrorCode.UNAUTHORIZED, f"{name} may only be run against the admin database."
+        )
+
+
+def _server_parameters() -> dict[str, Any]:
+    """The server parameters the sandbox reports, as a test-enabled mongod 7.0 holds them.
+
+    `enableTestCommands` is true because the sandbox answers the test-only command drivers'
+    own suites need (`configureFailPoint` with `failCommand`), like a server started with
+    `--setParameter enableTestCommands=1`; their harnesses read it to decide what to run.
+    """
+    return {
+        "authenticationMechanisms": [],
+        "enableTestCommands": True,
+        "featureCompatibilityVersion": {"version": "7.0"},
+        "logLevel": 0,
+        "maxAwaitTimeMSForChangeStreams": change_streams.DEFAULT_AWAIT_MS,
+        "transactionLifetimeLimitSeconds": 60,
+    }
+
+
 @command("getParameter")
 def _get_parameter(
     sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
 ) -> dict[str, Any]:
-    return {"featureCompatibilityVersion": {"version": "7.0"}, "ok": 1.0}
+    # The shapes of mongod's `getParameter` (src/mongo/db/commands/parameters.cpp): `"*"` (or
+    # `{allParameters: true}`) answers every parameter, otherwise each field of the command
+    # that names a parameter; naming none is "no option found to get" (72 InvalidOptions).
+    _admin_only("getParameter", db)
+    selector = body["getParameter"]
+    parameters = _server_parameters()
+    every = selector == "*" or (isinstance(selector, Mapping) and selector.get("allParameters"))
+    reply = {k: v for k, v in parameters.items() if every or k in body}
+    if not reply:
+        raise CommandError(ErrorCode.INVALID_OPTIONS, "no option found to get")
+    return {**reply, "ok": 1.0}
+
+
+@command("getCmdLineOpts")
+def _get_cmd_line_opts(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    # mongod's reply: the command line as given (`argv`) and as parsed into the YAML config
+    # tree (`parsed`), with setParameter values as the strings they were given as. The
+    # sandbox answers as `mongod --replSet <name> --bind_ip <host> --port <port>` started
+    # with test commands enabled (see `_server_parameters`).
+    _admin_only("getCmdLineOpts", db)
+    host, _, port = sandbox.address.rpartition(":")
+    return {
+        "argv": [
+            "mongod",
+            "--replSet",
+            sandbox.set_name,
+            "--bind_ip",
+            host,
+            "--port",
+            port,
+            "--setParameter",
+            "enableTestCommands=1",
+        ],
+        "parsed": {
+            "net": {"bindIp": host, "port": int(port)},
+            "replication": {"replSet": sandbox.set_name},
+            "setParameter": {"enableTestCommands": "1"},
+        },
+        "ok": 1.0,
+    }
 
 
 @command("hostInfo")
@@ -395,6 +464,9 @@ def _configure_fail_point(
         raise CommandError(
             ErrorCode.UNAUTHORIZED, "configureFailPoint may only be run against the admin database."
         )
+    if body["configureFailPoint"] == "failGetMoreAfterCursorCheckout":
+        sandbox.faults.configure_after_checkout(body.get("mode"), body.get("data", {}))
+        return {"count": 0, "ok": 1.0}
     if body["configureFailPoint"] != "failCommand":
         raise unsupported(f"fail point {body['configureFailPoint']!r}")
     sandbox.faults.configure(body.get("mode"), body.get("data", {}))
@@ -493,7 +565,16 @@ def _delete(
 def _delete_one(sandbox: Sandbox, collection: storage.Collection, raw: RawBSONDocument) -> None:
     id_value = storage.decode(raw)["_id"]
     collection.delete(storage.id_key(id_value))
-    sandbox.oplog.append("delete", collection.db, collection.name, document_key={"_id": id_value})
+    images = {"pre_image": raw} if keeps_images(collection) else {}
+    sandbox.oplog.append(
+        "delete", collection.db, collection.name, document_key={"_id": id_value}, **images
+    )
+
+
+def keeps_images(collection: storage.Collection) -> bool:
+    """Whether the collection records pre- and post-images for change streams."""
+    option = collection.options.get("changeStreamPreAndPostImages")
+    return isinstance(option, Mapping) and bool(option.get("enabled"))
 
 
 @command("findAndModify", "findandmodify")
@@ -602,6 +683,8 @@ def _get_more(
     cursor_id = int(body["getMore"])
     cursor = sandbox.cursors.get(cursor_id)
     try:
+        is_stream = isinstance(cursor, change_streams.ChangeStreamCursor)
+        sandbox.faults.check_checked_out(change_stream=is_stream)
         return cursor_reply(
             sandbox.cursors, cursor, body.get("batchSize"), body.get("maxTimeMS"), cursor_id
         )
@@ -692,6 +775,7 @@ def _open_change_stream(
     sandbox: Sandbox, db: str, target: Any, pipeline: list[Any], batch_size: int | None
 ) -> dict[str, Any]:
     spec = pipeline[0]["$changeStream"]
+    change_streams.validate_spec(spec)
     if isinstance(target, str):
         scope = change_streams.Scope(db, target)
         collection = sandbox.store.get(db, target)
@@ -723,6 +807,7 @@ def _open_change_stream(
             oplog=sandbox.oplog,
             lookup=sandbox.lookup,
             max_event_bytes=sandbox.max_event_bytes,
+            split_large_events=sandbox.split_large_events,
         )
     return cursor_reply(sandbox.cursors, cursor, batch_size)
 
@@ -875,6 +960,29 @@ def _create(
         }
     with sandbox.condition:
         sandbox.store.create(db, name, kind, options)
+    return {"ok": 1.0}
+
+
+@command("collMod")
+def _coll_mod(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    # Only the option change streams read: changeStreamPreAndPostImages ({enabled: bool}), as
+    # the manual's collMod page describes it. Others are refused rather than ignored.
+    name = _collection_name(body)
+    options = {k: v for k, v in body.items() if k not in _CREATE_GENERIC_FIELDS | {"collMod"}}
+    unknown = set(options) - {"changeStreamPreAndPostImages"}
+    if unknown:
+        raise unsupported(f"collMod option(s) {sorted(unknown)}")
+    with sandbox.condition:
+        collection = sandbox.store.get(db, name)
+        if collection is None:
+            raise CommandError(ErrorCode.NAMESPACE_NOT_FOUND, f"ns does not exist: {db}.{name}")
+        if collection.kind != "collection":
+            raise CommandError(
+                ErrorCode.INVALID_OPTIONS, "changeStreamPreAndPostImages is for collections only"
+            )
+        collection.options.update(options)
     return {"ok": 1.0}
 
 

@@ -32,6 +32,11 @@ class Entry:
     full_document: RawBSONDocument | None = None
     update_description: dict[str, Any] | None = None
     to: dict[str, str] | None = None
+    # The document before and after the change, kept only for collections with
+    # changeStreamPreAndPostImages enabled (what a real server writes to its pre-image
+    # collection, and reads back for fullDocument/fullDocumentBeforeChange).
+    pre_image: RawBSONDocument | None = None
+    post_image: RawBSONDocument | None = None
 
 
 class ClusterClock:

@@ -34,7 +34,9 @@ class SandboxServer:
     """A MongoDB-compatible sandbox listening on TCP (a single-member replica set "sandbox").
 
     `oplog_size` keeps only the last N change events (None: unlimited); `max_event_bytes` is the
-    size above which a change event is "too large" (16 MiB like MongoDB; tests may lower it).
+    size above which a change event is "too large" (16 MiB like MongoDB; tests may lower it);
+    `split_large_events=False` answers as a server before 6.0.9 does, which has no
+    `$changeStreamSplitLargeEvent` stage (40324 Unrecognized pipeline stage name).
     """
 
     def __init__(
@@ -44,11 +46,13 @@ class SandboxServer:
         oplog_size: int | None = None,
         *,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        split_large_events: bool = True,
     ) -> None:
         self.host = host
         self._requested_port = port
         self._oplog_size = oplog_size
         self._max_event_bytes = max_event_bytes
+        self._split_large_events = split_large_events
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._clients: set[socket.socket] = set()
@@ -78,6 +82,7 @@ class SandboxServer:
             set_name=SET_NAME,
             oplog_size=self._oplog_size,
             max_event_bytes=self._max_event_bytes,
+            split_large_events=self._split_large_events,
         )
         self._accept_thread = threading.Thread(
             target=self._accept_loop, name=f"sandbox-accept-{self.port}", daemon=True
@@ -138,6 +143,7 @@ class SandboxServer:
 
     def clear_faults(self) -> None:
         self._state().faults.set(None)
+        self._state().faults.configure_after_checkout("off", {})
 
     def drop_connections(self) -> None:
         """Close every client connection now, as a network failure would."""
