@@ -133,6 +133,11 @@ def validate_spec(spec: Any) -> None:
                 f"Enumeration value '{spec[name]}' for field '$changeStream.{name}' is not a "
                 "valid value.",
             )
+    if spec.get("showExpandedEvents"):
+        # A real 7.0 server accepts it and adds DDL events (create, createIndexes, modify, ...)
+        # and fields (collectionUUID, operationDescription) the sandbox does not produce:
+        # refused rather than accepted and silently left without them.
+        raise unsupported("showExpandedEvents (DDL change events)")
     if sum(name in spec for name in ("resumeAfter", "startAfter", "startAtOperationTime")) > 1:
         # DocumentSourceChangeStream::createFromBson (change_stream_helpers).
         raise CommandError(
