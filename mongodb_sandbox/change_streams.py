@@ -29,6 +29,9 @@ _TOKEN = re.compile(r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})([0-9A-F]{2})([0
 _RESUME_DATA = "82%08X%08X%016X%02X%04X"
 _SYSTEM_DATABASES = ("admin", "config", "local")
 SPLIT_STAGE = "$changeStreamSplitLargeEvent"
+# Events only streams opened with showExpandedEvents see (the manual's "Expanded Events"),
+# which also get each event's collectionUUID and a DDL event's operationDescription.
+EXPANDED_OPERATIONS = frozenset({"create", "createIndexes", "dropIndexes", "modify"})
 # The stages a change stream's pipeline may hold after `$changeStream` (the manual's "Modify
 # Change Stream Output"; the server's `isAllowedInChangeStream` constraint), and the ones the
 # sandbox runs. `$redact` is allowed by MongoDB but needs expression operators the sandbox lacks.
@@ -133,11 +136,6 @@ def validate_spec(spec: Any) -> None:
                 f"Enumeration value '{spec[name]}' for field '$changeStream.{name}' is not a "
                 "valid value.",
             )
-    if spec.get("showExpandedEvents"):
-        # A real 7.0 server accepts it and adds DDL events (create, createIndexes, modify, ...)
-        # and fields (collectionUUID, operationDescription) the sandbox does not produce:
-        # refused rather than accepted and silently left without them.
-        raise unsupported("showExpandedEvents (DDL change events)")
     if sum(name in spec for name in ("resumeAfter", "startAfter", "startAtOperationTime")) > 1:
         # DocumentSourceChangeStream::createFromBson (change_stream_helpers).
         raise CommandError(
@@ -274,6 +272,7 @@ class ChangeStreamCursor:
         validate_stages(stages, split_large_events=split_large_events)
         self._full_document = spec.get("fullDocument", "default")
         self._before_change = spec.get("fullDocumentBeforeChange", "off")
+        self._expanded = bool(spec.get("showExpandedEvents", False))
         self._split = bool(stages) and SPLIT_STAGE in stages[-1]
         self._stages = stages[:-1] if self._split else stages
         self._projects = any("$match" not in stage for stage in self._stages)
@@ -389,6 +388,8 @@ class ChangeStreamCursor:
     def _render(self, entry: Entry) -> list[tuple[RawBSONDocument, dict[str, str]]]:
         if not self._scope.sees(entry):
             return []
+        if entry.operation in EXPANDED_OPERATIONS and not self._expanded:
+            return []
         rendered: list[tuple[RawBSONDocument, dict[str, str]]] = []
         event = self._event(entry)
         raw = self._apply_stages(event)
@@ -448,6 +449,15 @@ class ChangeStreamCursor:
             event["documentKey"] = entry.document_key
         if entry.update_description is not None:
             event["updateDescription"] = entry.update_description
+            if self._expanded:
+                event["updateDescription"] = _with_disambiguated_paths(entry.update_description)
+        if self._expanded:
+            if entry.collection_uuid is not None:
+                event["collectionUUID"] = entry.collection_uuid
+            if entry.operation_description is not None:
+                event["operationDescription"] = entry.operation_description
+            if entry.state_before_change is not None:
+                event["stateBeforeChange"] = entry.state_before_change
         return event
 
     def _apply_stages(self, event: dict[str, Any]) -> RawBSONDocument | None:
@@ -498,6 +508,17 @@ class ChangeStreamCursor:
         fragments = split_event(storage.decode(raw), entry, self._max_event_bytes)
         skipped, self._skip_fragments = self._skip_fragments, 0
         return fragments[skipped:]
+
+
+def _with_disambiguated_paths(description: Mapping[str, Any]) -> dict[str, Any]:
+    """`updateDescription` with `disambiguatedPaths` (showExpandedEvents, 6.1+): each changed
+    path holding a numeric field name, spelled as its list of parts. The sandbox reports arrays
+    whole, so no part is an array index (a real server's would be an integer)."""
+    paths = [*description["updatedFields"], *description["removedFields"]]
+    ambiguous = {
+        path: path.split(".") for path in paths if any(p.isdigit() for p in path.split("."))
+    }
+    return {**description, "disambiguatedPaths": ambiguous}
 
 
 def _run_stage(document: dict[str, Any], stage: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -81,6 +81,8 @@ class Sandbox:
         self.condition = threading.Condition(threading.RLock())
         self.store = storage.Store()
         self.oplog = Oplog(self.condition, oplog_size)
+        self.oplog.uuid_of = self._collection_uuid
+        self.store.on_create = self._log_create
         self.cursors = CursorRegistry()
         self.faults = FaultInjector()
         self.stopping = threading.Event()
@@ -128,6 +130,24 @@ class Sandbox:
         }
         reply["operationTime"] = cluster_time
         return reply
+
+    def _collection_uuid(self, db: str, name: str) -> Any:
+        collection = self.store.get(db, name)
+        return collection.uuid if collection is not None and collection.kind != "view" else None
+
+    def _log_create(self, collection: storage.Collection) -> None:
+        # The `create` change event (manual: "create Event", shown with showExpandedEvents):
+        # a view's description is its definition, a collection's its _id index and options.
+        if collection.kind == "view":
+            description = {
+                "viewOn": collection.options["viewOn"],
+                "pipeline": collection.options["pipeline"],
+            }
+        else:
+            description = {**collection.options, "idIndex": _ID_INDEX}
+        self.oplog.append(
+            "create", collection.db, collection.name, operation_description=description
+        )
 
     # -- helpers shared by the write commands --------------------------------------------------
 
@@ -761,6 +781,16 @@ def _aggregate(
     batch_size = body.get("cursor", {}).get("batchSize")
     target = body["aggregate"]
     if pipeline and isinstance(pipeline[0], Mapping) and "$changeStream" in pipeline[0]:
+        level = (body.get("readConcern") or {}).get("level")
+        if level is not None and level != "majority":
+            # A change stream reads majority-committed changes only; a readConcern asked for
+            # explicitly must be "majority" (document_source_change_stream.h,
+            # supportsReadConcern / onlySingleReadConcernSupported).
+            raise CommandError(
+                ErrorCode.INVALID_OPTIONS,
+                "Aggregation stage $changeStream cannot run with a readConcern other than "
+                f"'majority'. Current readConcern: {level}",
+            )
         return _open_change_stream(sandbox, db, target, pipeline, batch_size)
     if not isinstance(target, str):
         raise unsupported("collection-less aggregation")
@@ -890,8 +920,15 @@ def _create_indexes(
         for spec in body.get("indexes", []):
             if spec.get("unique") and dict(spec["key"]) != {"_id": 1}:
                 raise unsupported("unique secondary indexes")
-            if spec["name"] != "_id_":
+            if spec["name"] != "_id_" and spec["name"] not in collection.indexes:
                 collection.indexes[spec["name"]] = {"v": 2, **spec}
+                # One createIndexes oplog entry per new index ("createIndexes Event").
+                sandbox.oplog.append(
+                    "createIndexes",
+                    db,
+                    collection.name,
+                    operation_description={"indexes": [collection.indexes[spec["name"]]]},
+                )
         after = len(collection.indexes) + 1
     return {
         "numIndexesBefore": before,
@@ -913,15 +950,17 @@ def _drop_indexes(
         before = len(collection.indexes) + 1
         target = body.get("index")
         if target == "*":
-            collection.indexes.clear()
+            names = list(collection.indexes)
         else:
             names = [n for n, s in collection.indexes.items() if target in (n, s.get("key"))]
             if not names:
                 raise CommandError(
                     ErrorCode.INDEX_NOT_FOUND, f"index not found with name [{target}]"
                 )
-            for index_name in names:
-                del collection.indexes[index_name]
+        for index_name in names:
+            # One dropIndexes oplog entry per index dropped ("dropIndexes Event").
+            spec = collection.indexes.pop(index_name)
+            sandbox.oplog.append("dropIndexes", db, name, operation_description={"indexes": [spec]})
     return {"nIndexesWas": before, "ok": 1.0}
 
 
@@ -982,7 +1021,16 @@ def _coll_mod(
             raise CommandError(
                 ErrorCode.INVALID_OPTIONS, "changeStreamPreAndPostImages is for collections only"
             )
+        before = dict(collection.options)
         collection.options.update(options)
+        # The `modify` change event ("modify Event"), shown with showExpandedEvents.
+        sandbox.oplog.append(
+            "modify",
+            db,
+            name,
+            operation_description=options,
+            state_before_change={"collectionOptions": before},
+        )
     return {"ok": 1.0}
 
 

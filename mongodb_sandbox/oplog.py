@@ -11,6 +11,7 @@ import bisect
 import datetime
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,11 @@ class Entry:
     # collection, and reads back for fullDocument/fullDocumentBeforeChange).
     pre_image: RawBSONDocument | None = None
     post_image: RawBSONDocument | None = None
+    # The collection's UUID (an oplog entry's `ui`), and what a DDL entry did (create,
+    # createIndexes, dropIndexes, modify): what showExpandedEvents streams report.
+    collection_uuid: Any = None
+    operation_description: dict[str, Any] | None = None
+    state_before_change: dict[str, Any] | None = None
 
 
 class ClusterClock:
@@ -72,8 +78,12 @@ class Oplog:
         self.last_seq = 0
         self.dropped_through = 0
         self.dropped_time = Timestamp(0, 0)
+        # The UUID of a namespace's collection now (None: no such collection).
+        self.uuid_of: Callable[[str, str], Any] = lambda db, coll: None
 
     def append(self, operation: str, db: str, coll: str | None, **fields: Any) -> Entry:
+        if coll is not None and "collection_uuid" not in fields:
+            fields["collection_uuid"] = self.uuid_of(db, coll)
         self.last_seq += 1
         entry = Entry(
             seq=self.last_seq,

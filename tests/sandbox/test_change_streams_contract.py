@@ -14,6 +14,7 @@ from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
 from pymongo.errors import OperationFailure
+from pymongo.read_concern import ReadConcern
 
 from mongodb_sandbox.errors import ErrorCode
 
@@ -361,3 +362,66 @@ def test_allowed_stages_reshape_events(mongo_client: Client, mongo_db_name: str)
         coll.insert_one({"_id": 1, "v": "x"})
         event = next_event(stream)
     assert {k: v for k, v in event.items() if k != "_id"} == {"tag": "x", "kept": True}
+
+
+def test_a_read_concern_other_than_majority_is_refused(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    coll = mongo_client[mongo_db_name].get_collection("items", read_concern=ReadConcern("local"))
+    with pytest.raises(OperationFailure) as raised:
+        coll.watch()
+    assert raised.value.code == ErrorCode.INVALID_OPTIONS
+    majority = mongo_client[mongo_db_name].get_collection(
+        "items", read_concern=ReadConcern("majority")
+    )
+    with majority.watch(max_await_time_ms=AWAIT_MS):
+        pass
+
+
+def test_expanded_events_only_in_streams_that_ask_for_them(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    with (
+        db.watch(max_await_time_ms=AWAIT_MS, show_expanded_events=True) as expanded,
+        db.watch(max_await_time_ms=AWAIT_MS) as plain,
+    ):
+        db.create_collection("made")
+        db.made.create_index("x")
+        db.made.insert_one({"_id": 1})
+        db.made.drop_index("x_1")
+        kinds = [e["operationType"] for e in events(expanded, 4)]
+        assert kinds == ["create", "createIndexes", "insert", "dropIndexes"]
+        assert next_event(plain)["operationType"] == "insert"
+        assert plain.try_next() is None
+    with db.watch(max_await_time_ms=AWAIT_MS, show_expanded_events=True) as expanded:
+        db.made.insert_one({"_id": 2})
+        event = next_event(expanded)
+    uuid = db.command("listCollections", filter={"name": "made"})["cursor"]["firstBatch"][0]
+    assert event["collectionUUID"] == uuid["info"]["uuid"]
+
+
+def test_pre_and_post_images_only_where_enabled(mongo_client: Client, mongo_db_name: str) -> None:
+    db = mongo_client[mongo_db_name]
+    db.kept.insert_one({"_id": 1, "v": 0})
+    db.command("collMod", "kept", changeStreamPreAndPostImages={"enabled": True})
+    db.plain.insert_one({"_id": 1, "v": 0})
+    options: dict[str, Any] = {
+        "full_document": "whenAvailable",
+        "full_document_before_change": "whenAvailable",
+        "max_await_time_ms": AWAIT_MS,
+    }
+    with db.watch(**options) as stream:
+        db.kept.update_one({"_id": 1}, {"$set": {"v": 1}})
+        db.plain.update_one({"_id": 1}, {"$set": {"v": 1}})
+        db.kept.delete_one({"_id": 1})
+        kept, plain, deleted = events(stream, 3)
+    assert kept["fullDocumentBeforeChange"] == {"_id": 1, "v": 0}
+    assert kept["fullDocument"] == {"_id": 1, "v": 1}
+    assert plain["fullDocumentBeforeChange"] is None and plain["fullDocument"] is None
+    assert deleted["fullDocumentBeforeChange"] == {"_id": 1, "v": 1}
+    with db.plain.watch(full_document="required", max_await_time_ms=AWAIT_MS) as stream:
+        db.plain.update_one({"_id": 1}, {"$set": {"v": 2}})
+        with pytest.raises(OperationFailure) as raised:
+            next_event(stream)
+    assert raised.value.code == ErrorCode.NO_MATCHING_DOCUMENT
