@@ -307,6 +307,9 @@ class ChangeStreamCursor:
                 # the invalidate only when the token given is the invalidate's own).
                 self._pending = [self._invalidate(entry)]
                 self._invalidated = True
+                # Until the invalidate is delivered, the batches' postBatchResumeToken stays
+                # the resume point given.
+                self._last_token = make_token(entry.cluster_time, entry.seq, EVENT)
                 return position.seq
             if position.kind == EVENT and position.fragment:
                 # Resuming inside a split event: replay that event, skipping delivered fragments.

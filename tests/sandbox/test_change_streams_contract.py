@@ -303,6 +303,8 @@ def test_resuming_from_a_drop_token_delivers_the_invalidate_and_start_after_goes
     seen = _aggregate(db, {"resumeAfter": start}, batch=10)["firstBatch"]
     drop_database, invalidate = seen[1], seen[2]
     assert drop_database["operationType"] == "dropDatabase"
+    empty = _aggregate(db, {"resumeAfter": drop_database["_id"]}, batch=0)
+    assert empty["firstBatch"] == [] and empty["postBatchResumeToken"] == drop_database["_id"]
     for option in ("resumeAfter", "startAfter"):
         again = _aggregate(db, {option: drop_database["_id"]}, batch=10)
         assert [e["operationType"] for e in again["firstBatch"]] == ["invalidate"]
