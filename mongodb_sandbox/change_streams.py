@@ -20,9 +20,9 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from mongodb_sandbox import query, storage
+from mongodb_sandbox import aggregation, query, storage
 from mongodb_sandbox.cursors import MAX_BATCH_BYTES, Batch
-from mongodb_sandbox.errors import CommandError, ErrorCode
+from mongodb_sandbox.errors import CommandError, ErrorCode, unsupported
 from mongodb_sandbox.oplog import Entry, Oplog
 
 EVENT, INVALIDATE, HIGH_WATER = 0, 1, 2
@@ -33,6 +33,168 @@ _TOKEN = re.compile(
 )
 _RESUME_DATA = "82%08X%08X%016X%08X%02X%04X"
 _SYSTEM_DATABASES = ("admin", "config", "local")
+SPLIT_STAGE = "$changeStreamSplitLargeEvent"
+# Events only streams opened with showExpandedEvents see (the manual's "Expanded Events"),
+# which also get each event's collectionUUID and a DDL event's operationDescription.
+EXPANDED_OPERATIONS = frozenset({"create", "createIndexes", "dropIndexes", "modify"})
+# The stages a change stream's pipeline may hold after `$changeStream` (the manual's "Modify
+# Change Stream Output"; the server's `isAllowedInChangeStream` constraint), and the ones the
+# sandbox runs. `$redact` is allowed by MongoDB but needs expression operators the sandbox lacks.
+ALLOWED_STAGES = frozenset(
+    {
+        "$match",
+        "$project",
+        "$addFields",
+        "$set",
+        "$unset",
+        "$replaceRoot",
+        "$replaceWith",
+        "$redact",
+        SPLIT_STAGE,
+    }
+)
+# Stages a real server knows but refuses after `$changeStream` with IllegalOperation (20)
+# "<stage> is not permitted in a $changeStream pipeline" (Pipeline::validateTopLevelPipeline);
+# any other name is "Unrecognized pipeline stage name" (40324), as DocumentSource::parse says.
+KNOWN_STAGES = frozenset(
+    {
+        "$bucket",
+        "$bucketAuto",
+        "$changeStream",
+        "$collStats",
+        "$count",
+        "$currentOp",
+        "$densify",
+        "$documents",
+        "$facet",
+        "$fill",
+        "$geoNear",
+        "$graphLookup",
+        "$group",
+        "$indexStats",
+        "$limit",
+        "$listLocalSessions",
+        "$listSearchIndexes",
+        "$listSessions",
+        "$lookup",
+        "$merge",
+        "$out",
+        "$planCacheStats",
+        "$sample",
+        "$search",
+        "$searchMeta",
+        "$setWindowFields",
+        "$skip",
+        "$sort",
+        "$sortByCount",
+        "$unionWith",
+        "$unwind",
+    }
+)
+# DocumentSourceChangeStreamSpec (document_source_change_stream.idl, 7.0): each field and its
+# BSON type. The IDL parser refuses any other field with 40415 and a wrong type with 14.
+_SPEC_FIELDS: dict[str, tuple[type, ...]] = {
+    "resumeAfter": (Mapping,),
+    "startAfter": (Mapping,),
+    "startAtOperationTime": (Timestamp,),
+    "fullDocument": (str,),
+    "fullDocumentBeforeChange": (str,),
+    "allChangesForCluster": (bool,),
+    "showMigrationEvents": (bool,),
+    "showSystemEvents": (bool,),
+    "allowToRunOnConfigDB": (bool,),
+    "allowToRunOnSystemNS": (bool,),
+    "showExpandedEvents": (bool,),
+}
+_BSON_TYPE_NAMES = {Mapping: "object", Timestamp: "timestamp", str: "string", bool: "bool"}
+# The enumerations FullDocumentMode and FullDocumentBeforeChangeMode of the same IDL.
+FULL_DOCUMENT_MODES = ("default", "updateLookup", "whenAvailable", "required")
+BEFORE_CHANGE_MODES = ("off", "whenAvailable", "required")
+
+
+def validate_spec(spec: Any) -> None:
+    """Refuse a `$changeStream` specification as the server's IDL parser does."""
+    if not isinstance(spec, Mapping):
+        raise CommandError(
+            ErrorCode.FAILED_TO_PARSE,
+            "the $changeStream stage specification must be an object",
+        )
+    for name, value in spec.items():
+        types = _SPEC_FIELDS.get(name)
+        if types is None:
+            raise CommandError(
+                ErrorCode.UNKNOWN_FIELD, f"BSON field '$changeStream.{name}' is an unknown field."
+            )
+        if not isinstance(value, types) or (types == (Mapping,) and isinstance(value, bool)):
+            raise CommandError(
+                ErrorCode.TYPE_MISMATCH,
+                f"BSON field '$changeStream.{name}' is the wrong type "
+                f"'{type(value).__name__}', expected type '{_BSON_TYPE_NAMES[types[0]]}'",
+            )
+    for name, modes in (
+        ("fullDocument", FULL_DOCUMENT_MODES),
+        ("fullDocumentBeforeChange", BEFORE_CHANGE_MODES),
+    ):
+        if name in spec and spec[name] not in modes:
+            raise CommandError(
+                ErrorCode.BAD_VALUE,
+                f"Enumeration value '{spec[name]}' for field '$changeStream.{name}' is not a "
+                "valid value.",
+            )
+    if sum(name in spec for name in ("resumeAfter", "startAfter", "startAtOperationTime")) > 1:
+        # DocumentSourceChangeStream::createFromBson (change_stream_helpers).
+        raise CommandError(
+            ErrorCode.MULTIPLE_RESUME_OPTIONS,
+            "Only one type of resume option is allowed, but multiple were found.",
+        )
+
+
+def validate_stages(stages: list[Any], *, split_large_events: bool = True) -> None:
+    """Refuse the stages after `$changeStream` as a server does, with its codes.
+
+    Without `split_large_events` the split stage is unknown, as on servers before 7.0 and 6.0.9
+    (the manual: "$changeStreamSplitLargeEvent ... New in version 7.0 (also 6.0.9)").
+    """
+    for index, stage in enumerate(stages):
+        if not isinstance(stage, Mapping) or len(stage) != 1:
+            raise CommandError(
+                ErrorCode.STAGE_NOT_ONE_FIELD,
+                "A pipeline stage specification object must contain exactly one field.",
+            )
+        name, spec = next(iter(stage.items()))
+        if name == "$changeStream":
+            raise CommandError(
+                ErrorCode.STAGE_ONLY_FIRST,
+                "$changeStream is only valid as the first stage in a pipeline",
+            )
+        if name in KNOWN_STAGES:
+            raise CommandError(
+                ErrorCode.ILLEGAL_OPERATION, f"{name} is not permitted in a $changeStream pipeline"
+            )
+        if name not in ALLOWED_STAGES or (name == SPLIT_STAGE and not split_large_events):
+            raise CommandError(
+                ErrorCode.UNRECOGNIZED_PIPELINE_STAGE,
+                f"Unrecognized pipeline stage name: '{name}'",
+            )
+        if name == SPLIT_STAGE:
+            # document_source_change_stream_split_large_event.cpp: 7182800, 7183900, 7182802.
+            if not isinstance(spec, Mapping) or spec:
+                raise CommandError(
+                    ErrorCode.SPLIT_SPEC_NOT_EMPTY,
+                    "$changeStreamSplitLargeEvent spec should be an empty object",
+                )
+            if any(SPLIT_STAGE in other for other in stages[:index]):
+                raise CommandError(
+                    ErrorCode.STAGE_USED_TWICE,
+                    "$changeStreamSplitLargeEvent can only be used once in the pipeline",
+                )
+            if index != len(stages) - 1:
+                raise CommandError(
+                    ErrorCode.SPLIT_NOT_LAST,
+                    "$changeStreamSplitLargeEvent must be the last stage in the pipeline",
+                )
+        if name == "$redact":
+            raise unsupported("$redact (expression operators)")
 
 
 def make_token(
@@ -124,34 +286,27 @@ class ChangeStreamCursor:
         oplog: Oplog,
         lookup: Lookup,
         max_event_bytes: int,
+        split_large_events: bool = True,
     ) -> None:
         self.namespace = namespace
         self._scope = scope
         self._oplog = oplog
         self._lookup = lookup
         self._max_event_bytes = max_event_bytes
+        validate_spec(spec)
+        validate_stages(stages, split_large_events=split_large_events)
         self._full_document = spec.get("fullDocument", "default")
-        self._expanded = spec.get("showExpandedEvents") is True
-        if self._full_document not in ("default", "updateLookup", "whenAvailable"):
-            raise CommandError(
-                ErrorCode.INVALID_OPTIONS,
-                "the sandbox keeps no post-images: use fullDocument 'default', "
-                "'updateLookup' or 'whenAvailable'",
-            )
-        self._split = bool(stages) and "$changeStreamSplitLargeEvent" in stages[-1]
+        self._before_change = spec.get("fullDocumentBeforeChange", "off")
+        self._expanded = bool(spec.get("showExpandedEvents", False))
+        self._split = bool(stages) and SPLIT_STAGE in stages[-1]
         self._stages = stages[:-1] if self._split else stages
-        self._projects = any("$project" in stage for stage in self._stages)
-        for stage in self._stages:
-            if next(iter(stage)) not in ("$match", "$project"):
-                raise CommandError(
-                    ErrorCode.CHANGE_STREAM_FATAL_ERROR,
-                    f"{next(iter(stage))} is not supported in a change stream pipeline",
-                )
+        self._projects = any("$match" not in stage for stage in self._stages)
         self._filters = [query.MemoizedFilter(s["$match"]) for s in self._stages if "$match" in s]
         self._filters_read_documents = any(f.reads("fullDocument") for f in self._filters)
         self._pending: list[tuple[RawBSONDocument, dict[str, str]]] = []
         self._skip_fragments = 0
-        self._invalidated = False
+        self._invalidated = False  # the invalidate is rendered (maybe not yet delivered)
+        self._closed = False  # the invalidate is delivered and the cursor asked for more
         self._last_token: dict[str, str] | None = None
         self._last_token_is_current = False
         self._position = self._start(spec)
@@ -168,6 +323,19 @@ class ChangeStreamCursor:
                 )
             if self._oplog.lost_after(position.seq):
                 raise history_lost("PlanExecutor error during aggregation")
+            entry = self._oplog.entry(position.seq)
+            if position.kind == EVENT and entry is not None and self._invalidates(entry):
+                # Resuming from the invalidating event itself (a drop, rename or dropDatabase,
+                # not its invalidate): the server's check-invalidate stage sees that entry again
+                # and the invalidate after it is the stream's first event, whether resumeAfter
+                # or startAfter (document_source_change_stream_check_invalidate.cpp swallows
+                # the invalidate only when the token given is the invalidate's own).
+                self._pending = [self._invalidate(entry)]
+                self._invalidated = True
+                # Until the invalidate is delivered, the batches' postBatchResumeToken stays
+                # the resume point given.
+                self._last_token = make_token(entry.cluster_time, entry.seq, EVENT)
+                return position.seq
             if position.kind == EVENT and position.fragment:
                 # Resuming inside a split event: replay that event, skipping delivered fragments.
                 self._skip_fragments = position.fragment
@@ -195,14 +363,14 @@ class ChangeStreamCursor:
             while True:
                 documents = self._collect(limit)
                 remaining = deadline - time.monotonic()
-                if documents or first or self._invalidated or remaining <= 0 or limit == 0:
+                if documents or first or self._closed or remaining <= 0 or limit == 0:
                     break
                 condition.wait(remaining)
             if not documents and not first:
                 # Idle: the post-batch token moves on only with the periodic no-op write.
                 self._oplog.write_noop_if_due()
             token = self._post_batch_token(documents)
-        return Batch(documents, exhausted=self._invalidated, extra={"postBatchResumeToken": token})
+        return Batch(documents, exhausted=self._closed, extra={"postBatchResumeToken": token})
 
     def _post_batch_token(self, documents: list[RawBSONDocument]) -> dict[str, str]:
         if self._pending or self._invalidated or (documents and self._last_token_is_current):
@@ -214,8 +382,15 @@ class ChangeStreamCursor:
         out: list[RawBSONDocument] = []
         size = 0
         self._last_token_is_current = False
-        while self._pending or not self._invalidated:
+        while True:
             if limit is not None and len(out) >= limit:
+                break
+            if self._invalidated and not self._pending:
+                # As getmore_cmd.cpp: the invalidate is a document of the batch like any other;
+                # the cursor closes when the batch asks for one more (ChangeStreamInvalidated
+                # is thrown then), so an invalidate that fills a batch comes with an open
+                # cursor and the next getMore answers an empty, final batch.
+                self._closed = True
                 break
             if not self._pending:
                 if self._oplog.lost_after(self._position):
@@ -240,22 +415,30 @@ class ChangeStreamCursor:
     def _render(self, entry: Entry) -> list[tuple[RawBSONDocument, dict[str, str]]]:
         if not self._scope.sees(entry):
             return []
+        if entry.operation in EXPANDED_OPERATIONS and not self._expanded:
+            return []
         rendered: list[tuple[RawBSONDocument, dict[str, str]]] = []
         event = self._event(entry)
         raw = self._apply_stages(event)
         if raw is not None:
             rendered.extend(self._encode(raw, event["_id"], entry))
         if self._scope.invalidated_by(entry):
-            token = make_token(entry.cluster_time, entry.seq, INVALIDATE)
-            invalidate = {
-                "_id": token,
-                "operationType": "invalidate",
-                "clusterTime": entry.cluster_time,
-                "wallTime": entry.wall_time,
-            }
-            rendered.append((storage.encode(invalidate), token))
+            rendered.append(self._invalidate(entry))
             self._invalidated = True
         return rendered
+
+    def _invalidates(self, entry: Entry) -> bool:
+        return self._scope.sees(entry) and self._scope.invalidated_by(entry)
+
+    def _invalidate(self, entry: Entry) -> tuple[RawBSONDocument, dict[str, str]]:
+        token = make_token(entry.cluster_time, entry.seq, INVALIDATE)
+        invalidate = {
+            "_id": token,
+            "operationType": "invalidate",
+            "clusterTime": entry.cluster_time,
+            "wallTime": entry.wall_time,
+        }
+        return storage.encode(invalidate), token
 
     def _event(self, entry: Entry) -> dict[str, Any]:
         event: dict[str, Any] = {}
@@ -274,10 +457,21 @@ class ChangeStreamCursor:
             assert entry.coll is not None and entry.document_key is not None
             full_document = self._lookup(entry.db, entry.coll, entry.document_key["_id"])
             event["fullDocument"] = full_document
-        elif entry.operation == "update" and self._full_document == "whenAvailable":
-            event["fullDocument"] = None
+        elif entry.operation == "update" and self._full_document in ("whenAvailable", "required"):
+            # The post-image kept with the write when the collection has
+            # changeStreamPreAndPostImages enabled (manual: "Change Streams with Document
+            # Pre- and Post-Images"); none otherwise: null, or NoMatchingDocument if required.
+            if entry.post_image is None and self._full_document == "required":
+                raise _image_missing("a post-image for all update events", "post-image", event)
+            event["fullDocument"] = entry.post_image
         elif full_document is not None:
             event["fullDocument"] = full_document
+        if self._before_change != "off" and entry.operation in ("update", "replace", "delete"):
+            if entry.pre_image is None and self._before_change == "required":
+                raise _image_missing(
+                    "a pre-image for all update, delete and replace events", "pre-image", event
+                )
+            event["fullDocumentBeforeChange"] = entry.pre_image
         event["ns"] = (
             {"db": entry.db} if entry.coll is None else {"db": entry.db, "coll": entry.coll}
         )
@@ -294,6 +488,15 @@ class ChangeStreamCursor:
             event["documentKey"] = entry.document_key
         if entry.update_description is not None:
             event["updateDescription"] = entry.update_description
+            if self._expanded:
+                event["updateDescription"] = _with_disambiguated_paths(entry.update_description)
+        if self._expanded:
+            if entry.collection_uuid is not None:
+                event["collectionUUID"] = entry.collection_uuid
+            if entry.operation_description is not None:
+                event["operationDescription"] = entry.operation_description
+            if entry.state_before_change is not None:
+                event["stateBeforeChange"] = entry.state_before_change
         return event
 
     def _apply_stages(self, event: dict[str, Any]) -> RawBSONDocument | None:
@@ -316,14 +519,16 @@ class ChangeStreamCursor:
             return storage.encode(event)
         raw = storage.encode(event)
         token = event["_id"]
-        document = storage.decode(raw)
+        document: dict[str, Any] | None = storage.decode(raw)
         for stage in self._stages:
-            if "$match" in stage:
-                if not query.matches(document, stage["$match"]):
-                    return None
-            else:
-                document = query.project(document, stage["$project"])
+            assert document is not None
+            document = _run_stage(document, stage)
+            if document is None:
+                return None
+        assert document is not None
         if document.get("_id") != token:
+            # DocumentSourceChangeStreamEnsureResumeTokenPresent / change_stream_helpers: the
+            # event's _id is its resume token; a pipeline that changes it fails the stream.
             raise CommandError(
                 ErrorCode.CHANGE_STREAM_FATAL_ERROR,
                 "Encountered an event whose _id field, which contains the resume token, was "
@@ -342,6 +547,45 @@ class ChangeStreamCursor:
         fragments = split_event(storage.decode(raw), entry, self._max_event_bytes)
         skipped, self._skip_fragments = self._skip_fragments, 0
         return fragments[skipped:]
+
+
+def _with_disambiguated_paths(description: Mapping[str, Any]) -> dict[str, Any]:
+    """`updateDescription` with `disambiguatedPaths` (showExpandedEvents, 6.1+): each changed
+    path holding a numeric field name, spelled as its list of parts. The sandbox reports arrays
+    whole, so no part is an array index (a real server's would be an integer)."""
+    paths = [*description["updatedFields"], *description["removedFields"]]
+    ambiguous = {
+        path: path.split(".") for path in paths if any(p.isdigit() for p in path.split("."))
+    }
+    return {**description, "disambiguatedPaths": ambiguous}
+
+
+def _run_stage(document: dict[str, Any], stage: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One allowed stage over one event; None when a `$match` drops it."""
+    name, spec = next(iter(stage.items()))
+    if name == "$match":
+        return document if query.matches(document, spec) else None
+    if name in ("$replaceRoot", "$replaceWith"):
+        expression = spec.get("newRoot") if name == "$replaceRoot" else spec
+        root = query.evaluate(document, expression)
+        if not isinstance(root, Mapping):
+            raise CommandError(
+                ErrorCode.NEW_ROOT_NOT_OBJECT,
+                f"'newRoot' expression must evaluate to an object, but resulting value was: "
+                f"{root!r}",
+            )
+        return dict(root)
+    (result,) = aggregation.run([document], [stage])
+    return storage.decode(result)
+
+
+def _image_missing(what: str, image: str, event: Mapping[str, Any]) -> CommandError:
+    return CommandError(
+        ErrorCode.NO_MATCHING_DOCUMENT,
+        f"Executor error during getMore :: caused by :: Change stream was configured to require "
+        f"{what}, but the {image} was not found for event: {event.get('operationType')} on "
+        f"{event.get('ns')}",
+    )
 
 
 def too_large(size: int, limit: int, token: Mapping[str, str]) -> CommandError:

@@ -84,13 +84,17 @@ class Sandbox:
         cursor_timeout_seconds: float = CURSOR_TIMEOUT_SECONDS,
         session_timeout_seconds: float = SESSION_TIMEOUT_SECONDS,
         noop_interval_seconds: float = DEFAULT_NOOP_INTERVAL_SECONDS,
+        split_large_events: bool = True,
     ) -> None:
         self.address = address
         self.set_name = set_name
         self.max_event_bytes = max_event_bytes
+        self.split_large_events = split_large_events
         self.condition = threading.Condition(threading.RLock())
         self.store = storage.Store()
         self.oplog = Oplog(self.condition, oplog_size, noop_interval_seconds=noop_interval_seconds)
+        self.oplog.uuid_of = self._collection_uuid
+        self.store.on_create = self._log_create
         self.cursors = CursorRegistry(
             cursor_timeout_seconds=cursor_timeout_seconds,
             session_timeout_seconds=session_timeout_seconds,
@@ -169,6 +173,24 @@ class Sandbox:
         reply["operationTime"] = cluster_time
         return reply
 
+    def _collection_uuid(self, db: str, name: str) -> Any:
+        collection = self.store.get(db, name)
+        return collection.uuid if collection is not None and collection.kind != "view" else None
+
+    def _log_create(self, collection: storage.Collection) -> None:
+        # The `create` change event (manual: "create Event", shown with showExpandedEvents):
+        # a view's description is its definition, a collection's its _id index and options.
+        if collection.kind == "view":
+            description = {
+                "viewOn": collection.options["viewOn"],
+                "pipeline": collection.options["pipeline"],
+            }
+        else:
+            description = {**collection.options, "idIndex": _ID_INDEX}
+        self.oplog.append(
+            "create", collection.db, collection.name, operation_description=description
+        )
+
     # -- helpers shared by the write commands --------------------------------------------------
 
     def insert_document(self, collection: storage.Collection, raw: RawBSONDocument) -> None:
@@ -225,6 +247,8 @@ class Sandbox:
             )
         collection.replace(storage.id_key(old["_id"]), new_raw)
         fields: dict[str, Any] = {"document_key": {"_id": old["_id"]}}
+        if keeps_images(collection):
+            fields.update(pre_image=raw, post_image=new_raw)
         if operation == "update":
             fields["update_description"] = update_description(old, new)
         else:
@@ -455,11 +479,76 @@ def _build_info(
     }
 
 
+def _admin_only(name: str, db: str) -> None:
+    if db != "admin":
+        raise CommandError(
+            ErrorCode.UNAUTHORIZED, f"{name} may only be run against the admin database."
+        )
+
+
+def _server_parameters() -> dict[str, Any]:
+    """The server parameters the sandbox reports, as a test-enabled mongod 7.0 holds them.
+
+    `enableTestCommands` is true because the sandbox answers the test-only command drivers'
+    own suites need (`configureFailPoint` with `failCommand`), like a server started with
+    `--setParameter enableTestCommands=1`; their harnesses read it to decide what to run.
+    """
+    return {
+        "authenticationMechanisms": [],
+        "enableTestCommands": True,
+        "featureCompatibilityVersion": {"version": "7.0"},
+        "logLevel": 0,
+        "maxAwaitTimeMSForChangeStreams": change_streams.DEFAULT_AWAIT_MS,
+        "transactionLifetimeLimitSeconds": 60,
+    }
+
+
 @command("getParameter")
 def _get_parameter(
     sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
 ) -> dict[str, Any]:
-    return {"featureCompatibilityVersion": {"version": "7.0"}, "ok": 1.0}
+    # The shapes of mongod's `getParameter` (src/mongo/db/commands/parameters.cpp): `"*"` (or
+    # `{allParameters: true}`) answers every parameter, otherwise each field of the command
+    # that names a parameter; naming none is "no option found to get" (72 InvalidOptions).
+    _admin_only("getParameter", db)
+    selector = body["getParameter"]
+    parameters = _server_parameters()
+    every = selector == "*" or (isinstance(selector, Mapping) and selector.get("allParameters"))
+    reply = {k: v for k, v in parameters.items() if every or k in body}
+    if not reply:
+        raise CommandError(ErrorCode.INVALID_OPTIONS, "no option found to get")
+    return {**reply, "ok": 1.0}
+
+
+@command("getCmdLineOpts")
+def _get_cmd_line_opts(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    # mongod's reply: the command line as given (`argv`) and as parsed into the YAML config
+    # tree (`parsed`), with setParameter values as the strings they were given as. The
+    # sandbox answers as `mongod --replSet <name> --bind_ip <host> --port <port>` started
+    # with test commands enabled (see `_server_parameters`).
+    _admin_only("getCmdLineOpts", db)
+    host, _, port = sandbox.address.rpartition(":")
+    return {
+        "argv": [
+            "mongod",
+            "--replSet",
+            sandbox.set_name,
+            "--bind_ip",
+            host,
+            "--port",
+            port,
+            "--setParameter",
+            "enableTestCommands=1",
+        ],
+        "parsed": {
+            "net": {"bindIp": host, "port": int(port)},
+            "replication": {"replSet": sandbox.set_name},
+            "setParameter": {"enableTestCommands": "1"},
+        },
+        "ok": 1.0,
+    }
 
 
 @command("hostInfo")
@@ -498,6 +587,9 @@ def _configure_fail_point(
         raise CommandError(
             ErrorCode.UNAUTHORIZED, "configureFailPoint may only be run against the admin database."
         )
+    if body["configureFailPoint"] == "failGetMoreAfterCursorCheckout":
+        sandbox.faults.configure_after_checkout(body.get("mode"), body.get("data", {}))
+        return {"count": 0, "ok": 1.0}
     if body["configureFailPoint"] != "failCommand":
         raise unsupported(f"fail point {body['configureFailPoint']!r}")
     sandbox.faults.configure(body.get("mode"), body.get("data", {}))
@@ -598,7 +690,16 @@ def _delete_one(sandbox: Sandbox, collection: storage.Collection, raw: RawBSONDo
         return  # deleted by the transaction it waited for
     id_value = storage.decode(raw)["_id"]
     collection.delete(storage.id_key(id_value))
-    sandbox.oplog.append("delete", collection.db, collection.name, document_key={"_id": id_value})
+    images = {"pre_image": raw} if keeps_images(collection) else {}
+    sandbox.oplog.append(
+        "delete", collection.db, collection.name, document_key={"_id": id_value}, **images
+    )
+
+
+def keeps_images(collection: storage.Collection) -> bool:
+    """Whether the collection records pre- and post-images for change streams."""
+    option = collection.options.get("changeStreamPreAndPostImages")
+    return isinstance(option, Mapping) and bool(option.get("enabled"))
 
 
 @command("findAndModify", "findandmodify")
@@ -707,6 +808,8 @@ def _get_more(
     cursor_id = int(body["getMore"])
     cursor = sandbox.cursors.get(cursor_id)
     try:
+        is_stream = isinstance(cursor, change_streams.ChangeStreamCursor)
+        sandbox.faults.check_checked_out(change_stream=is_stream)
         return cursor_reply(
             sandbox.cursors, cursor, body.get("batchSize"), body.get("maxTimeMS"), cursor_id
         )
@@ -785,6 +888,16 @@ def _aggregate(
     batch_size = body.get("cursor", {}).get("batchSize")
     target = body["aggregate"]
     if pipeline and isinstance(pipeline[0], Mapping) and "$changeStream" in pipeline[0]:
+        level = (body.get("readConcern") or {}).get("level")
+        if level is not None and level != "majority":
+            # A change stream reads majority-committed changes only; a readConcern asked for
+            # explicitly must be "majority" (document_source_change_stream.h,
+            # supportsReadConcern / onlySingleReadConcernSupported).
+            raise CommandError(
+                ErrorCode.INVALID_OPTIONS,
+                "Aggregation stage $changeStream cannot run with a readConcern other than "
+                f"'majority'. Current readConcern: {level}",
+            )
         return _open_change_stream(sandbox, db, target, pipeline, batch_size)
     if not isinstance(target, str):
         raise unsupported("collection-less aggregation")
@@ -799,6 +912,7 @@ def _open_change_stream(
     sandbox: Sandbox, db: str, target: Any, pipeline: list[Any], batch_size: int | None
 ) -> dict[str, Any]:
     spec = pipeline[0]["$changeStream"]
+    change_streams.validate_spec(spec)
     if isinstance(target, str):
         scope = change_streams.Scope(db, target)
         collection = sandbox.store.get(db, target)
@@ -830,6 +944,7 @@ def _open_change_stream(
             oplog=sandbox.oplog,
             lookup=sandbox.lookup,
             max_event_bytes=sandbox.max_event_bytes,
+            split_large_events=sandbox.split_large_events,
         )
     return cursor_reply(sandbox.cursors, cursor, batch_size)
 
@@ -912,8 +1027,15 @@ def _create_indexes(
         for spec in body.get("indexes", []):
             if spec.get("unique") and dict(spec["key"]) != {"_id": 1}:
                 raise unsupported("unique secondary indexes")
-            if spec["name"] != "_id_":
+            if spec["name"] != "_id_" and spec["name"] not in collection.indexes:
                 collection.indexes[spec["name"]] = {"v": 2, **spec}
+                # One createIndexes oplog entry per new index ("createIndexes Event").
+                sandbox.oplog.append(
+                    "createIndexes",
+                    db,
+                    collection.name,
+                    operation_description={"indexes": [collection.indexes[spec["name"]]]},
+                )
         after = len(collection.indexes) + 1
     return {
         "numIndexesBefore": before,
@@ -935,15 +1057,17 @@ def _drop_indexes(
         before = len(collection.indexes) + 1
         target = body.get("index")
         if target == "*":
-            collection.indexes.clear()
+            names = list(collection.indexes)
         else:
             names = [n for n, s in collection.indexes.items() if target in (n, s.get("key"))]
             if not names:
                 raise CommandError(
                     ErrorCode.INDEX_NOT_FOUND, f"index not found with name [{target}]"
                 )
-            for index_name in names:
-                del collection.indexes[index_name]
+        for index_name in names:
+            # One dropIndexes oplog entry per index dropped ("dropIndexes Event").
+            spec = collection.indexes.pop(index_name)
+            sandbox.oplog.append("dropIndexes", db, name, operation_description={"indexes": [spec]})
     return {"nIndexesWas": before, "ok": 1.0}
 
 
@@ -982,6 +1106,38 @@ def _create(
         }
     with sandbox.condition:
         sandbox.store.create(db, name, kind, options)
+    return {"ok": 1.0}
+
+
+@command("collMod")
+def _coll_mod(
+    sandbox: Sandbox, db: str, body: dict[str, Any], connection: Connection
+) -> dict[str, Any]:
+    # Only the option change streams read: changeStreamPreAndPostImages ({enabled: bool}), as
+    # the manual's collMod page describes it. Others are refused rather than ignored.
+    name = _collection_name(body)
+    options = {k: v for k, v in body.items() if k not in _CREATE_GENERIC_FIELDS | {"collMod"}}
+    unknown = set(options) - {"changeStreamPreAndPostImages"}
+    if unknown:
+        raise unsupported(f"collMod option(s) {sorted(unknown)}")
+    with sandbox.condition:
+        collection = sandbox.store.get(db, name)
+        if collection is None:
+            raise CommandError(ErrorCode.NAMESPACE_NOT_FOUND, f"ns does not exist: {db}.{name}")
+        if collection.kind != "collection":
+            raise CommandError(
+                ErrorCode.INVALID_OPTIONS, "changeStreamPreAndPostImages is for collections only"
+            )
+        before = dict(collection.options)
+        collection.options.update(options)
+        # The `modify` change event ("modify Event"), shown with showExpandedEvents.
+        sandbox.oplog.append(
+            "modify",
+            db,
+            name,
+            operation_description=options,
+            state_before_change={"collectionOptions": before},
+        )
     return {"ok": 1.0}
 
 

@@ -35,6 +35,7 @@ class ErrorCode(IntEnum):
     INDEX_NOT_FOUND = 27, "IndexNotFound"
     PATH_NOT_VIABLE = 28, "PathNotViable"
     CONFLICTING_UPDATE_OPERATORS = 40, "ConflictingUpdateOperators"
+    NO_MATCHING_DOCUMENT = 47, "NoMatchingDocument"
     CURSOR_NOT_FOUND = 43, "CursorNotFound"
     NAMESPACE_EXISTS = 48, "NamespaceExists"
     INVALID_ID_FIELD = 53, "InvalidIdField"
@@ -78,10 +79,22 @@ class ErrorCode(IntEnum):
     STAGE_NOT_ONE_FIELD = 40323, "Location40323"
     UNRECOGNIZED_PIPELINE_STAGE = 40324, "Location40324"
     MISSING_REQUIRED_FIELD = 40414, "Location40414"
+    UNKNOWN_FIELD = 40415, "Location40415"
+    NEW_ROOT_NOT_OBJECT = 40228, "Location40228"
+    STAGE_ONLY_FIRST = 40602, "Location40602"
+    MULTIPLE_RESUME_OPTIONS = 40674, "Location40674"
+    SPLIT_SPEC_NOT_EMPTY = 7182800, "Location7182800"
+    SPLIT_NOT_LAST = 7182802, "Location7182802"
+    STAGE_USED_TWICE = 7183900, "Location7183900"
     MIN_MAX_WITHOUT_HINT = 51173, "Location51173"
     MIN_MAX_NOT_ON_INDEX = 51176, "Location51176"
 
 
+# The NonResumableChangeStreamError category of error_codes.yml.
+NON_RESUMABLE_CODES = frozenset(
+    {ErrorCode.CHANGE_STREAM_FATAL_ERROR, ErrorCode.CHANGE_STREAM_HISTORY_LOST}
+)
+NON_RESUMABLE_LABEL = "NonResumableChangeStreamError"
 _CODE_NAMES = {int(member): member.code_name for member in ErrorCode}
 
 
@@ -103,8 +116,13 @@ class CommandError(Exception):
         """The `{ok: 0, ...}` document MongoDB answers with."""
         doc: dict[str, Any] = {"ok": 0.0, "errmsg": self.message, "code": int(self.code)}
         doc["codeName"] = code_name(self.code)
-        if self.labels:
-            doc["errorLabels"] = list(self.labels)
+        labels = list(self.labels)
+        if self.code in NON_RESUMABLE_CODES and NON_RESUMABLE_LABEL not in labels:
+            # error_labels.cpp: every error of the NonResumableChangeStreamError category
+            # carries the label of that name, whichever command failed.
+            labels.append(NON_RESUMABLE_LABEL)
+        if labels:
+            doc["errorLabels"] = labels
         return doc
 
 

@@ -63,6 +63,7 @@ class FaultInjector:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active: FailCommand | None = None
+        self._after_checkout: FailCommand | None = None
 
     def configure(self, mode: Any, data: Mapping[str, Any]) -> None:
         """Apply a `configureFailPoint` request (mode "alwaysOn", "off" or {times: n})."""
@@ -91,6 +92,52 @@ class FaultInjector:
                 block_ms=int(data.get("blockTimeMS", 0)) if data.get("blockConnection") else 0,
                 app_name=data.get("appName"),
             )
+        )
+
+    def configure_after_checkout(self, mode: Any, data: Mapping[str, Any]) -> None:
+        """Apply `failGetMoreAfterCursorCheckout` (mode as for failCommand; data.errorCode).
+
+        The server's fail point fails a getMore once its cursor is checked out, so the error
+        is known to come from a change stream's getMore and gets ResumableChangeStreamError
+        when its code is resumable (error_labels.cpp) — unlike failCommand, which fails the
+        command before any cursor is found.
+        """
+        if mode == "off":
+            with self._lock:
+                self._after_checkout = None
+            return
+        if mode == "alwaysOn":
+            remaining = None
+        elif isinstance(mode, Mapping) and isinstance(mode.get("times"), int):
+            remaining = mode["times"]
+        else:
+            raise CommandError(
+                ErrorCode.BAD_VALUE, "mode must be 'alwaysOn', 'off' or {times: <int>}"
+            )
+        code = data.get("errorCode")
+        if not isinstance(code, int):
+            raise CommandError(ErrorCode.BAD_VALUE, "data.errorCode must be an integer")
+        with self._lock:
+            self._after_checkout = FailCommand(
+                commands=frozenset({"getMore"}), remaining=remaining, error_code=code
+            )
+
+    def check_checked_out(self, change_stream: bool) -> None:
+        """Raise the `failGetMoreAfterCursorCheckout` error for a getMore whose cursor is out."""
+        with self._lock:
+            fail = self._after_checkout
+            if fail is None:
+                return
+            if fail.remaining is not None:
+                fail.remaining -= 1
+                if fail.remaining <= 0:
+                    self._after_checkout = None
+        assert fail.error_code is not None
+        resumable = change_stream and fail.error_code in RETRYABLE_CODES
+        raise CommandError(
+            fail.error_code,
+            "Failing command via 'failGetMoreAfterCursorCheckout' failpoint",
+            ("ResumableChangeStreamError",) if resumable else (),
         )
 
     def set(self, fail: FailCommand | None) -> None:
@@ -143,10 +190,14 @@ class FaultInjector:
         labels = fail.error_labels
         if labels is None:
             labels = ()
+            # No ResumableChangeStreamError here for a getMore: error_labels.cpp gives it only
+            # when the failed command is known to be a change stream's (its cursor checked
+            # out), and failCommand fails the getMore before that. The driver's spec test
+            # "change stream does not resume if error does not contain
+            # ResumableChangeStreamError" rests on this; failGetMoreAfterCursorCheckout
+            # (configure_after_checkout) is the fault that gets the label.
             if fail.error_code in RETRYABLE_CODES and command in _WRITES:
                 labels = ("RetryableWriteError",)
-            elif fail.error_code in RETRYABLE_CODES and command == "getMore":
-                labels = ("ResumableChangeStreamError",)
         raise CommandError(
             fail.error_code, "Failing command via 'failCommand' failpoint", tuple(labels)
         )

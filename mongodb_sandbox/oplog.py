@@ -49,6 +49,16 @@ class Entry:
     lsid: dict[str, Any] | None = None
     txn_number: int | None = None
     txn_op_index: int = 0
+    # The document before and after the change, kept only for collections with
+    # changeStreamPreAndPostImages enabled (what a real server writes to its pre-image
+    # collection, and reads back for fullDocument/fullDocumentBeforeChange).
+    pre_image: RawBSONDocument | None = None
+    post_image: RawBSONDocument | None = None
+    # The collection's UUID (an oplog entry's `ui`), and what a DDL entry did (create,
+    # createIndexes, dropIndexes, modify): what showExpandedEvents streams report.
+    collection_uuid: Any = None
+    operation_description: dict[str, Any] | None = None
+    state_before_change: dict[str, Any] | None = None
 
 
 # The server's default periodicNoopIntervalSecs.
@@ -103,8 +113,12 @@ class Oplog:
         # While a transaction is open: the last seq that wrote each (db, coll, _id key), and
         # (db, coll, None) for a collection dropped or renamed, to detect write conflicts.
         self.written: dict[tuple[str, str | None, Any], int] | None = None
+        # The UUID of a namespace's collection now (None: no such collection).
+        self.uuid_of: Callable[[str, str], Any] = lambda db, coll: None
 
     def append(self, operation: str, db: str, coll: str | None, **fields: Any) -> Entry:
+        if coll is not None and "collection_uuid" not in fields:
+            fields["collection_uuid"] = self.uuid_of(db, coll)
         self.last_seq += 1
         entry = Entry(
             seq=self.last_seq,

@@ -42,6 +42,8 @@ class SandboxServer:
     its data and oplog; each router keeps the cursors it opened, as a real mongos does.
     The idle timeouts of cursors and sessions and the interval of the primary's no-op writes
     default to a real server's (see cursors.py and oplog.py).
+    `split_large_events=False` answers as a server before 6.0.9 does, which has no
+    `$changeStreamSplitLargeEvent` stage (40324 Unrecognized pipeline stage name).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class SandboxServer:
         session_timeout_seconds: float = SESSION_TIMEOUT_SECONDS,
         noop_interval_seconds: float = DEFAULT_NOOP_INTERVAL_SECONDS,
         routers: int = 0,
+        split_large_events: bool = True,
     ) -> None:
         if routers < 0:
             raise ValueError("routers must be 0 (a replica set) or a positive number")
@@ -71,6 +74,7 @@ class SandboxServer:
         self._listeners: list[socket.socket] = []
         self._accept_threads: list[threading.Thread] = []
         self._served: list[Sandbox] = []
+        self._split_large_events = split_large_events
         self._clients: set[socket.socket] = set()
         self._clients_lock = threading.Lock()
         self._connection_ids = itertools.count(1)
@@ -120,6 +124,7 @@ class SandboxServer:
             oplog_size=self._oplog_size,
             max_event_bytes=self._max_event_bytes,
             **self._timeouts,
+            split_large_events=self._split_large_events,
         )
         if self.routers:
             # Cursor ids numbered apart per router (a real mongos draws random 64-bit ids).
@@ -197,6 +202,7 @@ class SandboxServer:
 
     def clear_faults(self) -> None:
         self._state().faults.set(None)
+        self._state().faults.configure_after_checkout("off", {})
 
     def expire_idle_cursors(self) -> int:
         """Kill every cursor no getMore is running on, as the server's reaper does once they

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -235,6 +235,9 @@ class Store:
 
     def __init__(self) -> None:
         self.databases: dict[str, dict[str, Collection]] = {}
+        # Told of every collection or view created, explicitly or by a first write (the
+        # sandbox logs it: a real server's oplog holds a `create` entry for both).
+        self.on_create: Callable[[Collection], None] | None = None
 
     def get(self, db: str, name: str) -> Collection | None:
         return self.databases.get(db, {}).get(name)
@@ -249,6 +252,8 @@ class Store:
             )
         collection = Collection(db=db, name=name, kind=kind, options=options or {})
         self.databases.setdefault(db, {})[name] = collection
+        if self.on_create is not None:
+            self.on_create(collection)
         return collection
 
     def writable(self, db: str, name: str) -> Collection:

@@ -39,8 +39,13 @@ def current_position(watched: Collection[RawBSONDocument] | Database[RawBSONDocu
     return token_to_json(token)
 
 
-# Error codes after which a stream cannot resume: its history is gone (the table must be
-# snapshotted again). CappedPositionLost and ChangeStreamFatalError are older servers' forms.
+# Error codes after which a stream cannot resume from its checkpoint (the table must be
+# snapshotted again): ChangeStreamHistoryLost (4.4+), CappedPositionLost (a lagging cursor) and
+# ChangeStreamFatalError, which a server answers when the checkpoint's event is not in the oplog
+# ("cannot resume stream; the resume token was not found", ensure_resume_token_present) and
+# which 4.2 answered for lost history. A refused stage is never one of these: a stage a change
+# stream may not hold is IllegalOperation (20), an unknown one 40324 — plain errors, so a bad
+# pipeline fails loudly instead of rebuilding tables.
 class StreamErrorCode(IntEnum):
     CAPPED_POSITION_LOST = 136
     CHANGE_STREAM_FATAL_ERROR = 280

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import bson
 import pyarrow.parquet as pq
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
@@ -33,6 +34,7 @@ from shared.pipeline.snapshot import PartitionTask, plan_selected, run_partition
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import format_report, verify_mirror
 from shared.pipeline.wiring import MirrorContext, open_context
+from shared.source import change_stream as change_stream_module
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE, SandboxFactory
 
 WINDOW_SETTINGS = {
@@ -589,3 +591,108 @@ def test_a_dropped_database_rebuilds_every_table_and_streams_on_when_it_returns(
     db.orders.insert_many([{"_id": i, "again": True} for i in range(3)])
     drain(reader, ctx)
     assert_verified(ctx)
+
+
+def record_batches(monkeypatch: pytest.MonkeyPatch, batch_events: int) -> list[list[str]]:
+    """Make the reader's cursors ask for ``batch_events`` per batch, and note each batch's
+    operation types as the server sent them."""
+    monkeypatch.setattr(change_stream_module, "BATCH_EVENTS", batch_events)
+    batches: list[list[str]] = []
+    take = change_stream_module.ChangeCursor._take
+
+    def noting(cursor: Any, reply: bytes, batch: str) -> Any:
+        documents = bson.decode(reply)["cursor"][f"{batch}Batch"]
+        batches.append([document["operationType"] for document in documents])
+        return take(cursor, reply, batch)
+
+    monkeypatch.setattr(change_stream_module.ChangeCursor, "_take", noting)
+    return batches
+
+
+def drop_database_after_one_insert(
+    ctx: MirrorContext, mongo_client: MongoClient
+) -> Database[dict[str, Any]]:
+    """Two mirrored collections, then 4 events: an insert, two drops and dropDatabase."""
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.orders.insert_many([{"_id": i, "v": i} for i in range(10)])
+    db.other.insert_one({"_id": 1})
+    snapshot(ctx)
+    db.orders.insert_one({"_id": 10, "v": 10})
+    mongo_client.drop_database(db.name)
+    return db
+
+
+def test_a_database_dropped_as_the_last_event_of_a_batch_is_invalidated_then_streams_on(
+    make_context: MakeContext, mongo_client: MongoClient, monkeypatch: pytest.MonkeyPatch
+):
+    # The batch ends right after dropDatabase; the invalidate comes in the next one, and the
+    # reader goes on with startAfter its token once the collections come back.
+    batches = record_batches(monkeypatch, 4)
+    ctx = make_context()
+    db = drop_database_after_one_insert(ctx, mongo_client)
+    reader = reader_for(ctx)
+    rebuilt: list[str] = []
+    start_after: list[bool] = []  # how each window's checkpoint goes on
+    for _ in range(20):
+        result = reader.window()
+        rebuilt += result.rebuilt
+        record = ctx.state.get(STREAM_KIND, db.name)
+        assert record is not None
+        start_after.append(bool(record.value["start_after"]))
+        if result.idle:
+            break
+    assert ["insert", "drop", "drop", "dropDatabase"] in batches  # the boundary fell there
+    after = batches[batches.index(["insert", "drop", "drop", "dropDatabase"]) + 1]
+    assert after == ["invalidate"]
+    # The window that read the invalidate checkpointed its token for startAfter; the windows
+    # after it go on from ordinary tokens of the new stream.
+    assert True in start_after and start_after[-1] is False
+    assert sorted(set(rebuilt)) == [f"{db.name}.orders", f"{db.name}.other"]
+    db.orders.insert_many([{"_id": i, "again": True} for i in range(3)])
+    db.other.insert_one({"_id": 2})
+    drain(reader, ctx)
+    assert_verified(ctx)
+
+
+def test_a_reader_resuming_from_a_drop_database_token_gets_the_invalidate(
+    make_context: MakeContext, mongo_client: MongoClient, monkeypatch: pytest.MonkeyPatch
+):
+    # A window of 4 events ends at dropDatabase and checkpoints its token; a new reader resumes
+    # after it (resumeAfter), and a server then sends the invalidate first.
+    batches = record_batches(monkeypatch, 100)
+    ctx = make_context(CHANGE_WINDOW_EVENTS="4")
+    db = drop_database_after_one_insert(ctx, mongo_client)
+    reader = reader_for(ctx)
+    first = reader.window()
+    assert first.events == 4 and sorted(first.rebuilt) == [
+        f"{db.name}.orders",
+        f"{db.name}.other",
+    ]
+    record = ctx.state.get(STREAM_KIND, db.name)
+    assert record is not None and record.value["start_after"] is False
+    reader.release()
+    batches.clear()
+    reader = reader_for(ctx)
+    second = reader.window()
+    assert batches[0] == ["invalidate"] and second.events == 1  # the resumed stream's first
+    record = ctx.state.get(STREAM_KIND, db.name)
+    assert record is not None and record.value["start_after"] is True
+    db.orders.insert_many([{"_id": i, "again": True} for i in range(3)])
+    drain(reader, ctx)
+    assert_verified(ctx)
+
+
+def test_a_server_without_split_events_is_mirrored_without_the_stage(
+    make_context: MakeContext, sandbox_factory: SandboxFactory
+):
+    # A 6.0 server answers 40324 for $changeStreamSplitLargeEvent; the reader streams without it.
+    server = sandbox_factory(split_large_events=False)
+    ctx = make_context(uri=server.uri)
+    with MongoClient(server.uri) as client:
+        db, reader = streaming(ctx, client, orders=[{"_id": i, "v": i} for i in range(5)])
+        db.orders.insert_many([{"_id": i, "v": i} for i in range(5, 9)])
+        db.orders.update_one({"_id": 1}, {"$set": {"v": "changed"}})
+        db.orders.delete_one({"_id": 2})
+        results = drain(reader, ctx)
+        assert sum(result.events for result in results) == 6
+        assert_verified(ctx)

@@ -14,6 +14,7 @@ from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
 from pymongo.errors import OperationFailure
+from pymongo.read_concern import ReadConcern
 
 from mongodb_sandbox.errors import ErrorCode
 
@@ -232,3 +233,197 @@ def test_large_events_split_into_fragments(mongo_client: Client, mongo_db_name: 
     assert len(event["updateDescription"]["updatedFields"]["more"]) == 6 * 1024 * 1024
     tokens = [f["_id"]["_data"] for f in fragments]
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+
+
+def _aggregate(db: Any, spec: dict[str, Any], *stages: Any, batch: int = 101) -> dict[str, Any]:
+    command = {
+        "aggregate": 1,
+        "pipeline": [{"$changeStream": spec}, *stages],
+        "cursor": {"batchSize": batch},
+    }
+    reply: dict[str, Any] = db.command(command)["cursor"]
+    return reply
+
+
+def _get_more(db: Any, cursor: dict[str, Any], batch: int) -> dict[str, Any]:
+    command = {
+        "getMore": cursor["id"],
+        "collection": "$cmd.aggregate",
+        "batchSize": batch,
+        "maxTimeMS": AWAIT_MS,
+    }
+    reply: dict[str, Any] = db.command(command)["cursor"]
+    return reply
+
+
+def test_a_batch_ending_at_drop_database_still_delivers_the_invalidate(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    # A real server returns the invalidate as an ordinary document of the next batch, then
+    # closes the cursor when the batch asks for more (getmore_cmd.cpp, ChangeStreamInvalidated).
+    db = mongo_client[mongo_db_name]
+    db.items.insert_one({"_id": 0})
+    cursor = _aggregate(db, {}, batch=0)
+    mongo_client.drop_database(mongo_db_name)
+    first = _get_more(db, cursor, 2)
+    assert [e["operationType"] for e in first["nextBatch"]] == ["drop", "dropDatabase"]
+    assert first["id"] != 0
+    second = _get_more(db, {"id": first["id"]}, 2)
+    assert [e["operationType"] for e in second["nextBatch"]] == ["invalidate"]
+    assert second["id"] == 0
+    assert second["postBatchResumeToken"] == second["nextBatch"][0]["_id"]
+
+
+def test_an_invalidate_filling_a_batch_closes_the_cursor_on_the_next_get_more(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    db.items.insert_one({"_id": 0})
+    cursor = _aggregate(db, {}, batch=0)
+    mongo_client.drop_database(mongo_db_name)
+    first = _get_more(db, cursor, 3)
+    assert [e["operationType"] for e in first["nextBatch"]] == [
+        "drop",
+        "dropDatabase",
+        "invalidate",
+    ]
+    assert first["id"] != 0
+    last = _get_more(db, {"id": first["id"]}, 3)
+    assert last["nextBatch"] == [] and last["id"] == 0
+    assert last["postBatchResumeToken"] == first["nextBatch"][-1]["_id"]
+
+
+def test_resuming_from_a_drop_token_delivers_the_invalidate_and_start_after_goes_past_it(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    db.items.insert_one({"_id": 0})
+    start = _aggregate(db, {}, batch=0)["postBatchResumeToken"]
+    mongo_client.drop_database(mongo_db_name)
+    seen = _aggregate(db, {"resumeAfter": start}, batch=10)["firstBatch"]
+    drop_database, invalidate = seen[1], seen[2]
+    assert drop_database["operationType"] == "dropDatabase"
+    empty = _aggregate(db, {"resumeAfter": drop_database["_id"]}, batch=0)
+    assert empty["firstBatch"] == [] and empty["postBatchResumeToken"] == drop_database["_id"]
+    for option in ("resumeAfter", "startAfter"):
+        again = _aggregate(db, {option: drop_database["_id"]}, batch=10)
+        assert [e["operationType"] for e in again["firstBatch"]] == ["invalidate"]
+        assert again["firstBatch"][0]["_id"] == invalidate["_id"] and again["id"] == 0
+    db.items.insert_one({"_id": 1})
+    after = _aggregate(db, {"startAfter": invalidate["_id"]}, batch=10)
+    assert [e["operationType"] for e in after["firstBatch"]] == ["insert"]
+    with pytest.raises(OperationFailure) as raised:
+        _aggregate(db, {"resumeAfter": invalidate["_id"]})
+    assert raised.value.code == ErrorCode.INVALID_RESUME_TOKEN
+
+
+@pytest.mark.parametrize(
+    ("spec", "stages", "code"),
+    [
+        ({}, [{"$group": {"_id": None}}], ErrorCode.ILLEGAL_OPERATION),
+        ({}, [{"$sort": {"x": 1}}], ErrorCode.ILLEGAL_OPERATION),
+        ({}, [{"$notAStage": {}}], ErrorCode.UNRECOGNIZED_PIPELINE_STAGE),
+        ({}, [{"$match": {}, "$project": {"a": 1}}], ErrorCode.STAGE_NOT_ONE_FIELD),
+        ({}, [{"$changeStreamSplitLargeEvent": {}}, {"$match": {}}], ErrorCode.SPLIT_NOT_LAST),
+        ({"fullDocumen": "updateLookup"}, [], ErrorCode.UNKNOWN_FIELD),
+        ({"fullDocument": "always"}, [], ErrorCode.BAD_VALUE),
+        ({"fullDocumentBeforeChange": "sometimes"}, [], ErrorCode.BAD_VALUE),
+        ({"showExpandedEvents": "yes"}, [], ErrorCode.TYPE_MISMATCH),
+    ],
+    ids=[
+        "group",
+        "sort",
+        "unknown-stage",
+        "two-fields",
+        "split-not-last",
+        "unknown-field",
+        "full-document",
+        "before-change",
+        "expanded-events-type",
+    ],
+)
+def test_stages_and_options_are_refused_with_the_servers_codes(
+    mongo_client: Client, mongo_db_name: str, spec: dict[str, Any], stages: list[Any], code: int
+) -> None:
+    with pytest.raises(OperationFailure) as raised:
+        _aggregate(mongo_client[mongo_db_name], spec, *stages)
+    assert raised.value.code == code
+
+
+def test_allowed_stages_reshape_events(mongo_client: Client, mongo_db_name: str) -> None:
+    coll = mongo_client[mongo_db_name].items
+    coll.insert_one({"_id": 0})
+    pipeline = [
+        {"$match": {"operationType": "insert"}},
+        {"$addFields": {"tag": "$fullDocument.v"}},
+        {"$set": {"kept": True}},
+        {"$unset": "wallTime"},
+        {"$replaceWith": {"_id": "$_id", "tag": "$tag", "kept": "$kept"}},
+    ]
+    with coll.watch(pipeline, max_await_time_ms=AWAIT_MS) as stream:
+        coll.insert_one({"_id": 1, "v": "x"})
+        event = next_event(stream)
+    assert {k: v for k, v in event.items() if k != "_id"} == {"tag": "x", "kept": True}
+
+
+def test_a_read_concern_other_than_majority_is_refused(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    coll = mongo_client[mongo_db_name].get_collection("items", read_concern=ReadConcern("local"))
+    with pytest.raises(OperationFailure) as raised:
+        coll.watch()
+    assert raised.value.code == ErrorCode.INVALID_OPTIONS
+    majority = mongo_client[mongo_db_name].get_collection(
+        "items", read_concern=ReadConcern("majority")
+    )
+    with majority.watch(max_await_time_ms=AWAIT_MS):
+        pass
+
+
+def test_expanded_events_only_in_streams_that_ask_for_them(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    with (
+        db.watch(max_await_time_ms=AWAIT_MS, show_expanded_events=True) as expanded,
+        db.watch(max_await_time_ms=AWAIT_MS) as plain,
+    ):
+        db.create_collection("made")
+        db.made.create_index("x")
+        db.made.insert_one({"_id": 1})
+        db.made.drop_index("x_1")
+        kinds = [e["operationType"] for e in events(expanded, 4)]
+        assert kinds == ["create", "createIndexes", "insert", "dropIndexes"]
+        assert next_event(plain)["operationType"] == "insert"
+        assert plain.try_next() is None
+    with db.watch(max_await_time_ms=AWAIT_MS, show_expanded_events=True) as expanded:
+        db.made.insert_one({"_id": 2})
+        event = next_event(expanded)
+    uuid = db.command("listCollections", filter={"name": "made"})["cursor"]["firstBatch"][0]
+    assert event["collectionUUID"] == uuid["info"]["uuid"]
+
+
+def test_pre_and_post_images_only_where_enabled(mongo_client: Client, mongo_db_name: str) -> None:
+    db = mongo_client[mongo_db_name]
+    db.kept.insert_one({"_id": 1, "v": 0})
+    db.command("collMod", "kept", changeStreamPreAndPostImages={"enabled": True})
+    db.plain.insert_one({"_id": 1, "v": 0})
+    options: dict[str, Any] = {
+        "full_document": "whenAvailable",
+        "full_document_before_change": "whenAvailable",
+        "max_await_time_ms": AWAIT_MS,
+    }
+    with db.watch(**options) as stream:
+        db.kept.update_one({"_id": 1}, {"$set": {"v": 1}})
+        db.plain.update_one({"_id": 1}, {"$set": {"v": 1}})
+        db.kept.delete_one({"_id": 1})
+        kept, plain, deleted = events(stream, 3)
+    assert kept["fullDocumentBeforeChange"] == {"_id": 1, "v": 0}
+    assert kept["fullDocument"] == {"_id": 1, "v": 1}
+    assert plain["fullDocumentBeforeChange"] is None and plain["fullDocument"] is None
+    assert deleted["fullDocumentBeforeChange"] == {"_id": 1, "v": 1}
+    with db.plain.watch(full_document="required", max_await_time_ms=AWAIT_MS) as stream:
+        db.plain.update_one({"_id": 1}, {"$set": {"v": 2}})
+        with pytest.raises(OperationFailure) as raised:
+            next_event(stream)
+    assert raised.value.code == ErrorCode.NO_MATCHING_DOCUMENT

@@ -156,7 +156,15 @@ def test_change_stream_resumes_after_dropped_connections(sandbox_factory: Sandbo
             server.drop_connections()
             coll.insert_one({"_id": 2})  # retryable write: reconnects
             assert next_event(stream)["documentKey"] == {"_id": 2}
-            server.fail_command("getMore", error_code=ErrorCode.HOST_UNREACHABLE, times=1)
+            # A getMore failing once its cursor is checked out carries ResumableChangeStreamError
+            # (failCommand fails it earlier, unlabelled, and the driver then does not resume).
+            client.admin.command(
+                {
+                    "configureFailPoint": "failGetMoreAfterCursorCheckout",
+                    "mode": {"times": 1},
+                    "data": {"errorCode": int(ErrorCode.HOST_UNREACHABLE)},
+                }
+            )
             coll.insert_one({"_id": 3})
             assert next_event(stream)["documentKey"] == {"_id": 3}
             assert stream.try_next() is None
@@ -237,3 +245,14 @@ def test_small_event_limit_splits_or_fails(sandbox_factory: SandboxFactory) -> N
             with pytest.raises(OperationFailure) as raised:
                 next_event(split)
         assert raised.value.code == ErrorCode.BSON_OBJECT_TOO_LARGE
+
+
+def test_a_server_without_split_events_refuses_the_stage_like_6_0(
+    sandbox_factory: SandboxFactory,
+) -> None:
+    # Servers before 6.0.9 have no $changeStreamSplitLargeEvent: DocumentSource::parse answers
+    # 40324 for it, which is what the mirror's fallback recognises.
+    server = sandbox_factory(split_large_events=False)
+    with connect(server) as client, pytest.raises(OperationFailure) as raised:
+        client.db.items.watch([{"$changeStreamSplitLargeEvent": {}}])
+    assert raised.value.code == ErrorCode.UNRECOGNIZED_PIPELINE_STAGE

@@ -12,11 +12,14 @@ import bson
 import pytest
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
+from mongodb_sandbox import SandboxServer
 from shared.source import change_stream
 from shared.source.change_events import ChangeEvent
 from shared.source.change_stream import current_position, open_stream
 from shared.source.resume_tokens import token_from_json, token_order
+from tests.fixtures.mongodb import SMALL_OPLOG_SIZE, SandboxFactory
 
 Expected = tuple[str, str, int, str | None, bytes | None, str | None]
 
@@ -184,3 +187,45 @@ def test_runs_of_events_are_the_same_events_within_the_limits(
     finally:
         cursor.close()
     assert [essentials(event) for event in read] == expected_events(raw_db, token)
+
+
+def test_a_refused_stage_is_an_error_not_history_lost(raw_db: Any) -> None:
+    # A server refuses a stage a change stream may not hold with IllegalOperation (20) and an
+    # unknown one with 40324: errors to report, never the history loss that rebuilds tables.
+    token = current_position(raw_db)
+    for stage, code in (({"$group": {"_id": None}}, 20), ({"$notAStage": {}}, 40324)):
+        pipeline = [{"$changeStream": {"resumeAfter": token_from_json(token)}}, stage]
+        with pytest.raises(OperationFailure) as raised:
+            change_stream.ChangeCursor(raw_db, pipeline, 50)
+        assert raised.value.code == code
+
+
+def test_lost_history_is_history_lost(small_oplog_sandbox: SandboxServer) -> None:
+    with MongoClient(small_oplog_sandbox.uri, document_class=RawBSONDocument) as client:
+        db = client["lost"]
+        token = current_position(db)
+        db.items.insert_many([{"_id": n} for n in range(SMALL_OPLOG_SIZE * 2)])
+        with pytest.raises(change_stream.HistoryLost):
+            open_stream(db, None, token)
+
+
+def test_without_split_events_a_stream_opens_without_the_stage(
+    sandbox_factory: SandboxFactory,
+) -> None:
+    # A server before 6.0.9 answers 40324 for $changeStreamSplitLargeEvent: the stream opens
+    # again without it and reads every event.
+    server = sandbox_factory(split_large_events=False)
+    with MongoClient(server.uri, document_class=RawBSONDocument) as client:
+        db = client["old"]
+        token = current_position(db)
+        db.items.insert_many([{"_id": n} for n in range(5)])
+        stream = open_stream(db, None, token, max_await_ms=50)
+        try:
+            found: list[ChangeEvent] = []
+            for _ in range(50):
+                found += stream.next_events(100, 1 << 20)
+                if len(found) == 5:
+                    break
+        finally:
+            stream.close()
+    assert [event.operation for event in found] == ["insert"] * 5
