@@ -150,6 +150,12 @@ def plan_selected(ctx: MirrorContext) -> Selection:
     sources = selected_sources(ctx.mongo, ctx.settings, mirrored_collections(ctx))
     # The database's change stream starts before any table's snapshot reads anything.
     ensure_checkpoint(ctx, ctx.settings.require("MONGODB_DATABASE"))
+    return plan_sources(ctx, sources)
+
+
+def plan_sources(ctx: MirrorContext, sources: list[SourceCollection]) -> Selection:
+    """Plan ``sources`` (the stream's checkpoint must be recorded first); each table that cannot
+    be planned is stopped alone."""
     plans: list[TablePlan] = []
     stopped: dict[str, str] = {}
     for source in sources:
