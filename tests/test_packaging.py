@@ -284,3 +284,13 @@ def test_engine_imports_only_what_requirements_txt_installs():
     assert third_party  # the walk does see the engine's imports
     missing = sorted(f"{s.path}: {s.module}" for s in third_party if s.module not in provided)
     assert not missing
+
+
+def test_the_engine_version_is_the_project_version():
+    """_partnerEvents.json reports shared.__version__ (the Functions package has no project
+    metadata to read it from): it must be the version pyproject declares and pip installed."""
+    from shared import __version__
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"]
+    assert __version__ == metadata.version("mongo-fabric-mirror")

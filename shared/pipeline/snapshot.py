@@ -79,6 +79,8 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     change made while the snapshot runs can be replayed after it.
     """
     table = TableRef.for_collection(source.database, source.name)
+    retrier = Retrier.for_settings(ctx.settings, f"planning {table}")
+    retrier.call(ctx.describe_source)  # for _partnerEvents.json, which prepare_table writes
     # The folder must belong to this state before anything is recorded or published; this also
     # writes _metadata.json before any data file.
     try:
@@ -91,7 +93,6 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     if plan is not None and plan.phase != Phase.PLANNING:
         return plan
     collection = ctx.collection(source.database, source.name)
-    retrier = Retrier.for_settings(ctx.settings, f"planning {table}")
     if plan is None:
         start = retrier.call(lambda: current_position(collection))
         plan = TablePlan(
