@@ -4,11 +4,17 @@ Each trigger parses its input, calls one engine function from ``shared/`` and ma
 the engine knows nothing about Functions. Settings come from app settings (see
 local.settings.json.example) and are validated before anything is done.
 
+HTTP triggers answer within 230 seconds whatever ``functionTimeout`` says (Azure Load Balancer's
+idle timeout; Microsoft's "Azure Functions hosting options", function app timeout duration), so
+none of them does work that grows with the number of tables: ``start_snapshot`` only queues the
+planning, and ``inspect`` replays one table or one page of tables and links the next page.
+
 The initial sync is a durable-style orchestration built from plain triggers: ``start_snapshot``
-plans each table (start point first, then `_id` ranges) and sends one queue message per
-partition; ``snapshot_partition`` runs one partition per message; the last partition to finish
-flips its table to streaming with an ETag-guarded update; ``snapshot_partition_poison`` records
-partitions that kept failing, so status shows them.
+sends one planning message; ``snapshot_partition`` runs each message: a planning page plans a few
+tables (start point first, then `_id` ranges), sends one message per partition and the next page;
+a partition message publishes one `_id` range; the last partition to finish flips its table to
+streaming with an ETag-guarded update; ``snapshot_partition_poison`` records partitions (and
+planning pages) that kept failing, so status shows them.
 
 Change capture is the timer ``mirror_tick`` (schedule: the app setting CHANGE_SCHEDULE, which the
 host resolves itself, so it must be set as an app setting; Settings' default does not reach the
@@ -24,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import azure.functions as func
 
@@ -32,15 +39,23 @@ from shared.errors import ConfigError, MirrorError, UnknownTableError
 from shared.pipeline.fanout import (
     POISON_QUEUE_NAME,
     QUEUE_NAME,
+    PlanTask,
     decode_task,
     open_queue,
-    orchestrate_snapshot,
+    plan_page,
+    start_planning,
 )
-from shared.pipeline.inspect import inspect_landing_zone, report_to_json
+from shared.pipeline.inspect import (
+    MAX_PAGE_TABLES,
+    PAGE_TABLES,
+    inspect_landing_zone,
+    inspect_page,
+    report_to_json,
+)
 from shared.pipeline.orchestrator import tick
 from shared.pipeline.rebuild import resync_table
 from shared.pipeline.snapshot import mark_failed, run_partition
-from shared.pipeline.status import collect_status
+from shared.pipeline.status import collect_status, record_error
 from shared.pipeline.wiring import ContextCache, open_landing_zone_store, open_state
 
 app = func.FunctionApp()
@@ -49,8 +64,10 @@ contexts = ContextCache()  # one engine context per worker process, reused by ev
 QUEUE_CONNECTION = "AzureWebJobsStorage"
 
 
-def _json(body: object, status: int) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+def _json(body: object, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, mimetype="application/json", headers=headers
+    )
 
 
 def _describe(error: MirrorError) -> str:
@@ -65,36 +82,73 @@ def _error(error: MirrorError, status: int = 500) -> func.HttpResponse:
 
 @app.route(route="landing-zone/inspect", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def inspect(req: func.HttpRequest) -> func.HttpResponse:
-    """Check the landing zone against the Fabric contract; 200 if every table conforms, else 409."""
+    """Check the landing zone against the Fabric contract: one table (``?table=``), or one page
+    of tables (``?after=<folder>&limit=<n>``) with ``next`` naming the rest. 200 if every table
+    reported conforms, else 409; the landing zone conforms when every page answers 200."""
     table = req.params.get("table") or None
+    after = req.params.get("after") or None
+    limit = _limit(req.params.get("limit"))
+    if limit is None:
+        return _json({"error": f"limit: must be a whole number from 1 to {MAX_PAGE_TABLES}"}, 400)
     try:
         store = open_landing_zone_store(load_settings(os.environ))
-        reports = inspect_landing_zone(store, table)
+        if table is not None:
+            reports, following = inspect_landing_zone(store, table), None
+        else:
+            page = inspect_page(store, after, limit)
+            reports, following = page.reports, page.after
     except UnknownTableError as error:
         return _json({"error": error.problem}, 404)
     except MirrorError as error:
         return _error(error)
     conforms = all(report.conforms for report in reports)
-    body = {"conforms": conforms, "tables": [report_to_json(r) for r in reports]}
-    return _json(body, 200 if conforms else 409)
+    body: dict[str, object] = {"conforms": conforms, "tables": [report_to_json(r) for r in reports]}
+    headers = None
+    if table is None:
+        body["complete"] = following is None
+        body["next"] = None
+        if following is not None:
+            body["next"] = _with_query(req.url, after=following, limit=str(limit))
+            headers = {"Link": f'<{body["next"]}>; rel="next"'}  # RFC 8288
+    return _json(body, 200 if conforms else 409, headers)
+
+
+def _limit(text: str | None) -> int | None:
+    """The page size asked for (PAGE_TABLES if none); None if it is not one we serve."""
+    if not text:
+        return PAGE_TABLES
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_TABLES:
+        return None
+    return int(text)
+
+
+def _with_query(url: str, **params: str) -> str:
+    """``url`` with exactly ``params`` as its query (the function key is not echoed back)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
 
 
 @app.route(route="snapshot", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def start_snapshot(req: func.HttpRequest) -> func.HttpResponse:
-    """Plan every selected table and fan its partitions out; 202 with the plans."""
+    """Queue the planning of every selected table; 202 at once, with where to follow it.
+
+    Planning (a change stream opened, a count and an `_id` split per collection) grows with the
+    number of collections, so it runs on the queue a page at a time (fanout.plan_page); tables
+    stopped while planning show in the status report's database errors.
+    """
     try:
         settings = load_settings(os.environ)
-        selection, sent = orchestrate_snapshot(
-            contexts.get(settings), open_queue(settings, os.environ)
-        )
+        task = start_planning(settings, open_queue(settings, os.environ))
     except MirrorError as error:
         return _error(error)
-    tables = [
-        {"table": str(p.table), "phase": p.phase.value, "partitions": len(p.ranges)}
-        for p in selection.plans
-    ]
-    body = {"tables": tables, "messages": sent, "stopped": selection.stopped}
-    return _json(body, 409 if selection.stopped else 202)
+    status_url = urljoin(req.url, "status")
+    body = {
+        "database": task.database,
+        "planning": "queued",
+        "messages": 1,
+        "status": status_url,
+    }
+    return _json(body, 202, {"Location": status_url})
 
 
 @app.route(route="tables/{table}/resync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -135,9 +189,22 @@ def status(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.queue_trigger(arg_name="message", queue_name=QUEUE_NAME, connection=QUEUE_CONNECTION)
 def snapshot_partition(message: func.QueueMessage) -> None:
-    """Publish one `_id` range; raising lets the host retry, then move it to the poison queue."""
+    """Publish one `_id` range, or plan one page of tables; raising lets the host retry, then
+    move the message to the poison queue."""
     task = decode_task(message.get_body().decode("utf-8"))
-    result = run_partition(contexts.get(load_settings(os.environ)), task)
+    settings = load_settings(os.environ)
+    if isinstance(task, PlanTask):
+        page = plan_page(contexts.get(settings), open_queue(settings, os.environ), task)
+        log.info(
+            "planned %d tables after %s: %d partition messages sent, %d stopped%s",
+            len(page.planned),
+            task.after or "the start",
+            page.messages,
+            len(page.stopped),
+            "" if page.next is None else f"; next page after {page.next.after}",
+        )
+        return
+    result = run_partition(contexts.get(settings), task)
     log.info(
         "%s partition %d: %d documents in %d files",
         task.table,
@@ -149,14 +216,21 @@ def snapshot_partition(message: func.QueueMessage) -> None:
 
 @app.queue_trigger(arg_name="message", queue_name=POISON_QUEUE_NAME, connection=QUEUE_CONNECTION)
 def snapshot_partition_poison(message: func.QueueMessage) -> None:
-    """A partition that failed every delivery: record it so status reports it, never drop it."""
+    """A message that failed every delivery: record it so status reports it, never drop it."""
     try:
         task = decode_task(message.get_body().decode("utf-8"))
     except (MirrorError, UnicodeDecodeError) as error:
         log.error("unreadable poison message %s: %s", message.id, error)
         return
     reason = f"gave up after {message.dequeue_count} deliveries (message {message.id})"
-    mark_failed(contexts.get(load_settings(os.environ)), task, reason)
+    ctx = contexts.get(load_settings(os.environ))
+    if isinstance(task, PlanTask):
+        # The tables of this page and after it stay unplanned until the next tick plans them.
+        where = f"after {task.after}" if task.after else "from the start"
+        record_error(ctx.state, task.database, f"planning the tables {where} {reason}")
+        log.error("planning %s %s", where, reason)
+        return
+    mark_failed(ctx, task, reason)
     log.error("%s partition %d failed: %s", task.table, task.index, reason)
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.13 (or $PYTHON) and installs the project; sourced by the other scripts.
+# Creates .venv with Python 3.13 (or $PYTHON) and installs the project with requirements.txt's
+# pinned runtime packages; sourced by the other scripts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3.13}"
@@ -14,4 +15,6 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# The runtime packages at requirements.txt's exact versions (what the Functions remote build
+# installs, so tests run with what is deployed); the dev tools within pyproject's ranges.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -e ".[dev]"

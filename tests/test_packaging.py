@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import subprocess
@@ -12,8 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 import pathspec
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from shared.config import SETTINGS
 
@@ -62,11 +67,72 @@ def test_engine_reaches_the_sandbox_only_lazily_from_its_two_commands():
     assert sandbox == SANDBOX_ENTRY_POINTS
 
 
-def test_requirements_match_pyproject_dependencies():
+def _load_pin_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pin_requirements", PIN_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PIN_SCRIPT = ROOT / "scripts" / "pin_requirements.py"
+REPIN = (
+    "install the pins (bash scripts/bootstrap.sh), or after changing a dependency in "
+    f"pyproject.toml and installing it, re-pin: .venv/bin/python {PIN_SCRIPT.relative_to(ROOT)}"
+)
+
+
+def pyproject_dependencies() -> list[Requirement]:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
-    requirements = [line for line in lines if line and not line.startswith("#")]
-    assert requirements == pyproject["project"]["dependencies"]
+    return [Requirement(text) for text in pyproject["project"]["dependencies"]]
+
+
+def requirement_pins() -> dict[str, Version]:
+    """requirements.txt as {canonical name: version}; every line must be an exact pin."""
+    pins: dict[str, Version] = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        requirement = Requirement(line)
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==" and "*" not in specifier.version, line
+        assert not requirement.marker and not requirement.extras, line
+        name = canonicalize_name(requirement.name)
+        assert name not in pins, f"{name} is pinned twice"
+        pins[name] = Version(specifier.version)
+    return pins
+
+
+def test_requirements_pin_every_pyproject_dependency_inside_its_range():
+    pins = requirement_pins()
+    for dependency in pyproject_dependencies():
+        name = canonicalize_name(dependency.name)
+        assert name in pins, f"pyproject's {dependency} is not pinned in requirements.txt"
+        assert dependency.specifier.contains(pins[name], prereleases=True), (
+            f"requirements.txt pins {name}=={pins[name]}, outside pyproject's {dependency}"
+        )
+
+
+def test_requirements_pin_exactly_the_installed_runtime_closure():
+    """Every package the runtime needs (dependencies of dependencies too, markers for this
+    interpreter) is pinned at the version installed here, and nothing else is: the remote build
+    installs what the tests ran with."""
+    pins = requirement_pins()
+    closure = _load_pin_script().runtime_closure([str(d) for d in pyproject_dependencies()])
+    installed = {name: Version(dist.version) for name, dist in closure.items()}
+    unpinned = sorted(set(installed) - set(pins))
+    assert not unpinned, f"needed at runtime but not pinned: {unpinned}; {REPIN}"
+    extra = sorted(set(pins) - set(installed))
+    assert not extra, f"pinned but not needed at runtime: {extra}; {REPIN}"
+    differ = {name: f"pinned {pins[name]}, installed {installed[name]}" for name in pins}
+    differ = {name: text for name, text in differ.items() if pins[name] != installed[name]}
+    assert not differ, f"requirements.txt and the venv disagree: {differ}; {REPIN}"
+
+
+def test_the_pin_script_writes_requirements_txt_as_it_is():
+    script = _load_pin_script()
+    lines = script.pinned_lines([str(d) for d in pyproject_dependencies()])
+    assert (ROOT / "requirements.txt").read_text() == script.HEADER + "\n".join(lines) + "\n"
 
 
 def test_local_settings_example_lists_every_setting():
@@ -195,12 +261,11 @@ def test_functions_package_holds_only_the_app_the_engine_and_requirements(record
 
 def test_engine_imports_only_what_requirements_txt_installs():
     """The remote build installs requirements.txt and nothing else: every third-party module the
-    app or the engine imports must come from a distribution listed there (not a dev extra, not a
-    dependency of a dependency)."""
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
-    names = [re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0] for line in lines]
+    app or the engine imports must come from a distribution pyproject names as a dependency (so
+    pinned in requirements.txt; not a dev extra, not a dependency of a dependency, which the
+    pins hold too but which a new version of its dependent may drop)."""
     provided: set[str] = set()
-    for name in (name for name in names if name and not name.startswith("#")):
+    for name in (dependency.name for dependency in pyproject_dependencies()):
         for file in metadata.distribution(name).files or ():
             if file.suffix == ".py" or file.suffix in {".so", ".pyd"}:
                 module = file.with_suffix("").as_posix().split(".", 1)[0]
@@ -219,3 +284,13 @@ def test_engine_imports_only_what_requirements_txt_installs():
     assert third_party  # the walk does see the engine's imports
     missing = sorted(f"{s.path}: {s.module}" for s in third_party if s.module not in provided)
     assert not missing
+
+
+def test_the_engine_version_is_the_project_version():
+    """_partnerEvents.json reports shared.__version__ (the Functions package has no project
+    metadata to read it from): it must be the version pyproject declares and pip installed."""
+    from shared import __version__
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"]
+    assert __version__ == metadata.version("mongo-fabric-mirror")

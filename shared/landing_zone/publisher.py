@@ -45,12 +45,12 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
-from shared import telemetry
+from shared import __version__, telemetry
 from shared.errors import MirrorError
 from shared.landing_zone import parquet_files
 from shared.landing_zone.stores.base import (
@@ -119,17 +119,21 @@ class Retirement:
 
 @dataclass(frozen=True)
 class PartnerInfo:
+    """The landing zone's ``_partnerEvents.json`` (Microsoft's open-mirroring landing-zone format:
+    ``partnerName`` and ``sourceInfo`` with ``sourceType``, ``sourceVersion`` and a free-form
+    ``additionalInformation``): who writes the landing zone, from which source."""
+
     name: str = "mongo-fabric-mirror"
     source_type: str = "MongoDB"
-    source_version: str = "unknown"
-    additional: dict[str, str] = field(default_factory=dict)
+    source_version: str | None = None  # the server's (buildInfo), once a process has asked it
+    additional: dict[str, str] = field(default_factory=lambda: {"mirrorVersion": __version__})
 
     def to_json(self) -> bytes:
         document = {
             "partnerName": self.name,
             "sourceInfo": {
                 "sourceType": self.source_type,
-                "sourceVersion": self.source_version,
+                "sourceVersion": self.source_version or "unknown",
                 "additionalInformation": self.additional,
             },
         }
@@ -258,6 +262,7 @@ class Publisher:
         self.store = store
         self.state = state
         self.partner = partner or PartnerInfo()
+        self._partner_written: bytes | None = None  # the partner file known to be in the store
         self._state_id: str | None = None
         self._bound: set[str] = set()
 
@@ -288,7 +293,7 @@ class Publisher:
         bring back the folder of a collection dropped for good).
         """
         self._bind(table, generation)
-        self._write_once(PARTNER_EVENTS_FILE, self.partner.to_json())
+        self._write_partner_events()
         self._write_once(table.metadata_file, json.dumps(METADATA).encode())
         existing = json.loads(self.store.read(table.metadata_file))
         if existing.get("keyColumns") != METADATA["keyColumns"]:
@@ -757,6 +762,26 @@ class Publisher:
             created = _staged_time(name)
             if created is not None and created < cutoff:
                 self.store.delete(stored.path)
+
+    def describe_source(self, server_version: str) -> None:
+        """The source's version for ``_partnerEvents.json`` (written by the next prepare_table)."""
+        self.partner = replace(self.partner, source_version=server_version)
+
+    def _write_partner_events(self) -> None:
+        """Once per process and content: a process that knows the source's version brings the
+        file up to date (a new mirror or server version); one that does not only creates it, so
+        it never replaces a file that says more."""
+        data = self.partner.to_json()
+        if data == self._partner_written:
+            return
+        if self.partner.source_version is None:
+            self._write_once(PARTNER_EVENTS_FILE, data)
+            return
+        if self.store.size(PARTNER_EVENTS_FILE) is None or (
+            self.store.read(PARTNER_EVENTS_FILE) != data
+        ):
+            self.store.write(PARTNER_EVENTS_FILE, data)
+        self._partner_written = data
 
     def _write_once(self, path: str, data: bytes) -> None:
         try:

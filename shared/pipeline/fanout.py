@@ -1,14 +1,23 @@
-"""Fan-out of snapshot partitions as Azure Storage queue messages (the Functions path).
+"""Fan-out of snapshot work as Azure Storage queue messages (the Functions path).
 
 Messages are base64 text, as host.json's ``messageEncoding`` tells the queue trigger to expect.
-A message is only a pointer (table folder + partition index): everything else is read from state,
-so a redelivered, duplicated or stale message is harmless.
+Two kinds share the queue, each only a pointer: everything else is read from state, so a
+redelivered, duplicated or stale message is harmless.
+
+- a partition: ``{"table": <folder>, "partition": <index>}``, one `_id` range to publish;
+- a planning page: ``{"plan": <database>, "after": <collection> | null}``, plan the next
+  PLAN_TABLES_PER_MESSAGE selected collections after ``after`` (by name), send their partitions,
+  then send the page after it. ``POST /api/snapshot`` sends the first page and answers at once:
+  an HTTP trigger must answer within 230 seconds, and planning hundreds of collections (a change
+  stream opened, a count and a split per collection) need not fit in that.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -17,8 +26,17 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from shared.config import Settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.tables import TableRef
-from shared.pipeline.snapshot import PartitionTask, Selection, pending_tasks, plan_selected
-from shared.pipeline.wiring import MirrorContext, checked_credential
+from shared.pipeline.plans import TablePlan
+from shared.pipeline.snapshot import (
+    PartitionTask,
+    mirrored_collections,
+    pending_tasks,
+    plan_sources,
+)
+from shared.pipeline.status import record_error
+from shared.pipeline.stream_checkpoint import ensure_checkpoint
+from shared.pipeline.wiring import MirrorContext, checked_credential, selected_sources
+from shared.state.base import JsonObject, StateStore, update
 from shared.storage_location import (
     config_error,
     is_connection_string,
@@ -26,22 +44,46 @@ from shared.storage_location import (
     parse_storage_url,
 )
 
+log = logging.getLogger(__name__)
+
 QUEUE_NAME = "snapshot-partitions"
 POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"  # where the Functions host moves repeated failures
 MESSAGE_ENCODING = "base64"
 QUEUE_OPTIONS: dict[str, Any] = {"retry_total": 5, "connection_timeout": 20, "read_timeout": 60}
+# Collections one planning message plans. Planning one costs a few MongoDB round trips (a change
+# stream opened for the start point, a count, the `_id` split) and a few storage calls (binding,
+# _metadata.json, state): a page stays within seconds to a minute even on a slow link.
+PLAN_TABLES_PER_MESSAGE = 25
+FAN_OUT_KIND = "fanout"  # per table: the start token of the plan whose partitions were sent
 
 
-def encode_task(task: PartitionTask) -> str:
+@dataclass(frozen=True)
+class PlanTask:
+    """Plan the selected collections of ``database`` named after ``after`` (all when None)."""
+
+    database: str
+    after: str | None = None
+
+
+def encode_task(task: PartitionTask | PlanTask) -> str:
+    if isinstance(task, PlanTask):
+        return json.dumps({"plan": task.database, "after": task.after})
     return json.dumps({"table": task.table.folder, "partition": task.index})
 
 
-def decode_task(text: str) -> PartitionTask:
+def decode_task(text: str) -> PartitionTask | PlanTask:
     """Validate a message body; anything malformed is refused, never guessed at."""
     try:
         body = json.loads(text)
     except ValueError:
         raise MirrorError("partition message is not JSON") from None
+    if isinstance(body, dict) and set(body) == {"plan", "after"}:
+        database, after = body["plan"], body["after"]
+        if not isinstance(database, str) or not database:
+            raise MirrorError("planning message has no database in 'plan'")
+        if after is not None and not isinstance(after, str):
+            raise MirrorError("planning message has a wrong type for 'after'")
+        return PlanTask(database, after)
     if not isinstance(body, dict) or set(body) != {"table", "partition"}:
         raise MirrorError("partition message must have exactly 'table' and 'partition'")
     table, index = body["table"], body["partition"]
@@ -93,7 +135,7 @@ def open_queue(
     raise ConfigError("QUEUE_STORAGE", "is required (or AzureWebJobsStorage) to fan out partitions")
 
 
-def enqueue(queue: QueueClient, tasks: Iterable[PartitionTask]) -> int:
+def enqueue(queue: QueueClient, tasks: Iterable[PartitionTask | PlanTask]) -> int:
     try:
         queue.create_queue()
     except ResourceExistsError:
@@ -105,7 +147,71 @@ def enqueue(queue: QueueClient, tasks: Iterable[PartitionTask]) -> int:
     return sent
 
 
-def orchestrate_snapshot(ctx: MirrorContext, queue: QueueClient) -> tuple[Selection, int]:
-    """Plan the selected tables and send one message per unfinished partition."""
-    selection = plan_selected(ctx)
-    return selection, enqueue(queue, pending_tasks(selection.plans))
+def fan_out(state: StateStore, queue: QueueClient, plan: TablePlan) -> int:
+    """Send the partitions of ``plan`` unless they were sent already; the number sent.
+
+    Sending is recorded per plan (by its start token, so a rebuilt table's new plan is sent
+    again) after the messages are out: a planner that died between planning and sending leaves
+    no record, and the next one sends them. One that died after sending and before recording
+    sends them twice, which is harmless: a partition's later run takes over from the published
+    progress. A message lost later reaches the poison queue and status, never silence.
+    """
+    if not plan.pending_partitions or _sent(state, plan):
+        return 0
+    sent = enqueue(queue, pending_tasks([plan]))
+    record: JsonObject = {"start_token": plan.start_token}
+    update(state, FAN_OUT_KIND, plan.table.folder, lambda _: record)
+    return sent
+
+
+def _sent(state: StateStore, plan: TablePlan) -> bool:
+    record = state.get(FAN_OUT_KIND, plan.table.folder)
+    return record is not None and record.value.get("start_token") == plan.start_token
+
+
+def start_planning(settings: Settings, queue: QueueClient) -> PlanTask:
+    """What ``POST /api/snapshot`` does: send the first planning page, touching nothing else
+    (no MongoDB, no landing zone, no state), so it answers in one queue call."""
+    task = PlanTask(settings.require("MONGODB_DATABASE"))
+    enqueue(queue, [task])
+    return task
+
+
+@dataclass(frozen=True)
+class PlanPage:
+    planned: list[TablePlan]
+    stopped: dict[str, str]
+    messages: int  # partition messages sent
+    next: PlanTask | None  # the page sent after this one
+
+
+def plan_page(ctx: MirrorContext, queue: QueueClient, task: PlanTask) -> PlanPage:
+    """One planning message: plan at most PLAN_TABLES_PER_MESSAGE collections after
+    ``task.after``, send their partitions, then the next page (if any collection is left).
+
+    Every step is idempotent (a plan is made once; partitions are sent once per plan), so a
+    redelivered page redoes nothing; the next page is sent last, so a page that failed is
+    retried by the host before the chain goes on. A table that cannot be planned is stopped
+    alone and recorded for status, as the tick does.
+    """
+    database = ctx.settings.require("MONGODB_DATABASE")
+    if task.database != database:
+        # Sent before MONGODB_DATABASE changed: that database is no longer this app's.
+        log.warning("planning message for %s ignored: this app mirrors %s", task.database, database)
+        return PlanPage([], {}, 0, None)
+    sources = sorted(
+        selected_sources(ctx.mongo, ctx.settings, mirrored_collections(ctx)),
+        key=lambda source: source.name,
+    )
+    ensure_checkpoint(ctx, database)  # the stream starts before any table's snapshot reads
+    remaining = [s for s in sources if task.after is None or s.name > task.after]
+    page = remaining[:PLAN_TABLES_PER_MESSAGE]
+    selection = plan_sources(ctx, page)
+    messages = sum(fan_out(ctx.state, queue, plan) for plan in selection.plans)
+    for why in selection.stopped.values():
+        record_error(ctx.state, database, f"planning: {why}")
+    following = None
+    if len(remaining) > len(page):
+        following = PlanTask(database, page[-1].name)
+        enqueue(queue, [following])
+    return PlanPage(selection.plans, selection.stopped, messages, following)

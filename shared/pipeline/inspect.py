@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.errors import UnknownTableError
@@ -26,6 +27,47 @@ def inspect_landing_zone(store: LandingZoneStore, table: str | None = None) -> l
         if not tables:
             raise UnknownTableError(f"no table {table!r} in {store.description}")
     return [inspect_table(store, ref) for ref in tables]
+
+
+# One HTTP request's share of a whole-landing-zone inspection. An HTTP trigger must answer within
+# 230 seconds (Azure Load Balancer's idle timeout, whatever functionTimeout says: Microsoft's
+# "Azure Functions hosting options", function app timeout duration), and a replay reads every
+# file of a table: a page stops after PAGE_TABLES tables, or sooner once PAGE_FILES files were
+# replayed, and names the table to go on after. One table is never split: its replay is one check.
+PAGE_TABLES = 20
+MAX_PAGE_TABLES = 100
+PAGE_FILES = 2_000
+
+
+@dataclass(frozen=True)
+class InspectPage:
+    reports: list[TableReport]
+    tables: int  # in the whole landing zone
+    after: str | None  # the last table folder inspected, when tables after it are left
+
+
+def inspect_page(
+    store: LandingZoneStore,
+    after: str | None = None,
+    limit: int = PAGE_TABLES,
+    max_files: int = PAGE_FILES,
+) -> InspectPage:
+    """Reports for the tables whose folder sorts after ``after``: at most ``limit`` of them, and
+    no more once ``max_files`` files were replayed (at least one table either way)."""
+    from shared.landing_zone.replayer import find_tables, inspect_table
+
+    tables = find_tables(store)  # sorted by folder: the order pages follow
+    remaining = [ref for ref in tables if after is None or ref.folder > after]
+    reports: list[TableReport] = []
+    files = 0
+    for ref in remaining[:limit]:
+        if reports and files >= max_files:
+            break
+        report = inspect_table(store, ref)
+        reports.append(report)
+        files += report.files
+    more = len(reports) < len(remaining)
+    return InspectPage(reports, len(tables), reports[-1].table.folder if more else None)
 
 
 def _named(ref: TableRef, name: str) -> bool:

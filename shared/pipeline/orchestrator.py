@@ -17,17 +17,13 @@ from azure.storage.queue import QueueClient
 from shared import telemetry
 from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader
-from shared.pipeline.fanout import enqueue
-from shared.pipeline.plans import TablePlan
-from shared.pipeline.snapshot import pending_tasks, plan_selected
+from shared.pipeline.fanout import fan_out
+from shared.pipeline.snapshot import plan_selected
 from shared.pipeline.status import record_error
 from shared.pipeline.wiring import MirrorContext
 from shared.source.retry import Retrier
-from shared.state.base import JsonObject, StateStore, update
 
 log = logging.getLogger(__name__)
-
-FAN_OUT_KIND = "fanout"  # per table: the start token of the plan whose partitions were sent
 
 
 @dataclass
@@ -83,28 +79,9 @@ def _tick(
 
 
 def _plan_and_fan_out(ctx: MirrorContext, queue: QueueClient, summary: TickSummary) -> None:
-    """Plan every selected table; send the partitions of each plan not sent yet.
-
-    Sending is recorded per plan (by its start token, so a rebuilt table's new plan is sent
-    again) after the messages are out: a tick that died between planning and sending leaves no
-    record, and the next tick sends them. One that died after sending and before recording sends
-    them twice, which is harmless: a partition's later run takes over from the published
-    progress. A message lost later reaches the poison queue and status, never silence.
-    """
+    """Plan every selected table; send the partitions of each plan not sent yet (once per plan,
+    shared with the planning messages of ``POST /api/snapshot``: see fanout.fan_out)."""
     selection = plan_selected(ctx)
     summary.stopped.update(selection.stopped)
     for plan in selection.plans:
-        if not plan.pending_partitions or _sent(ctx.state, plan):
-            continue
-        summary.messages += enqueue(queue, pending_tasks([plan]))
-        _record_sent(ctx.state, plan)
-
-
-def _sent(state: StateStore, plan: TablePlan) -> bool:
-    record = state.get(FAN_OUT_KIND, plan.table.folder)
-    return record is not None and record.value.get("start_token") == plan.start_token
-
-
-def _record_sent(state: StateStore, plan: TablePlan) -> None:
-    sent: JsonObject = {"start_token": plan.start_token}
-    update(state, FAN_OUT_KIND, plan.table.folder, lambda _: sent)
+        summary.messages += fan_out(ctx.state, queue, plan)

@@ -79,6 +79,8 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     change made while the snapshot runs can be replayed after it.
     """
     table = TableRef.for_collection(source.database, source.name)
+    retrier = Retrier.for_settings(ctx.settings, f"planning {table}")
+    retrier.call(ctx.describe_source)  # for _partnerEvents.json, which prepare_table writes
     # The folder must belong to this state before anything is recorded or published; this also
     # writes _metadata.json before any data file.
     try:
@@ -91,7 +93,6 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
     if plan is not None and plan.phase != Phase.PLANNING:
         return plan
     collection = ctx.collection(source.database, source.name)
-    retrier = Retrier.for_settings(ctx.settings, f"planning {table}")
     if plan is None:
         start = retrier.call(lambda: current_position(collection))
         plan = TablePlan(
@@ -150,6 +151,12 @@ def plan_selected(ctx: MirrorContext) -> Selection:
     sources = selected_sources(ctx.mongo, ctx.settings, mirrored_collections(ctx))
     # The database's change stream starts before any table's snapshot reads anything.
     ensure_checkpoint(ctx, ctx.settings.require("MONGODB_DATABASE"))
+    return plan_sources(ctx, sources)
+
+
+def plan_sources(ctx: MirrorContext, sources: list[SourceCollection]) -> Selection:
+    """Plan ``sources`` (the stream's checkpoint must be recorded first); each table that cannot
+    be planned is stopped alone."""
     plans: list[TablePlan] = []
     stopped: dict[str, str] = {}
     for source in sources:

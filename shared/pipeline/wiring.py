@@ -132,6 +132,13 @@ class MirrorContext:
     def collection(self, database: str, name: str) -> Collection[RawBSONDocument]:
         return self.mongo[database][name]
 
+    def describe_source(self) -> None:
+        """Tell the publisher the server's version for ``_partnerEvents.json``, once per process:
+        ``buildInfo``'s ``version`` (MongoDB manual, buildInfo command)."""
+        if self.publisher.partner.source_version is None:
+            info = self.mongo.admin.command("buildInfo")
+            self.publisher.describe_source(str(info["version"]))
+
     def close(self) -> None:
         self.mongo.close()
         self.publisher.state.close()

@@ -11,13 +11,22 @@ About OneLake and the SDK's rename: Microsoft's open-mirroring Python sample fou
 file system = workspace, path = ``<item>/Files/LandingZone/...``, and send the sample's request
 (plus the destination condition) through the SDK's own authenticated, retrying pipeline;
 tests/landing_zone/stores assert that request on the wire.
+
+OneLake accepts the ADLS Gen2 headers but may ignore some: it "ignores the banned headers,
+returns them in a new x-ms-rejected-headers response header, and permits the rest of the call"
+(Microsoft Learn, "OneLake and Azure Data Lake Storage (ADLS) Gen2 API parity",
+https://learn.microsoft.com/fabric/onelake/onelake-api-parity). A conditional request whose
+condition was ignored has been carried out unconditionally: every conditional request here
+checks that header, and a condition ignored once stops every later conditional write of this
+store (ConditionIgnored) rather than risk replacing published files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from azure.core import MatchConditions
@@ -27,8 +36,10 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
+from azure.core.pipeline import PipelineResponse
 from azure.storage.filedatalake import DataLakeServiceClient, FileSystemClient
 
+from shared.errors import MirrorError
 from shared.landing_zone.stores._common import (
     SDK_OPTIONS,
     azure_errors,
@@ -45,6 +56,23 @@ from shared.landing_zone.stores.location import LandingZoneLocation
 
 # Destination condition for a create or rename that must never replace an existing path.
 _IF_ABSENT: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+REJECTED_HEADERS = "x-ms-rejected-headers"
+T = TypeVar("T")
+
+
+class ConditionIgnored(MirrorError):
+    """The service carried out a conditional request without its condition."""
+
+
+class _RejectedHeaders:
+    """A ``raw_response_hook``: the header names the responses to one call list as ignored."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __call__(self, response: PipelineResponse) -> None:
+        value = response.http_response.headers.get(REJECTED_HEADERS) or ""
+        self.names |= {name.strip().lower() for name in value.split(",") if name.strip()}
 
 
 class OneLakeStore:
@@ -57,6 +85,7 @@ class OneLakeStore:
         self._base = clean_path(base_path, folder=True)
         self._fs_ready = not create_file_system
         self._lock = threading.Lock()
+        self._condition_ignored: str | None = None  # why conditional requests are refused
 
     @classmethod
     def connect(
@@ -106,15 +135,43 @@ class OneLakeStore:
                     self._fs.create_file_system()
                 self._fs_ready = True
 
+    def _conditional(self, header: str, what: str, call: Callable[..., T]) -> T:
+        """``call(raw_response_hook=...)``, a request carrying ``header``; ConditionIgnored if the
+        service says it ignored it (and from then on before any conditional request is sent)."""
+        if self._condition_ignored is not None:
+            raise ConditionIgnored(self._condition_ignored)
+        rejected = _RejectedHeaders()
+        result = call(raw_response_hook=rejected)
+        if header.lower() in rejected.names:
+            self._condition_ignored = (
+                f"{self.description} carried out {what} without its {header} condition (it "
+                f"answered {REJECTED_HEADERS}: {', '.join(sorted(rejected.names))}), so it cannot "
+                "refuse to replace or remove a file that changed; the mirror stops publishing "
+                "here rather than risk that again. This request may already have replaced a "
+                "published file: check the table with `mongo-fabric-mirror inspect --table "
+                "<table>` and resync it if it does not conform. Publish to a OneLake or ADLS "
+                "Gen2 endpoint that honours conditional requests (OneLake documents ignoring "
+                "only headers of actions it does not allow, such as ACLs and encryption scopes)."
+            )
+            raise ConditionIgnored(self._condition_ignored)
+        return result
+
     def _rename(self, source: str, target: str, *, if_absent: bool) -> None:
         """DFS rename (``mode=legacy``, atomic), optionally refusing to replace ``target``."""
-        conditions = _IF_ABSENT if if_absent else {}
         # Not the public rename_file: it builds the source header as quote(unquote(path)), which
         # corrupts names containing "%" (MongoDB allows them). _rename_path is the SDK's own
         # wrapper of Path - Create with x-ms-rename-source; the wire tests pin its request.
         rename_source = f"/{quote(self._fs.file_system_name)}/{quote(self._full(source))}"
+        client = self._fs.get_file_client(self._full(target))
         with azure_errors(source, target):
-            self._fs.get_file_client(self._full(target))._rename_path(rename_source, **conditions)
+            if not if_absent:
+                client._rename_path(rename_source)
+                return
+            self._conditional(
+                "If-None-Match",
+                f"the rename of {source} to {target}",
+                lambda **hook: client._rename_path(rename_source, **_IF_ABSENT, **hook),
+            )
 
     def _publish(self, path: str, data: bytes, *, if_absent: bool) -> None:
         # Create + append + flush leave a 0-byte, then partial, file behind them: do that under
@@ -139,6 +196,8 @@ class OneLakeStore:
         self._publish(path, data, if_absent=False)
 
     def write_new(self, path: str, data: bytes) -> None:
+        if self._condition_ignored is not None:  # before anything is staged
+            raise ConditionIgnored(self._condition_ignored)
         self._publish(path, data, if_absent=True)
 
     def read(self, path: str) -> bytes:
@@ -183,9 +242,12 @@ class OneLakeStore:
         # rename leaves the source's folder, and without replacing an existing one.
         target_folder = parent(clean_path(target))
         if target_folder != parent(clean_path(source)) and target_folder:
+            directory = self._fs.get_directory_client(self._full(target_folder))
             with contextlib.suppress(ResourceExistsError):
-                self._fs.get_directory_client(self._full(target_folder)).create_directory(
-                    **_IF_ABSENT
+                self._conditional(
+                    "If-None-Match",
+                    f"the creation of folder {target_folder}",
+                    lambda **hook: directory.create_directory(**_IF_ABSENT, **hook),
                 )
         self._rename(source, target, if_absent=True)
 
@@ -194,9 +256,14 @@ class OneLakeStore:
             self._fs.get_file_client(self._full(path)).delete_file()
 
     def delete_unchanged(self, file: StoredFile) -> bool:
+        client = self._fs.get_file_client(self._full(file.path))
         try:
-            self._fs.get_file_client(self._full(file.path)).delete_file(
-                etag=file.version, match_condition=MatchConditions.IfNotModified
+            self._conditional(
+                "If-Match",
+                f"the deletion of {file.path} (unless changed)",
+                lambda **hook: client.delete_file(
+                    etag=file.version, match_condition=MatchConditions.IfNotModified, **hook
+                ),
             )
         except (ResourceNotFoundError, ResourceModifiedError):
             return False

@@ -8,6 +8,9 @@ PathAlreadyExists), rename of a missing source (404 SourcePathNotFound) or into 
 (404 RenameDestinationParentPathNotFound), append/flush (data invisible until flushed), ranged
 reads, non-recursive listing, recursive delete. Every request is recorded for assertions, and
 a response can be dropped after the work is done (a lost response, as a network can lose it).
+A file system can be told to ignore some request headers as OneLake ignores the ones it does not
+allow: the call goes ahead without them and the response lists them in
+``x-ms-rejected-headers`` ("OneLake and ADLS Gen2 API parity", Microsoft Learn).
 
 The SDK sends some operations to the blob endpoint (file system create, properties, download);
 with an IP host both endpoints are this one server.
@@ -25,7 +28,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -81,6 +84,7 @@ class FakeDfs:
     def __init__(self, workdir: Path) -> None:
         self.requests: list[Recorded] = []
         self._drop_next: Callable[[Recorded], bool] | None = None
+        self._ignored: dict[str, set[str]] = {}  # file system -> lower-case header names
         self._filesystems: dict[str, dict[str, _Entry]] = {}
         self._lock = threading.Lock()
         self._etags = itertools.count(1)
@@ -103,6 +107,19 @@ class FakeDfs:
         """Carry out the next matching request but hang up instead of answering it."""
         self._drop_next = matches
 
+    def ignore_headers(self, file_system: str, *names: str) -> None:
+        """Requests to ``file_system`` go ahead as if ``names`` were not sent, and their
+        responses list the ones sent in ``x-ms-rejected-headers``."""
+        with self._lock:
+            self._ignored[file_system] = {name.lower() for name in names}
+
+    def rejected(self, request: Recorded) -> list[str]:
+        """The headers of ``request`` its file system ignores, as the response names them."""
+        with self._lock:
+            ignored = self._ignored.get(request.path.split("/")[1], set())
+        names = sorted(name for name in request.headers if name in ignored)
+        return ["-".join(part.capitalize() for part in name.split("-")) for name in names]
+
     def should_drop(self, request: Recorded) -> bool:
         with self._lock:
             if self._drop_next is not None and self._drop_next(request):
@@ -116,9 +133,13 @@ class FakeDfs:
 
     # --- the service ---------------------------------------------------------------------
 
-    def handle(self, request: Recorded, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, recorded: Recorded, body: bytes, request: Recorded | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Serve ``request`` (``recorded`` less the headers ignored), record ``recorded``."""
+        request = request or recorded
         with self._lock:
-            self.requests.append(request)
+            self.requests.append(recorded)
             if request.headers.get("authorization") != f"Bearer {TOKEN}":
                 raise _Error(401, "NoAuthenticationInformation")
             if "x-ms-version" not in request.headers:
@@ -311,8 +332,16 @@ def _handler(service: FakeDfs) -> type[BaseHTTPRequestHandler]:
                 headers={k.lower(): v for k, v in self.headers.items()},
                 body_size=len(body),
             )
+            rejected = service.rejected(request)
+            # Recorded as sent; served as if the ignored headers were not there.
+            served = request
+            if rejected:
+                kept = {
+                    k: v for k, v in request.headers.items() if k not in map(str.lower, rejected)
+                }
+                served = replace(request, headers=kept)
             try:
-                status, headers, payload = service.handle(request, body)
+                status, headers, payload = service.handle(request, body, served)
             except _Error as error:
                 status, headers = error.status, {"x-ms-error-code": error.code}
                 message = {"error": {"code": error.code, "message": error.code}}
@@ -323,6 +352,8 @@ def _handler(service: FakeDfs) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             headers.setdefault("Content-Length", str(len(payload)))
+            if rejected:
+                headers["x-ms-rejected-headers"] = ",".join(rejected)
             headers["x-ms-request-id"] = "fake"
             headers["x-ms-version"] = request.headers.get("x-ms-version", "")
             self.send_response(status)

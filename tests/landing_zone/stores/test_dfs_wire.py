@@ -15,6 +15,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.landing_zone.stores import StoredFile, parse_landing_zone
+from shared.landing_zone.stores.onelake import ConditionIgnored
 from shared.landing_zone.stores.retrying import RetryingStore
 from tests.landing_zone.stores.conftest import DFS_BASE, open_fake_dfs_store
 from tests.landing_zone.stores.fake_dfs import FakeDfs, Recorded
@@ -123,3 +124,66 @@ def test_write_new_survives_a_lost_rename_response(fake_dfs: FakeDfs) -> None:
     assert len(_renames(fake_dfs.requests_for(workspace))) == 2
     assert store.read(TARGET) == b"published once"
     assert store.list_files("db.schema/coll") == [StoredFile(TARGET, 14)]
+
+
+# --- OneLake ignoring a condition ---------------------------------------------------------------
+# OneLake ignores the request headers of actions it does not allow, carries out the rest of the
+# call and names them in x-ms-rejected-headers ("OneLake and ADLS Gen2 API parity", Microsoft
+# Learn). A conditional publish whose condition was ignored must stop the mirror, not go on.
+
+
+def test_an_ignored_if_none_match_on_the_rename_fails_loudly_and_stops_later_publishes(
+    fake_dfs: FakeDfs,
+) -> None:
+    workspace = _workspace()
+    store = open_fake_dfs_store(fake_dfs, workspace)
+    store.write_new(TARGET, b"first")  # honoured: published
+    fake_dfs.ignore_headers(workspace, "If-None-Match")
+
+    # The same name again: OneLake would carry the rename out over the published file.
+    with pytest.raises(ConditionIgnored) as raised:
+        store.write_new(TARGET, b"second")
+    message = str(raised.value)
+    assert "the rename of db.schema/coll/_" in message and f"to {TARGET}" in message
+    assert "without its If-None-Match condition" in message
+    assert "x-ms-rejected-headers: if-none-match" in message
+    assert "mongo-fabric-mirror inspect --table" in message
+    (rename,) = _renames(fake_dfs.requests_for(workspace))[-1:]
+    assert rename.headers["if-none-match"] == "*"  # it was sent; the service ignored it
+
+    # From now on nothing conditional is even sent: no staging, no rename.
+    before = len(fake_dfs.requests_for(workspace))
+    with pytest.raises(ConditionIgnored):
+        store.write_new("db.schema/coll/00000000000000000002.parquet", b"next")
+    with pytest.raises(ConditionIgnored):
+        store.rename_new("db.schema/coll/_x", "db.schema/coll/00000000000000000003.parquet")
+    assert len(fake_dfs.requests_for(workspace)) == before
+
+
+def test_the_check_is_not_retried_away(fake_dfs: FakeDfs) -> None:
+    # Not a transient fault: the retrying store hands it on at once.
+    workspace = _workspace()
+    fake_dfs.ignore_headers(workspace, "If-None-Match")
+    store = RetryingStore(open_fake_dfs_store(fake_dfs, workspace), budget_seconds=30)
+    with pytest.raises(ConditionIgnored):
+        store.write_new(TARGET, b"x")
+    assert len(_renames(fake_dfs.requests_for(workspace))) == 1
+
+
+def test_an_ignored_if_match_on_a_conditional_delete_fails_loudly(fake_dfs: FakeDfs) -> None:
+    workspace = _workspace()
+    store = open_fake_dfs_store(fake_dfs, workspace)
+    store.write_new(TARGET, b"x")
+    (listed,) = store.list_files("db.schema/coll")
+    fake_dfs.ignore_headers(workspace, "If-Match")
+    with pytest.raises(ConditionIgnored, match="without its If-Match condition"):
+        store.delete_unchanged(listed)
+
+
+def test_unconditional_requests_ignore_the_header(fake_dfs: FakeDfs) -> None:
+    # x-ms-owner is one of the headers OneLake documents ignoring; nothing of ours relies on it.
+    workspace = _workspace()
+    fake_dfs.ignore_headers(workspace, "If-None-Match", "x-ms-owner")
+    store = open_fake_dfs_store(fake_dfs, workspace)
+    store.write("db.schema/coll/_metadata.json", b"{}")
+    assert store.read("db.schema/coll/_metadata.json") == b"{}"
