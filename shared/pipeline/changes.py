@@ -53,7 +53,13 @@ from pymongo.errors import OperationFailure, PyMongoError
 from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
-from shared.landing_zone.publisher import SEQUENCE_KIND, LeaseHeld, Superseded, TableRebuilding
+from shared.landing_zone.publisher import (
+    SEQUENCE_KIND,
+    AwaitingDrop,
+    LeaseHeld,
+    Superseded,
+    TableRebuilding,
+)
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import CHANGES_WRITER, Phase, TablePlan, all_plans, load_plan
 from shared.pipeline.rebuild import rebuild_table
@@ -368,7 +374,9 @@ class ChangeReader:
                     raise  # changes it already holds must go on unbroken: retry the window
                 # Nothing held yet: its snapshot, once it can be planned, starts after these
                 # events and reads their documents afresh, so dropping them loses nothing.
-                log.warning("%s: changes skipped until it can be planned: %s", table, error)
+                # A rebuilt table waiting for Fabric's drop does so every window: not a warning.
+                level = logging.DEBUG if isinstance(error, AwaitingDrop) else logging.WARNING
+                log.log(level, "%s: changes skipped until it can be planned: %s", table, error)
                 return activity
             result.discovered.append(collection)
         owner = self._table_owner(table)
