@@ -308,8 +308,9 @@ def check_drops(publisher: Publisher, settings: Settings, database: str | None) 
     (getTablesMirroringStatus, when FABRIC_WORKSPACE_ID and FABRIC_ITEM_ID are set) or,
     without those, once REBUILD_DROP_WAIT_SECONDS have passed since the folder was deleted.
 
-    Fabric unreachable: the tables keep waiting and the error is kept for status (recreating a
-    folder Fabric still has a table for is what this wait prevents)."""
+    Fabric configured but not answering (a missing workspace role, an outage): the configured
+    wait decides instead, as without the ids, and the error is kept for status; a table is not
+    held back for ever by an API the app may not call."""
     state = publisher.state
     pending = [
         (TableRef.from_folder(folder), record)
@@ -335,11 +336,13 @@ def check_drops(publisher: Publisher, settings: Settings, database: str | None) 
         keys: set[tuple[str | None, str]] = {(table.schema, table.name)}
         if table.schema is None:
             keys.add((DEFAULT_SCHEMA, table.name))
-        if error is None and present is None:
-            gone, how = now - since >= wait, f"a wait of {wait} s (no Fabric ids set)"
-            next_check = since + wait
+        if present is None:
+            gone = now - since >= wait
+            reason = "no Fabric ids set" if error is None else "Fabric could not be asked"
+            how = f"a wait of {wait} s ({reason})"
+            next_check = since + wait if error is None else now + FABRIC_DROP_POLL_SECONDS
         else:
-            gone = error is None and present is not None and not keys & present
+            gone = not keys & present
             how = "Fabric's table status (getTablesMirroringStatus)"
             next_check = now + FABRIC_DROP_POLL_SECONDS
         if gone and publisher.confirm_drop(table, record.etag):

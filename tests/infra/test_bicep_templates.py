@@ -62,6 +62,8 @@ LEFT_UNSET_ON_AZURE = {
     "CHANGE_WINDOW_SECONDS": "tuning: Settings' default applies",
     "CHANGE_AWAIT_MS": "tuning: Settings' default applies",
     "CHANGE_LEASE_SECONDS": "tuning: Settings' default applies",
+    "REBUILD_DROP_WAIT_SECONDS": "the template sets the Fabric ids, so Fabric says when a table "
+    "is dropped; the wait applies only without them",
 }
 # Settings the engine treats as secret because they may be connection strings with a key; the
 # template sets them to plain endpoint URLs read with the identity, so they need no Key Vault.

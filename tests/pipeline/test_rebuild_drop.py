@@ -252,3 +252,31 @@ def test_resync_while_a_reader_publishes_leaves_no_orphan_file(
     assert not [name for name in names if name.startswith("_staging-")], names
     assert not (folder / "_held-changes").exists() or not any((folder / "_held-changes").iterdir())
     assert_verified_cli(mongodb_uri, mongo_db_name, backend)
+
+
+def test_a_fabric_that_cannot_be_asked_leaves_the_configured_wait_to_decide(
+    make_context: MakeContext, mongo_client: Client, mongo_db_name: str, fabric: FakeFabric
+) -> None:
+    """The app's identity lacks its workspace role: the table is not held back for ever, the
+    configured wait decides, and status says why Fabric was not asked."""
+    item = fabric.add_item(WORKSPACE, "mirror", [fabric_entry(mongo_db_name, "orders")])
+    fabric.denied_workspaces.add(WORKSPACE)
+    settings = {
+        "FABRIC_WORKSPACE_ID": WORKSPACE,
+        "FABRIC_ITEM_ID": item,
+        "FABRIC_API_URL": fabric.api_url,
+    }
+    ctx = make_context(REBUILD_DROP_WAIT_SECONDS="3600", **settings)
+    _, reader = streaming(ctx, mongo_client, orders=[{"_id": i} for i in range(5)])
+    reader.release()
+    name = f"{mongo_db_name}.orders"
+    resync_table(ctx.publisher, name)
+
+    assert not planned(ctx, name)
+    (waiting,) = status_report(ctx.state)["tables"]
+    assert "403" in waiting["awaiting_drop"]["error"]
+    assert "Fabric could not be asked" in waiting["awaiting_drop"]["by"]
+    shorter = make_context(REBUILD_DROP_WAIT_SECONDS="0", **settings)
+    assert planned(shorter, name)  # the wait is over: recreated although Fabric still lists it
+    snapshot(shorter)
+    assert_verified(shorter)
