@@ -22,7 +22,8 @@ binding): each tick plans and fans out what needs a snapshot (first run, a new c
 rebuild) on the same queue, then runs change windows for CHANGE_BUDGET_SECONDS. The database's
 reader lease makes an overlapping tick (or a second app) a harmless no-op. A failing tick raises,
 so the host records a failed invocation. ``resync`` (``POST /api/tables/{table}/resync``) drops a
-table's folder and state; the next tick snapshots it afresh.
+table's folder and state (after the change reader's window in flight); the first tick after Fabric
+dropped the old table snapshots it afresh.
 """
 
 from __future__ import annotations
@@ -255,6 +256,8 @@ def mirror_tick(timer: func.TimerRequest) -> None:
         f", rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else "",
         ", the stream is read by another tick" if summary.lease_held_elsewhere else "",
     )
+    for why in summary.waiting.values():
+        log.info("%s", why)
     if summary.stopped:
         # The other tables streamed; these need an operator, so the invocation fails visibly.
         stopped = "; ".join(f"{table}: {why}" for table, why in summary.stopped.items())

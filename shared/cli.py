@@ -195,8 +195,8 @@ def _resync(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         publisher.state.close()
     print(
-        f"{table}: folder and state dropped (rebuild #{count}); "
-        "the next snapshot or run mirrors it afresh"
+        f"{table}: folder and state dropped (rebuild #{count}); the first snapshot or run "
+        "after Fabric dropped the old table mirrors it afresh"
     )
     return 0
 

@@ -167,6 +167,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="5",
     ),
     SettingSpec(
+        "REBUILD_DROP_WAIT_SECONDS",
+        "A rebuilt table's folder is deleted, then recreated only once Fabric has dropped the "
+        "old table (Microsoft's open-mirroring best practices, 'Plan for recovery'). With "
+        "FABRIC_WORKSPACE_ID and FABRIC_ITEM_ID set, Fabric's getTablesMirroringStatus says "
+        "when; without them, the folder stays deleted this long. Microsoft documents no "
+        "interval, only 'near real-time' replication (open-mirroring FAQ), so the default is "
+        "generous: a table recreated before Fabric dropped it is worse than a late one.",
+        default="300",
+    ),
+    SettingSpec(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "Export metrics and logs to this Application Insights resource (OpenTelemetry); "
         "unset, telemetry is off and costs nothing.",
@@ -189,6 +199,7 @@ INTEGER_LIMITS = {
     "CHANGE_BUDGET_SECONDS": (1, 600),  # well inside host.json functionTimeout (30 min)
     "REPLICATOR_RETENTION_DAYS": (0, 365),
     "REPLICATOR_INTERVAL_SECONDS": (1, 3600),
+    "REBUILD_DROP_WAIT_SECONDS": (0, 86_400),
 }
 SPECS = {spec.name: spec for spec in SETTINGS}
 AUTH_MODES = ("auto", "service-principal", "managed-identity", "default")

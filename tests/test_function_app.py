@@ -60,7 +60,15 @@ def test_inspect_reports_a_conforming_landing_zone(landing_zone: Path):
     body = json.loads(response.get_body())
     assert body["conforms"] is True
     assert body["tables"] == [
-        {"table": "demo.orders", "conforms": True, "files": 4, "rows": 49, "problems": []}
+        {
+            "table": "demo.orders",
+            "conforms": True,
+            "files": 4,
+            "rows": 49,
+            "firstFile": 1,
+            "historyRemoved": False,
+            "problems": [],
+        }
     ]
 
 

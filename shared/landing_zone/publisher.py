@@ -71,6 +71,10 @@ from shared.state.base import ConflictError, JsonObject, StateStore, update
 log = logging.getLogger(__name__)
 
 SEQUENCE_KIND = "sequence"
+# Per table folder: a folder deleted by a rebuild whose table Fabric may still hold. While it
+# stands the folder is not bound again (nothing of a new generation is written), because Fabric
+# must drop the old table first (see shared/pipeline/rebuild.py).
+DROP_KIND = "drop"
 STORE_KIND = "store"
 STORE_IDENTITY_KEY = "identity"
 STAGING_PREFIX = "_staging-"
@@ -103,6 +107,11 @@ class BindingError(MirrorError):
 
 class TableRebuilding(Superseded):
     """The table's generation is being rebuilt: no writer of it may publish or claim again."""
+
+
+class AwaitingDrop(TableRebuilding):
+    """The table's folder was deleted by a rebuild and Fabric has not yet dropped the old table:
+    the folder may not be recreated until it has (``confirm_drop``)."""
 
 
 @dataclass(frozen=True)
@@ -403,8 +412,16 @@ class Publisher:
 
         try:
             update(self.state, SEQUENCE_KIND, table.folder, allocate)
-        except Superseded:
+        except Superseded as error:
             self.store.delete(staged)
+            if (
+                isinstance(error, TableRebuilding)
+                and self.state.get(SEQUENCE_KIND, table.folder) is None
+            ):
+                # Staging re-created the folder a rebuild had deleted (a writer paused before it
+                # staged): remove it again, or Fabric would see the table's folder come back
+                # before it dropped the table. Only while nothing is bound there (no record).
+                self.store.delete_empty_folder(table.folder)
             raise
         self._finish(table, taken[0], entry)
         telemetry.record("files_published", 1, table=str(table))
@@ -468,9 +485,14 @@ class Publisher:
     def generation(self, table: TableRef) -> str:
         return self._sequence(table).generation
 
-    def retire(self, table: TableRef, cause: str, generation: str) -> Retirement | None:
+    def retire(
+        self, table: TableRef, cause: str, generation: str, hold_seconds: float = 0.0
+    ) -> Retirement | None:
         """Begin (or take over) the rebuild of ``generation``: from this write on, no writer of
-        it publishes or claims again. None if the table's generation is another one by now."""
+        it publishes or claims again. None if the table's generation is another one by now.
+
+        ``hold_seconds``: the rebuilder waits before it sweeps (``resync`` lets the window in
+        flight end); ``retired`` does not take the rebuild over from it meanwhile."""
         record = self.state.get(SEQUENCE_KIND, table.folder)
         if record is None or SequenceState.from_json(record.value, table).generation != generation:
             return None
@@ -481,7 +503,10 @@ class Publisher:
 
         def mark(value: JsonObject | None) -> JsonObject:
             current = _of_generation(value, table, generation)
-            return _with(current, retired={"owner": owner, "cause": cause}).to_json()
+            retired: JsonObject = {"owner": owner, "cause": cause}
+            if hold_seconds > 0:
+                retired["held_until"] = time.time() + hold_seconds
+            return _with(current, retired=retired).to_json()
 
         try:
             update(self.state, SEQUENCE_KIND, table.folder, mark)
@@ -497,6 +522,9 @@ class Publisher:
         current = SequenceState.from_json(record.value, table)
         if current.retired is None:
             return None
+        held_until = current.retired.get("held_until")
+        if isinstance(held_until, int | float) and held_until > time.time():
+            return None  # its rebuilder is alive and waiting on purpose: not a crash's leftover
         return self.retire(table, str(current.retired.get("cause", "")), current.generation)
 
     def holds(self, retirement: Retirement) -> bool:
@@ -528,9 +556,10 @@ class Publisher:
             self.store.delete_empty_folder(folder)
         return True
 
-    def sweep_unowned(self, table: TableRef) -> None:
+    def sweep_unowned(self, table: TableRef) -> bool:
         """Delete a table folder this state store never numbered (another tool's, another
-        state's): only while it still has no sequence record here, which binding would create."""
+        state's): only while it still has no sequence record here, which binding would create.
+        True if it held anything (a table Fabric may have made of it)."""
         listed = self._listing(table.folder)
         if self.state.get(SEQUENCE_KIND, table.folder) is not None:
             raise MirrorError(f"{table} was bound by another process meanwhile; nothing deleted")
@@ -539,6 +568,32 @@ class Publisher:
         for folder in sorted(self._folders(table.folder), reverse=True):
             self.store.delete_empty_folder(folder)
         self._bound.discard(table.folder)
+        return bool(listed)
+
+    # -- waiting for Fabric to drop a deleted table ---------------------------------------------
+
+    def await_drop(self, table: TableRef, cause: str) -> None:
+        """Record that ``table``'s folder was deleted just now: it is not bound again until
+        ``confirm_drop``. Made before the sequence record is forgotten, so no binder can find
+        neither (``_bind`` reads the record first, then this)."""
+        since = time.time()
+
+        def mark(value: JsonObject | None) -> JsonObject:
+            # A later deletion restarts the wait: Fabric must notice that one too.
+            return {"since": since, "cause": cause}
+
+        update(self.state, DROP_KIND, table.folder, mark)
+        self._bound.discard(table.folder)
+
+    def confirm_drop(self, table: TableRef, etag: str) -> bool:
+        """Fabric no longer has the table (or the wait is over): the folder may be bound again.
+        ``etag`` is the drop record's as the caller judged it; False if it changed since (the
+        folder was deleted again meanwhile, so the judgement is stale)."""
+        try:
+            self.state.delete(DROP_KIND, table.folder, etag=etag)
+        except ConflictError:
+            return False
+        return True
 
     def forget(self, retirement: Retirement) -> None:
         """Remove the retired generation's sequence record: the table may be bound afresh."""
@@ -658,6 +713,18 @@ class Publisher:
             record is None or record.value.get("generation") != generation
         ):
             raise TableRebuilding(f"{table} was rebuilt since generation {generation}")
+        if record is None:
+            # After the sequence record (see await_drop): a folder a rebuild deleted stays
+            # deleted until Fabric dropped the table.
+            drop = self.state.get(DROP_KIND, table.folder)
+            if drop is not None:
+                since = drop.value.get("since")
+                ago = time.time() - since if isinstance(since, int | float) else 0.0
+                raise AwaitingDrop(
+                    f"{table}: its folder was deleted {ago:.0f} s ago "
+                    f"({drop.value.get('cause') or 'rebuilt'}); waiting for Fabric to drop the "
+                    "old table before the new one is published"
+                )
         binding = self._read_binding(table)
         numbers = self._data_numbers(table)
         if record is None:

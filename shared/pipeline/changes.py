@@ -53,7 +53,13 @@ from pymongo.errors import OperationFailure, PyMongoError
 from shared import telemetry
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
-from shared.landing_zone.publisher import SEQUENCE_KIND, LeaseHeld, Superseded, TableRebuilding
+from shared.landing_zone.publisher import (
+    SEQUENCE_KIND,
+    AwaitingDrop,
+    LeaseHeld,
+    Superseded,
+    TableRebuilding,
+)
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import CHANGES_WRITER, Phase, TablePlan, all_plans, load_plan
 from shared.pipeline.rebuild import rebuild_table
@@ -111,6 +117,9 @@ class ChangeReader:
         self._stream: ChangeCursor | None = None
         self._table_owners: dict[str, str] = {}
         self._registries: dict[str, SchemaRegistry] = {}
+        # Rebuilt tables seen waiting for Fabric's drop: reported once for planning (which
+        # checks the drop and schedules its next check), not at every window of their events.
+        self._awaiting_drop: set[str] = set()
         # Windows that failed (their events are read again from the checkpoint), by cause:
         # all of this reader's, and those not yet added to the stream record's count.
         self.rereads: Counter[str] = Counter()
@@ -368,9 +377,15 @@ class ChangeReader:
                     raise  # changes it already holds must go on unbroken: retry the window
                 # Nothing held yet: its snapshot, once it can be planned, starts after these
                 # events and reads their documents afresh, so dropping them loses nothing.
-                log.warning("%s: changes skipped until it can be planned: %s", table, error)
+                if not isinstance(error, AwaitingDrop):
+                    log.warning("%s: changes skipped until it can be planned: %s", table, error)
+                elif table.folder not in self._awaiting_drop:
+                    log.info("%s: changes skipped until it can be planned: %s", table, error)
+                    self._awaiting_drop.add(table.folder)
+                    result.discovered.append(collection)  # planning checks the drop now
                 return activity
             result.discovered.append(collection)
+        self._awaiting_drop.discard(table.folder)
         owner = self._table_owner(table)
         progress = self._ctx.publisher.progress(table, CHANGES_WRITER) or {}
         done = progress.get("token")

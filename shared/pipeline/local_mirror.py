@@ -39,6 +39,9 @@ class RunSummary:
     events: int = 0
     rebuilt: list[str] = field(default_factory=list)
     stopped: dict[str, str] = field(default_factory=dict)
+    # Rebuilt tables held back until Fabric drops the old table (shared/pipeline/rebuild.py).
+    waiting: dict[str, str] = field(default_factory=dict)
+    recheck_at: float | None = None  # time.time() seconds
     rereads: Counter[str] = field(default_factory=Counter)  # failed windows read again, by cause
 
 
@@ -73,6 +76,9 @@ def run_mirror(
             if time.monotonic() >= replan_at:
                 pool, display = _plan(ctx, settings, pool, summary, out) or (pool, display)
                 replan_at = time.monotonic() + DISCOVERY_SECONDS
+                if summary.recheck_at is not None:  # a rebuilt table may be recreated then
+                    wait = max(0.0, summary.recheck_at - time.time())
+                    replan_at = min(replan_at, time.monotonic() + wait)
             result = retrier.call(reader.window)  # a failed window is re-read from its checkpoint
             summary.windows += 1
             summary.events += result.events
@@ -95,8 +101,9 @@ def run_mirror(
                 shown_at = time.monotonic()
             if stop.is_set():
                 break
-            # A rebuilt or new table is planned (and snapshotted) before --once may stop.
-            planning_due = replan_at == 0.0
+            # A rebuilt or new table is planned (and snapshotted) before --once may stop, once
+            # Fabric has dropped its old table.
+            planning_due = replan_at == 0.0 or bool(summary.waiting)
             if once and result.idle and not planning_due and pool is None and reader.settled():
                 break
         _show(tally, out)
@@ -132,6 +139,12 @@ def _plan(
     for plan in selection.plans:  # stopped at an earlier planning (e.g. mid-rebuild), not now
         summary.stopped.pop(f"{plan.database}.{plan.collection}", None)
     summary.stopped.update(selection.stopped)
+    for name in set(summary.waiting) - set(selection.waiting):
+        out.write(f"{name}: Fabric has dropped the old table; snapshotting it again\n")
+    for name, why in selection.waiting.items():
+        if name not in summary.waiting:
+            out.write(f"{why}\n")
+    summary.waiting, summary.recheck_at = dict(selection.waiting), selection.recheck_at
     running = pool.running() if pool is not None else set()
     tasks = [task for task in pending_tasks(selection.plans) if task not in running]
     if not tasks:

@@ -33,6 +33,9 @@ class TickSummary:
     messages: int = 0
     rebuilt: list[str] = field(default_factory=list)
     stopped: dict[str, str] = field(default_factory=dict)
+    # Rebuilt tables held back until Fabric drops the old table (shared/pipeline/rebuild.py).
+    waiting: dict[str, str] = field(default_factory=dict)
+    recheck_at: float | None = None  # time.time() seconds
     lease_held_elsewhere: bool = False
 
 
@@ -67,7 +70,8 @@ def _tick(
             result = retrier.call(reader.window)  # a failed window is re-read from its checkpoint
             summary.windows += 1
             summary.events += result.events
-            if result.rebuilt or result.discovered:
+            recheck = summary.recheck_at is not None and time.time() >= summary.recheck_at
+            if result.rebuilt or result.discovered or recheck:
                 summary.rebuilt += result.rebuilt
                 _plan_and_fan_out(ctx, queue, summary)
             # Leave room for one more window and its publishes inside the budget.
@@ -83,5 +87,6 @@ def _plan_and_fan_out(ctx: MirrorContext, queue: QueueClient, summary: TickSumma
     shared with the planning messages of ``POST /api/snapshot``: see fanout.fan_out)."""
     selection = plan_selected(ctx)
     summary.stopped.update(selection.stopped)
+    summary.waiting, summary.recheck_at = dict(selection.waiting), selection.recheck_at
     for plan in selection.plans:
         summary.messages += fan_out(ctx.state, queue, plan)

@@ -21,6 +21,22 @@ generation. Every step is fenced by the generation it retires (see ``Publisher.r
    new generation be bound, so no step above can meet one of its files or records.
 A crash part-way leaves the record retired: whoever plans the table next takes the rebuild over
 and finishes it (``resume_rebuild``).
+
+Fabric drops the old table only once its replicator notices the folder is gone, and Microsoft's
+recovery advice is: delete the table folder, wait until the table disappears from the mirrored
+database, then recreate it (https://learn.microsoft.com/fabric/mirroring/open-mirroring-best-
+practices#plan-for-recovery). So before the record is forgotten (step 4), a drop record
+(``Publisher.await_drop``) is written: the folder is not bound again, by a planner, a snapshot
+worker or the change reader, until ``check_drops`` confirms it — Fabric's
+``getTablesMirroringStatus`` no longer lists the table (when FABRIC_WORKSPACE_ID and
+FABRIC_ITEM_ID are set), or REBUILD_DROP_WAIT_SECONDS have passed. The wait is a state of that
+table alone: planning skips it and every other table streams and snapshots on.
+
+``resync`` also fences the change reader first: it retires the generation (from then on the
+reader's table claim fails every write) and waits, within the reader's lease, for the window in
+flight to end before it deletes anything, so no window's file is still landing in the folder
+being removed. A reader paused for longer cannot publish either (its allocation fails) and
+removes the staged file it wrote (``Publisher.publish``).
 """
 
 from __future__ import annotations
@@ -28,10 +44,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 
 from shared import telemetry
+from shared.config import Settings
 from shared.errors import ConfigError, MirrorError, UnknownTableError
-from shared.landing_zone.publisher import SEQUENCE_KIND, Publisher, Retirement, SequenceState
+from shared.landing_zone.publisher import (
+    DROP_KIND,
+    SEQUENCE_KIND,
+    Publisher,
+    Retirement,
+    SequenceState,
+)
 from shared.landing_zone.tables import TableRef, collection_name
 from shared.pipeline.plans import (
     CHANGES_WRITER,
@@ -41,12 +65,19 @@ from shared.pipeline.plans import (
     load_plan,
 )
 from shared.pipeline.schema_registry import SCHEMA_KIND
+from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.source.resume_tokens import token_order
 from shared.state.base import ConflictError, JsonObject, StateStore, update
 
 log = logging.getLogger(__name__)
 
 KEPT_CAUSES = 10
+DEFAULT_SCHEMA = "dbo"  # Fabric's schema for a table folder outside a <schema>.schema folder
+# How often Fabric is asked whether a deleted table is gone (its REST API throttles with 429).
+FABRIC_DROP_POLL_SECONDS = 10.0
+# resync waits for the reader's window in flight at most its lease's remainder and this much.
+FENCE_MARGIN_SECONDS = 5.0
+FENCE_POLL_SECONDS = 0.1
 
 
 def parse_table_name(text: str) -> TableRef:
@@ -84,6 +115,7 @@ def resync_table(
     known = (
         state.get(TABLE_KIND, table.folder) is not None
         or state.get(SEQUENCE_KIND, table.folder) is not None
+        or state.get(DROP_KIND, table.folder) is not None
         or bool(store.list_files(table.folder))
     )
     if not known:
@@ -93,14 +125,53 @@ def resync_table(
 
 def rebuild_on_request(publisher: Publisher, table: TableRef, cause: str) -> int:
     """Rebuild whatever generation ``table`` has now, or delete a folder this state never
-    numbered (what the binding check advises for a foreign folder); returns the rebuild count."""
+    numbered (what the binding check advises for a foreign folder); returns the rebuild count.
+
+    The change reader is fenced first: the generation is retired (its table claim fails every
+    write from then on), then the window it may have in flight is let end before the folder is
+    swept (``_wait_for_window_in_flight``)."""
     state = publisher.state
-    if state.get(SEQUENCE_KIND, table.folder) is None:
-        publisher.sweep_unowned(table)
+    record = state.get(SEQUENCE_KIND, table.folder)
+    if record is None:
+        if publisher.sweep_unowned(table):
+            publisher.await_drop(table, cause)  # Fabric may have made a table of that folder
         _forget_orphans(state, table)
         return _count(state, table, cause, "")
-    count = rebuild_table(publisher, table, cause)
-    return rebuild_count(state, table) if count is None else count
+    generation = SequenceState.from_json(record.value, table).generation
+    fenced_at = time.time()
+    hold = _lease_left(state, table, fenced_at) + FENCE_MARGIN_SECONDS
+    retirement = publisher.retire(table, cause, generation, hold_seconds=hold)
+    if retirement is None:  # rebuilt by someone else meanwhile
+        return rebuild_count(state, table)
+    _wait_for_window_in_flight(state, table, fenced_at, fenced_at + hold)
+    return _finish(publisher, retirement)
+
+
+def _lease_left(state: StateStore, table: TableRef, now: float) -> float:
+    """How long the database's change reader may still be in a window: its lease's remainder."""
+    record = None if table.schema is None else state.get(STREAM_KIND, table.schema)
+    expires = None if record is None else record.value.get("lease_expires")
+    return max(0.0, expires - now) if isinstance(expires, int | float) else 0.0
+
+
+def _wait_for_window_in_flight(
+    state: StateStore, table: TableRef, fenced_at: float, deadline: float
+) -> None:
+    """Return once no window that began before ``fenced_at`` can still be writing: the reader
+    checkpointed a window since (windows are sequential: its files and its staged leftovers
+    were dealt with before that checkpoint), gave its lease back, or let it lapse. A reader
+    paused beyond that is covered by the fencing itself (see the module docstring)."""
+    while time.time() < deadline:
+        record = None if table.schema is None else state.get(STREAM_KIND, table.schema)
+        value = {} if record is None else record.value
+        expires = value.get("lease_expires")
+        checkpoint_at = value.get("checkpoint_at")
+        if not isinstance(expires, int | float) or expires <= time.time():
+            return
+        if isinstance(checkpoint_at, int | float) and checkpoint_at > fenced_at:
+            return
+        time.sleep(FENCE_POLL_SECONDS)
+    log.warning("%s: the change reader did not end its window in time; rebuilding anyway", table)
 
 
 def rebuild_table(
@@ -153,6 +224,10 @@ def _finish(publisher: Publisher, retirement: Retirement) -> int:
             if key.rsplit("#", 1)[0] == table.folder:
                 state.delete(PARTITION_KIND, key)
     _delete_if_generation(state, TABLE_KIND, table, generation)
+    if publisher.holds(retirement):
+        # Before the record goes: from here on, the folder stays deleted until Fabric has
+        # dropped the table (check_drops), whoever plans it next.
+        publisher.await_drop(table, retirement.cause)
     publisher.forget(retirement)
     return count
 
@@ -213,3 +288,99 @@ def _count(state: StateStore, table: TableRef, cause: str, generation: str) -> i
 def rebuild_count(state: StateStore, table: TableRef) -> int:
     record = state.get(REBUILD_KIND, table.folder)
     return 0 if record is None else int(record.value.get("count", 0))
+
+
+# -- waiting for Fabric to drop a deleted table ---------------------------------------------------
+
+
+@dataclass
+class DropCheck:
+    """Tables whose deleted folder may not be recreated yet (folder -> why, for people), and
+    when it is worth checking again (``time.time()`` seconds; None if nothing waits)."""
+
+    waiting: dict[str, str] = field(default_factory=dict)
+    recheck_at: float | None = None
+
+
+def check_drops(publisher: Publisher, settings: Settings, database: str | None) -> DropCheck:
+    """Confirm the drops Fabric has made: each table of ``database`` (None: every table) whose
+    folder a rebuild deleted may be bound again once Fabric no longer lists it
+    (getTablesMirroringStatus, when FABRIC_WORKSPACE_ID and FABRIC_ITEM_ID are set) or,
+    without those, once REBUILD_DROP_WAIT_SECONDS have passed since the folder was deleted.
+
+    Fabric configured but not answering (a missing workspace role, an outage): the configured
+    wait decides instead, as without the ids, and the error is kept for status; a table is not
+    held back for ever by an API the app may not call."""
+    state = publisher.state
+    pending = [
+        (TableRef.from_folder(folder), record)
+        for folder, record in state.list(DROP_KIND)
+        if database is None or TableRef.from_folder(folder).schema == database
+    ]
+    check = DropCheck()
+    if not pending:
+        return check
+    now = time.time()
+    present: set[tuple[str | None, str]] | None = None
+    statuses: dict[tuple[str | None, str], str] = {}
+    error: str | None = None
+    try:
+        present, statuses = _fabric_tables(settings)
+    except MirrorError as failure:
+        error = str(failure)
+    wait = settings.integer("REBUILD_DROP_WAIT_SECONDS")
+    for table, record in pending:
+        since = record.value.get("since")
+        since = since if isinstance(since, int | float) else now
+        # A folder outside a schema folder is Fabric's default schema's table.
+        keys: set[tuple[str | None, str]] = {(table.schema, table.name)}
+        if table.schema is None:
+            keys.add((DEFAULT_SCHEMA, table.name))
+        if present is None:
+            gone = now - since >= wait
+            reason = "no Fabric ids set" if error is None else "Fabric could not be asked"
+            how = f"a wait of {wait} s ({reason})"
+            next_check = since + wait if error is None else now + FABRIC_DROP_POLL_SECONDS
+        else:
+            gone = not keys & present
+            how = "Fabric's table status (getTablesMirroringStatus)"
+            next_check = now + FABRIC_DROP_POLL_SECONDS
+        if gone and publisher.confirm_drop(table, record.etag):
+            log.info("%s: Fabric has dropped the old table (by %s); recreating it", table, how)
+            continue
+        note: JsonObject = {"checked_at": now, "by": how}
+        if error is not None:
+            note["error"] = error[:500]
+        else:
+            note["fabric_status"] = next((statuses[k] for k in keys if k in statuses), None)
+        with contextlib.suppress(ConflictError):  # changed meanwhile: judged again next time
+            state.replace(DROP_KIND, table.folder, {**record.value, **note}, record.etag)
+        check.waiting[table.folder] = (
+            f"{table}: waiting for Fabric to drop the old table (folder deleted "
+            f"{now - since:.0f} s ago; by {how})"
+        )
+        check.recheck_at = min(check.recheck_at or next_check, next_check)
+    return check
+
+
+def _fabric_tables(
+    settings: Settings,
+) -> tuple[set[tuple[str | None, str]] | None, dict[tuple[str | None, str], str]]:
+    """The tables Fabric lists now, as (schema, table), and their status; None when no
+    workspace and item are configured."""
+    from shared.fabric import fabric_table_status  # azure-core only when asked
+
+    entries = fabric_table_status(settings)
+    if entries is None:
+        return None, {}
+    present: set[tuple[str | None, str]] = set()
+    statuses: dict[tuple[str | None, str], str] = {}
+    for entry in entries:
+        name = entry.get("sourceTableName")
+        if not isinstance(name, str):
+            continue
+        schema = entry.get("sourceSchemaName")
+        key = (schema if isinstance(schema, str) and schema else None, name)
+        present.add(key)
+        statuses[key] = str(entry.get("status"))
+    return present, statuses

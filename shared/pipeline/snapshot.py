@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -35,7 +35,7 @@ from shared.pipeline.plans import (
     complete_partition,
     load_plan,
 )
-from shared.pipeline.rebuild import resume_rebuild
+from shared.pipeline.rebuild import check_drops, resume_rebuild
 from shared.pipeline.schema_registry import SchemaRegistry
 from shared.pipeline.stream_checkpoint import ensure_checkpoint
 from shared.pipeline.wiring import MirrorContext, selected_sources
@@ -134,10 +134,16 @@ def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
 @dataclass(frozen=True)
 class Selection:
     """The plans of the selected tables, and the tables stopped before anything was published
-    (their folder and this state store do not belong together), each with what to do."""
+    (their folder and this state store do not belong together), each with what to do.
+
+    ``waiting``: selected tables held back while being rebuilt (Fabric has not dropped the old
+    table yet, or a resync is under way), each with why; not an error, they are planned once
+    that is over. ``recheck_at``: when to plan again for them (``time.time()`` seconds)."""
 
     plans: list[TablePlan]
     stopped: dict[str, str]
+    waiting: dict[str, str] = field(default_factory=dict)
+    recheck_at: float | None = None
 
 
 def plan_selected(ctx: MirrorContext) -> Selection:
@@ -157,18 +163,33 @@ def plan_selected(ctx: MirrorContext) -> Selection:
 def plan_sources(ctx: MirrorContext, sources: list[SourceCollection]) -> Selection:
     """Plan ``sources`` (the stream's checkpoint must be recorded first); each table that cannot
     be planned is stopped alone."""
+    # Rebuilt tables whose old table Fabric has dropped by now may be planned again; the others
+    # wait, alone (shared/pipeline/rebuild.py).
+    drops = check_drops(ctx.publisher, ctx.settings, ctx.settings.require("MONGODB_DATABASE"))
     plans: list[TablePlan] = []
     stopped: dict[str, str] = {}
+    waiting: dict[str, str] = {}
+    recheck_at = drops.recheck_at
     for source in sources:
+        name = f"{source.database}.{source.name}"
+        folder = TableRef.for_collection(source.database, source.name).folder
+        if folder in drops.waiting:
+            waiting[name] = drops.waiting[folder]
+            continue
         try:
             plans.append(plan_table(ctx, source))
+        except TableRebuilding as error:  # a rebuild under way (a resync): planned after it
+            log.info("%s", error)
+            waiting[name] = str(error)
+            soon = time.time() + 1.0
+            recheck_at = soon if recheck_at is None else min(recheck_at, soon)
         except Exception as error:  # whatever it is, it is this table's alone
             table = TableRef.for_collection(source.database, source.name)
             named = isinstance(error, BindingError | PublishConflict)  # these name the table
             message = str(error) if named else f"{table}: {error}"
             log.error("%s", message)
-            stopped[f"{source.database}.{source.name}"] = message
-    return Selection(plans, stopped)
+            stopped[name] = message
+    return Selection(plans, stopped, waiting, recheck_at)
 
 
 def mirrored_collections(ctx: MirrorContext) -> set[str]:

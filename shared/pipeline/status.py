@@ -13,7 +13,8 @@ from typing import Any
 
 from shared.config import Settings
 from shared.errors import MirrorError
-from shared.landing_zone.publisher import SEQUENCE_KIND
+from shared.landing_zone.publisher import DROP_KIND, SEQUENCE_KIND
+from shared.landing_zone.tables import TableRef
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.plans import REBUILD_KIND, all_plans
 from shared.pipeline.snapshot import PARTITION_KIND
@@ -21,6 +22,7 @@ from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.state.base import JsonObject, StateStore, update
 
 MAX_ERROR_CHARS = 2000
+AWAITING_DROP = "awaiting-drop"  # the phase of a rebuilt table until Fabric drops the old one
 
 
 def record_error(state: StateStore, database: str, error: str) -> None:
@@ -81,6 +83,13 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
         if fabric is not None:
             table["replicator"] = replicator.get(str(plan.table))
         tables.append(table)
+    planned = {plan.table.folder for plan in all_plans(state)}
+    for folder, record in state.list(DROP_KIND):
+        if folder in planned:
+            continue
+        tables.append(_awaiting_drop(TableRef.from_folder(folder), record.value, rebuilds, now))
+        if fabric is not None:
+            tables[-1]["replicator"] = replicator.get(str(TableRef.from_folder(folder)))
     databases = []
     for name, record in state.list(STREAM_KIND):
         value = record.value
@@ -99,6 +108,41 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
             }
         )
     return {"databases": databases, "tables": tables}
+
+
+def _awaiting_drop(
+    table: TableRef, drop: JsonObject, rebuilds: dict[str, JsonObject], now: float
+) -> JsonObject:
+    """A rebuilt table whose folder is deleted, held back until Fabric drops the old table
+    (shared/pipeline/rebuild.py): no plan yet, so only the wait and the rebuilds to show."""
+    rebuild = rebuilds.get(table.folder, {})
+    since = drop.get("since")
+    return {
+        "table": str(table),
+        "phase": AWAITING_DROP,
+        "awaiting_drop": {
+            "since": _iso(since),
+            "seconds": round(now - since, 1) if isinstance(since, int | float) else None,
+            "cause": drop.get("cause"),
+            "checked_at": _iso(drop.get("checked_at")),
+            "by": drop.get("by"),
+            "fabric_status": drop.get("fabric_status"),
+            "error": drop.get("error"),
+        },
+        "snapshot": {"partitions": 0, "completed": 0, "documents": 0, "estimated_documents": 0},
+        "last_checkpoint": None,
+        "lag_seconds": None,
+        "change_events": 0,
+        "files_published": 0,
+        "rows_published": 0,
+        "rebuilds": int(rebuild.get("count", 0)),
+        "rebuild_causes": [
+            {"at": _iso(cause.get("at")), "cause": cause.get("cause")}
+            for cause in rebuild.get("causes", [])
+        ],
+        "last_error": drop.get("error"),
+        "failed_partitions": [],
+    }
 
 
 def format_status(report: JsonObject) -> str:
@@ -147,6 +191,18 @@ def format_status(report: JsonObject) -> str:
         if table["rebuild_causes"]:
             last = table["rebuild_causes"][-1]
             lines.append(f"{table['table']} last rebuilt {last['at']}: {last['cause']}")
+        waiting = table.get("awaiting_drop")
+        if waiting:
+            lines.append(
+                f"{table['table']} waiting for Fabric to drop the old table since "
+                f"{waiting['since']} (by {waiting['by'] or 'its next check'})"
+                + (
+                    f"; Fabric lists it as {waiting['fabric_status']}"
+                    if waiting["fabric_status"]
+                    else ""
+                )
+                + (f"; last check failed: {waiting['error']}" if waiting["error"] else "")
+            )
         replicator = table.get("replicator")
         if replicator:
             lines.append(

@@ -64,6 +64,8 @@ LEFT_UNSET_ON_AZURE = {
     "CHANGE_LEASE_SECONDS": "tuning: Settings' default applies",
     "REPLICATOR_RETENTION_DAYS": "the local replicate command only; Fabric replicates on Azure",
     "REPLICATOR_INTERVAL_SECONDS": "the local replicate command only; Fabric replicates on Azure",
+    "REBUILD_DROP_WAIT_SECONDS": "the template sets the Fabric ids, so Fabric says when a table "
+    "is dropped; the wait applies only without them",
 }
 # Settings the engine treats as secret because they may be connection strings with a key; the
 # template sets them to plain endpoint URLs read with the identity, so they need no Key Vault.
