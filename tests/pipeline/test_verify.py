@@ -18,7 +18,8 @@ from pymongo import MongoClient
 
 from shared.cli import main
 from shared.config import load_settings
-from shared.conversion import ROW_MARKER, RowMarker, id_text
+from shared.conversion import ROW_MARKER, BatchConverter, RowMarker, id_text
+from shared.conversion import converter as converter_module
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.schema_registry import SCHEMA_KIND
@@ -297,3 +298,62 @@ def test_missing_database_is_a_configuration_error(tmp_path: Path, mongodb_uri: 
     code = main(["verify", "--mongodb-uri", mongodb_uri, "--landing-zone", str(tmp_path / "lz")])
     assert code == 2
     assert capsys.readouterr().err.startswith("configuration error: MONGODB_DATABASE")
+
+
+def _drop_field(monkeypatch, name: str) -> None:
+    """A conversion bug: the converter never founds a column for ``name``, so the field is
+    dropped from every row. Patched on the class, so every converter has it (the snapshot's and
+    any other), as a bug in shared/conversion would."""
+    original = BatchConverter._new_field
+
+    def dropping(self: BatchConverter, field: str, *args: Any) -> Any:
+        return None if field == name else original(self, field, *args)
+
+    monkeypatch.setattr(BatchConverter, "_new_field", dropping)
+
+
+def _drop_twin_values(monkeypatch) -> None:
+    """A conversion bug: values that do not fit their column's type are dropped instead of going
+    to the twin column."""
+    for piece in ("_fast_piece", "_slow_piece"):
+        original = getattr(converter_module, piece)
+
+        def without_twin(*args: Any, _original: Any = original) -> Any:
+            main, _ = _original(*args)
+            return main, None
+
+        monkeypatch.setattr(converter_module, piece, without_twin)
+
+
+def test_a_converter_that_drops_a_field_is_caught(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient, monkeypatch
+):
+    # Before verify compared by value (it converted the source with the same converter), both
+    # sides lost the field alike and this table was reported equal.
+    _drop_field(monkeypatch, "secret")
+    orders = mongo_client[mongo_db_name].orders
+    orders.insert_many([{"_id": i, "qty": i, "secret": f"s{i}"} for i in range(20)])
+    snapshot(tmp_path, mongodb_uri, mongo_db_name)
+
+    table = only_table(verify(tmp_path, mongodb_uri, mongo_db_name), "orders")
+    assert not table.equal
+    assert table.counts == {VALUE: 20}
+    assert {difference.column for difference in table.differences} == {"secret"}
+    assert table.differences[0] == Difference(VALUE, "~n:0", "secret", "NULL", "'s0'")
+
+    assert run_cli(tmp_path, mongodb_uri, mongo_db_name) == 1
+
+
+def test_a_converter_that_drops_values_of_another_type_is_caught(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient, monkeypatch
+):
+    _drop_twin_values(monkeypatch)
+    orders = mongo_client[mongo_db_name].orders
+    orders.insert_many([{"_id": i, "qty": i if i < 5 else f"{i} units"} for i in range(8)])
+    snapshot(tmp_path, mongodb_uri, mongo_db_name)
+
+    table = only_table(verify(tmp_path, mongodb_uri, mongo_db_name), "orders")
+    assert table.counts == {VALUE: 3}
+    assert [(d.id_text, d.column, d.landing, d.source) for d in table.differences] == [
+        (f"~n:{i}", "qty__json", "NULL", f"'{i} units'") for i in range(5, 8)
+    ]
