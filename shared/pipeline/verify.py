@@ -40,6 +40,7 @@ a few source documents (:func:`rebuild_schema`), so verify needs no state store.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import itertools
 import json
@@ -653,6 +654,7 @@ class _Judge:
             return
         fits = _FITS[spec.kind]
         same = _SAME_MAIN[spec.kind]
+        named = name if spec.column != name else None  # a field the column's name does not say
         mains = _cells(batch, column.main)
         twins = _cells(batch, column.twin)
         subtype = spec.binary_subtype
@@ -667,14 +669,14 @@ class _Judge:
                 in_main, in_twin = None, value
             if main is None:
                 if in_main is not None:
-                    differs(row, spec.column, None, in_main, name)
+                    differs(row, spec.column, None, in_main, named)
             elif in_main is None or not same(main, in_main):
-                differs(row, spec.column, _stored(spec.kind, main), in_main, name)
+                differs(row, spec.column, _stored(spec.kind, main), in_main, named)
             if twin is None:
                 if in_twin is not None:
-                    differs(row, spec.twin, None, in_twin, name)
+                    differs(row, spec.twin, None, in_twin, named)
             elif in_twin is None or not _same(_loaded(twin), in_twin):
-                differs(row, spec.twin, twin, in_twin, name)
+                differs(row, spec.twin, twin, in_twin, named)
 
 
 def _column_equal(batch: pa.RecordBatch, column: _Column, values: list[Any]) -> bool:
@@ -851,9 +853,28 @@ _SAME_MAIN: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+class _Shown:
+    """A value shown as given text (not its repr)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _date_text(microseconds: int) -> _Shown:
+    """A date as ISO text in UTC, to the microsecond; outside datetime's years, the number."""
+    try:
+        moment = _EPOCH + dt.timedelta(microseconds=microseconds)
+    except OverflowError:
+        return _Shown(f"{microseconds} µs since 1970")
+    return _Shown(moment.replace(tzinfo=None).isoformat() + "Z")
+
+
 def _stored(kind: str, cell: Any) -> Any:
-    """A main column's cell as shown: timestamps as dates, like the source's."""
-    return DatetimeMS(cell // 1000) if kind == TIMESTAMP else cell
+    """A main column's cell as shown: timestamps (integer microseconds here) as dates."""
+    return _date_text(cell) if kind == TIMESTAMP else cell
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -909,10 +930,9 @@ def _shown(value: Any) -> str:
     if value is None:
         text = "NULL"
     elif type(value) is DatetimeMS:
-        try:
-            text = value.as_datetime().isoformat()
-        except (OverflowError, ValueError, bson.errors.InvalidBSON):
-            text = repr(value)
+        text = _date_text(int(value) * 1000).text
+    elif isinstance(value, _Shown):
+        text = value.text
     elif isinstance(value, _Unreadable):
         text = repr(value.text)
     else:
