@@ -477,9 +477,8 @@ def _spill_source(collection: Collection[Any], folder: Path) -> int:
 
     def spill(raw: list[bytes]) -> None:
         nonlocal count, files
-        buffer = b"".join(raw)
-        documents = _split(buffer)
-        keys = [id_text(decoded[KEY_COLUMN]) for decoded in bson.decode_all(buffer, SOURCE_CODEC)]
+        documents = _split(b"".join(raw))
+        keys = [id_text(_id_of(document)) for document in documents]
         table = pa.table([pa.array(keys, pa.string()), pa.array(documents, pa.binary())], schema)
         pq.write_table(table, folder / f"source-{files:08d}.parquet")
         count += table.num_rows
@@ -496,6 +495,27 @@ def _spill_source(collection: Collection[Any], folder: Path) -> int:
     if pending or not files:  # at least one file, so the view has its columns
         spill(pending)
     return count
+
+
+# BSON types of the usual _id values (bsonspec.org): how many bytes the value takes.
+_FIXED_ID_SIZES = {0x07: 12, 0x10: 4, 0x12: 8, 0x01: 8}  # ObjectId, int32, int64, double
+_STRING = 0x02
+_ID_ELEMENT = b"_id\x00"
+
+
+def _id_of(document: bytes) -> Any:
+    """The document's ``_id``, decoding only that element when it comes first (the server
+    always stores ``_id`` first) and has a usual type; else the whole document."""
+    kind = document[4]
+    if document[5:9] == _ID_ELEMENT:
+        size = _FIXED_ID_SIZES.get(kind)
+        if kind == _STRING:
+            size = 4 + int.from_bytes(document[9:13], "little")
+        if size is not None and 9 + size < len(document):
+            element = document[4 : 9 + size]
+            alone = (len(element) + 5).to_bytes(4, "little") + element + b"\x00"
+            return bson.decode(alone, SOURCE_CODEC)[KEY_COLUMN]
+    return bson.decode(document, SOURCE_CODEC)[KEY_COLUMN]
 
 
 def _split(buffer: bytes) -> list[bytes]:
@@ -675,7 +695,7 @@ class _Judge:
             if twin is None:
                 if in_twin is not None:
                     differs(row, spec.twin, None, in_twin, named)
-            elif in_twin is None or not _same(_loaded(twin), in_twin):
+            elif in_twin is None or not _same_value(_loaded(twin), in_twin):
                 differs(row, spec.twin, twin, in_twin, named)
 
 
@@ -849,7 +869,7 @@ _SAME_MAIN: dict[str, Callable[[Any, Any], bool]] = {
     OBJECTID: lambda stored, value: stored == str(value),  # 24 lowercase hex digits
     UUID: _same_uuid_text,
     BINARY: lambda stored, value: stored == bytes(value),
-    JSON: lambda stored, value: _same(_loaded(stored), value),
+    JSON: lambda stored, value: _same_value(_loaded(stored), value),
 }
 
 
@@ -881,6 +901,16 @@ def _same_float(a: float, b: float) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """:func:`_same`, first tried through ``repr``, which Python writes in C for the usual
+    values. Equal reprs mean the same value under the mapping's rules: a repr names what
+    ``==`` blurs (``1``, ``1.0`` and ``True``; ``0.0`` and ``-0.0``; a document's field order;
+    ``Decimal128('1.10')`` and ``Decimal128('1.1')``; a binary's subtype), and PyMongo's types
+    all name their type and fields in it. Unequal reprs are looked at closely: ``nan`` is
+    ``nan`` either way, but a relaxed-JSON int64 comes back as ``int``."""
+    return repr(a) == repr(b) or _same(a, b)
 
 
 def _same(a: Any, b: Any, *, numbers_by_value: bool = False) -> bool:
