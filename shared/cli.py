@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from shared.pipeline.local_snapshot import SnapshotSummary
 
 Command = Callable[[argparse.Namespace, Settings], int]
+AGAINST_LANDING_ZONE = "landing-zone"  # verify --against: the landing zone's replay
+AGAINST_DELTA = "delta"  # verify --against: the Delta tables
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,6 +208,10 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from shared.pipeline.wiring import open_landing_zone_store
     from shared.source.client import connect
 
+    if args.against == AGAINST_DELTA:
+        return _verify_delta(args, settings)
+    if args.tables is not None:
+        raise ConfigError("--tables", f"is read only with --against {AGAINST_DELTA}")
     store = open_landing_zone_store(settings)
     with connect(settings.require("MONGODB_URI")) as client:
         database = client[settings.require("MONGODB_DATABASE")]
@@ -254,6 +260,37 @@ def _replicate(args: argparse.Namespace, settings: Settings) -> int:
         f"Delta tables in {tables.description} (<schema>/<table>)"
     )
     return 1 if summary.failed else 0
+
+
+def _verify_delta(args: argparse.Namespace, settings: Settings) -> int:
+    """``verify --against delta``: the source against the Delta tables users query."""
+    from deltalake.exceptions import DeltaError
+
+    from shared.delta_tables import DeltaTables, parse_tables_location, with_token
+    from shared.pipeline.verify import format_report, verify_delta
+    from shared.pipeline.wiring import checked_credential
+    from shared.source.client import connect
+
+    if args.tables is None:
+        raise ConfigError(
+            "--tables",
+            f"is required with --against {AGAINST_DELTA}: the folder holding <schema>/<table> "
+            "Delta tables (OneLake: .../<workspace>/<mirroredDatabase>/Tables)",
+        )
+    location, needs_token = parse_tables_location(args.tables)
+    uri, database_name = settings.require("MONGODB_URI"), settings.require("MONGODB_DATABASE")
+    credential = checked_credential(settings) if needs_token else None
+    if credential is not None:
+        location = with_token(location, credential)
+    tables = DeltaTables(location, credential)
+    tables.check_exists()
+    try:
+        with connect(uri) as client:
+            report = verify_delta(tables, client[database_name], settings.collections())
+    except DeltaError as error:  # delta-rs's reason (a refused token, a corrupt log) on one line
+        raise MirrorError(f"reading the Delta tables in {tables.description}: {error}") from None
+    print(format_report(report))
+    return 0 if report.equal else 1
 
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -435,9 +472,26 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     verify = commands.add_parser(
-        "verify", help="compare each replayed table with its collection now, value by value"
+        "verify",
+        help="compare each mirrored table (replayed landing zone, or Delta table) with its "
+        "collection now, value by value",
     )
     verify.set_defaults(command=_verify)
+    verify.add_argument(
+        "--against",
+        choices=(AGAINST_LANDING_ZONE, AGAINST_DELTA),
+        default=AGAINST_LANDING_ZONE,
+        help="what to compare the source with: the landing zone replayed as Fabric would "
+        f"(default, for local use), or the Delta tables users query ({AGAINST_DELTA}, with "
+        "--tables)",
+    )
+    verify.add_argument(
+        "--tables",
+        metavar="LOCATION",
+        help="with --against delta: the folder holding the <schema>/<table> Delta tables (a local "
+        "folder, OneLake's https://onelake.dfs.fabric.microsoft.com/<workspace>/<mirroredDatabase>"
+        "/Tables, a blob URL or a storage connection string with ;Container=)",
+    )
     _add_settings(
         verify,
         "MONGODB_URI",

@@ -1,32 +1,67 @@
-"""The ``verify`` step: does each table, replayed as Fabric would, equal its collection now?
+"""The ``verify`` step: does each mirrored table equal its collection now, value by value?
 
-Per table the folder is replayed (:func:`inspect_table`); the collection is read in ``_id`` order
-as raw BSON batches, converted by the snapshot's own converter and spilled as parquet files into a
-temporary folder, so no document becomes a Python object. DuckDB then joins both sides on the
-``_id`` text with a FULL OUTER JOIN — the text form sorts differently from MongoDB's ``_id`` order,
-so neither side has to be read in the other's order — under a memory limit, spilling to that
-folder. Values compare exactly: NULL equals NULL, NaN equals NaN, -0.0 differs from 0.0.
+Two kinds of mirrored table are judged the same way:
 
-The expected row of a document is the converter's output against a schema rebuilt from the landing
-zone itself (its column names, order and types), so verify needs no state store. A column's type
-fixes its kind except for text and binary columns (text holds strings, Decimal128, ObjectIds,
-UUIDs or JSON; binary has a subtype) and except for names derived from fields with unsafe
-characters: those come from the source documents of a few rows that hold a value in the column.
+- the landing zone's folder, replayed as Fabric would (:func:`inspect_table`), for local use;
+- the Delta table users query, at ``<schema>/<table>`` under a ``Tables`` location
+  (:func:`verify_delta`), which still holds a table whose landing-zone files Fabric has deleted.
+
+The expected side is never converted by the converter being checked (``shared.conversion``): a
+conversion bug would otherwise convert both sides alike and stay invisible. Each source document
+is decoded by PyMongo and each stored cell is read back into a BSON value (timestamps to
+milliseconds, decimal text to Decimal128, Extended JSON through ``bson.json_util``), and the two
+are compared by value, as ``/work/shared/spec/type-mapping.md`` documents the mapping:
+
+- int32 and int64 are one integer class (the mapping stores both as int64, and relaxed Extended
+  JSON writes both as a plain number), but never equal to a double or a boolean;
+- doubles compare exactly: NaN equals NaN, -0.0 differs from 0.0, no tolerance;
+- Decimal128 compares by its exact representation (``1.10`` differs from ``1.1``); all NaNs are
+  alike (the text form has no payload);
+- dates compare as milliseconds over their whole range (decoded as ``DatetimeMS``, never as
+  ``datetime``, whose years stop at 9999); one that a timestamp[us] column cannot hold belongs
+  in the twin column;
+- embedded documents compare field by field in order, arrays item by item, both recursively
+  with these same rules;
+- a field whose value does not fit its column's type belongs in the column's twin
+  (``<column>__json``), as its Extended JSON; null and a missing field are alike at the top level
+  (the mapping stores both as NULL) but not inside a document.
+
+The rows are matched on the ``_id`` text (the documented key form); the row's ``_id`` text is
+then read back with :func:`parse_id_text` and compared with the document's ``_id`` by value.
+
+Memory stays bounded for big collections: the collection is read in raw BSON batches and spilled
+with its ``_id`` texts as parquet into a temporary folder; DuckDB joins both sides with a FULL
+OUTER JOIN under a memory limit, spilling to that folder; the joined rows stream back in batches
+of :data:`_BATCH_ROWS` and only the first few differences are kept.
+
+Which column holds which field is rebuilt from the table's own columns (names, order, types) and
+a few source documents (:func:`rebuild_schema`), so verify needs no state store.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
+import itertools
+import json
+import math
 import tempfile
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from bson import Binary, Decimal128, Int64, ObjectId, json_util
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
+from bson.json_util import RELAXED_JSON_OPTIONS, JSONOptions
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -34,7 +69,7 @@ from shared.conversion import (
     KEY_COLUMN,
     ROW_MARKER,
     TWIN_SUFFIX,
-    BatchConverter,
+    FieldSpec,
     TableSchema,
     id_text,
     parse_id_text,
@@ -44,13 +79,17 @@ from shared.conversion.values import (
     ARROW_TYPES,
     BINARY,
     BOOL,
+    DECIMAL,
     DECODE_OPTIONS,
     FLOAT64,
     INT64,
+    JSON,
     MAX_MS,
     MIN_MS,
+    OBJECTID,
     STRING,
     TIMESTAMP,
+    UUID,
     kind_of,
 )
 from shared.landing_zone.replayer import TableReport, find_tables, inspect_table
@@ -59,22 +98,48 @@ from shared.landing_zone.tables import TableRef, collection_folder, collection_n
 from shared.pipeline.inspect import history_note
 from shared.source.collections import select_collections
 
+if TYPE_CHECKING:
+    import pyarrow.dataset as pa_dataset
+
+    from shared.delta_tables import DeltaTables
+
 SHOWN_DIFFERENCES = 10  # per table
-SPILL_BYTES = 32 * 1024**2  # BSON converted and spilled at a time: bounds the source side's memory
+SPILL_BYTES = 32 * 1024**2  # BSON spilled at a time: bounds the source side's memory
 DUCKDB_MEMORY_LIMIT = "512MB"  # the join spills to the table's temporary folder beyond this
 EVIDENCE_ROWS = 8  # rows per text/binary column whose documents settle its kind and field
 _ID_BATCH = 1_000  # _id values per $in lookup
+_BATCH_ROWS = 10_000  # joined rows compared at a time
 _SHOWN_VALUE_CHARS = 80
 # Column types the converter writes whose kind the type alone decides.
 _KIND_OF_TYPE = {ARROW_TYPES[kind]: kind for kind in (INT64, FLOAT64, BOOL, TIMESTAMP)}
-_SEPARATOR = "\x1f"
 _LANDING = "landing"
 _SOURCE = "source"
+_SOURCE_KEY = "k"
+_SOURCE_DOCUMENT = "doc"
 
-MISSING = "missing"  # in the source, not in the landing zone
-EXTRA = "extra"  # in the landing zone, not in the source
+MISSING = "missing"  # in the source, not in the mirrored table
+EXTRA = "extra"  # in the mirrored table, not in the source
 VALUE = "value"  # in both, a column differs
-DUPLICATE = "duplicate"  # the landing zone holds the _id more than once
+DUPLICATE = "duplicate"  # the mirrored table holds the _id more than once
+
+LANDING_ZONE = "landing zone"
+DELTA_TABLE = "Delta table"
+
+# The expected side: documents as PyMongo decodes them, dates as milliseconds (their full range),
+# binary subtype 4 left as Binary (UuidRepresentation.UNSPECIFIED, PyMongo 4's default), plain
+# dicts, whose insertion order is the document's field order.
+SOURCE_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+# Extended JSON read back the same way (relaxed, as the mapping writes it).
+JSON_OPTIONS: JSONOptions = RELAXED_JSON_OPTIONS.with_options(
+    datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+# A timestamp[us] column holds int64 microseconds: the dates it can hold, in milliseconds.
+_FIRST_MS = -(2**63 // 1000)  # ceil(-2**63 / 1000)
+_LAST_MS = (2**63 - 1) // 1000
+_INTEGERS = (int, Int64)
+_NUMBERS = (int, Int64, float, Decimal128)
 
 
 @dataclass(frozen=True)
@@ -84,29 +149,37 @@ class Difference:
     column: str | None = None
     landing: str | None = None  # the values, shown for a VALUE difference
     source: str | None = None
+    target: str = field(default=LANDING_ZONE, compare=False)  # the mirrored table's kind
+    # The source field behind ``column`` when its name differs (an odd field name): shown only.
+    # (Declared last: from here on, ``field`` in this class body is this attribute.)
+    field: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         if self.kind == MISSING:
-            return f"missing in the landing zone: _id {self.id_text}"
+            return f"missing in the {self.target}: _id {self.id_text}"
         if self.kind == EXTRA:
-            return f"extra in the landing zone: _id {self.id_text}"
+            return f"extra in the {self.target}: _id {self.id_text}"
         if self.kind == DUPLICATE:
-            return f"duplicate in the landing zone: _id {self.id_text}"
+            return f"duplicate in the {self.target}: _id {self.id_text}"
+        named = f"column {self.column}"
+        if self.field is not None and self.field != self.column:
+            named += f" (field {self.field!r})"
         return (
-            f"value differs: _id {self.id_text}, column {self.column}: "
-            f"landing zone {self.landing}, source {self.source}"
+            f"value differs: _id {self.id_text}, {named}: "
+            f"{self.target} {self.landing}, source {self.source}"
         )
 
 
 @dataclass
 class TableVerification:
     table: TableRef
-    landing_rows: int | None = None  # None: no table folder, or it cannot be replayed
+    landing_rows: int | None = None  # None: no mirrored table, or it cannot be read
     source_rows: int | None = None  # None: no collection
     problems: list[str] = field(default_factory=list)  # the table as a whole
     counts: Counter[str] = field(default_factory=Counter)  # rows per difference kind
     differences: list[Difference] = field(default_factory=list)  # the first few, in _id order
-    schema: TableSchema | None = None  # the schema rebuilt from the landing zone
+    schema: TableSchema | None = None  # the schema rebuilt from the mirrored table's columns
+    target: str = LANDING_ZONE  # what was compared with the source: LANDING_ZONE or DELTA_TABLE
     # Why the landing zone cannot tell (its early files were applied and removed): not a
     # difference, and not a pass either.
     unverifiable: str | None = None
@@ -132,7 +205,10 @@ class VerifyReport:
 
 
 class _Unverifiable(Exception):
-    """The landing zone holds something the mirror never writes; rows cannot be compared."""
+    """The mirrored table holds something the mirror never writes; rows cannot be compared."""
+
+
+# --- the landing zone -----------------------------------------------------------------------
 
 
 def verify_mirror(
@@ -143,35 +219,16 @@ def verify_mirror(
     Tables of this database's schema folder that no selected collection maps to are differences,
     except those of existing collections left out of an explicit selection.
     """
-    selected = [source.name for source in select_collections(database, wanted)]
     landing = {ref.name: ref for ref in find_tables(store) if ref.schema == database.name}
-    # Collections are mapped forward to their folders: a hashed folder name cannot be decoded.
-    existing = (
-        {collection_folder(name) for name in database.list_collection_names()}
-        if wanted is not None
-        else set()
+    return _verify_all(
+        database,
+        wanted,
+        landing,
+        lambda ref, collection: verify_table(store, ref, collection),
+        lambda ref: inspect_table(store, ref).row_count,
+        LANDING_ZONE,
+        "no table folder in the landing zone",
     )
-    results: list[TableVerification] = []
-    for name in selected:
-        table = TableRef.for_collection(database.name, name)
-        collection = database[name]
-        if table.name in landing:
-            results.append(verify_table(store, landing.pop(table.name), collection))
-        else:
-            absent = TableVerification(table)
-            absent.source_rows = collection.count_documents({})
-            absent.problems.append("no table folder in the landing zone")
-            results.append(absent)
-    for folder, ref in landing.items():
-        if folder in existing:
-            continue  # an existing collection left out of the selection: neither judged nor stale
-        stale = TableVerification(ref)
-        stale.landing_rows = inspect_table(store, ref).row_count
-        name = collection_name(folder) or folder
-        stale.problems.append(f"no selected collection {database.name}.{name} maps to it")
-        results.append(stale)
-    results.sort(key=lambda result: result.table.name)
-    return VerifyReport(results)
 
 
 def verify_table(
@@ -197,39 +254,149 @@ def compare_table(report: TableReport, collection: Collection[Any]) -> TableVeri
         result.source_rows = collection.count_documents({})
         return result
     result.landing_rows = report.rows.num_rows
+    _compare(report.rows, collection, result)
+    return result
+
+
+# --- the Delta tables -----------------------------------------------------------------------
+
+
+def verify_delta(
+    tables: DeltaTables, database: Database[Any], wanted: list[str] | None
+) -> VerifyReport:
+    """:func:`verify_mirror` against the Delta tables at ``<database>/<table>`` in ``tables``."""
+    present = {name: TableRef(database.name, name) for name in tables.list_tables(database.name)}
+
+    def rows(ref: TableRef) -> int:
+        dataset = tables.open(ref)
+        return 0 if dataset is None else dataset.count_rows()
+
+    return _verify_all(
+        database,
+        wanted,
+        present,
+        lambda ref, collection: compare_delta_table(tables, ref, collection),
+        rows,
+        DELTA_TABLE,
+        f"no Delta table at {database.name}/<table> in {tables.description}",
+    )
+
+
+def compare_delta_table(
+    tables: DeltaTables, table: TableRef, collection: Collection[Any]
+) -> TableVerification:
+    """Compare one Delta table with the collection, row by row and value by value."""
+    result = TableVerification(table, target=DELTA_TABLE)
+    dataset = tables.open(table)
+    if dataset is None:
+        result.source_rows = collection.count_documents({})
+        result.problems.append(f"no Delta table at {tables.path_of(table)}")
+        return result
+    if ROW_MARKER in dataset.schema.names:
+        # The replicator consumes the markers: a Delta table that keeps them was not applied.
+        result.problems.append(f"the Delta table has a {ROW_MARKER} column")
+    result.landing_rows = dataset.count_rows()
+    _compare(dataset, collection, result)
+    return result
+
+
+# --- both -----------------------------------------------------------------------------------
+
+
+def _verify_all(
+    database: Database[Any],
+    wanted: list[str] | None,
+    present: dict[str, TableRef],
+    verify_one: Callable[[TableRef, Collection[Any]], TableVerification],
+    count_rows: Callable[[TableRef], int],
+    target: str,
+    absent_problem: str,
+) -> VerifyReport:
+    selected = [source.name for source in select_collections(database, wanted)]
+    # Collections are mapped forward to their folders: a hashed folder name cannot be decoded.
+    existing = (
+        {collection_folder(name) for name in database.list_collection_names()}
+        if wanted is not None
+        else set()
+    )
+    results: list[TableVerification] = []
+    for name in selected:
+        table = TableRef.for_collection(database.name, name)
+        collection = database[name]
+        if table.name in present:
+            results.append(verify_one(present.pop(table.name), collection))
+        else:
+            absent = TableVerification(table, target=target)
+            absent.source_rows = collection.count_documents({})
+            absent.problems.append(absent_problem)
+            results.append(absent)
+    for folder, ref in present.items():
+        if folder in existing:
+            continue  # an existing collection left out of the selection: neither judged nor stale
+        stale = TableVerification(ref, target=target)
+        stale.landing_rows = count_rows(ref)
+        name = collection_name(folder) or folder
+        stale.problems.append(f"no selected collection {database.name}.{name} maps to it")
+        results.append(stale)
+    results.sort(key=lambda result: result.table.name)
+    return VerifyReport(results)
+
+
+def _compare(
+    rows: pa.Table | pa_dataset.Dataset, collection: Collection[Any], result: TableVerification
+) -> None:
+    """Join ``rows`` (the mirrored table) with the collection and judge every pair."""
+    landing = _plain_schema(rows.schema)
     with tempfile.TemporaryDirectory(prefix="mongo-fabric-mirror-verify-") as work:
         connection = duckdb.connect(str(Path(work) / "verify.duckdb"))
         try:
             connection.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
             connection.execute(f"SET temp_directory = {_literal(work)}")
             connection.execute("SET preserve_insertion_order = false")
-            connection.register(_LANDING, report.rows)
+            connection.register(_LANDING, rows)
             try:
-                schema = rebuild_schema(connection, report.rows.schema, collection)
+                schema = rebuild_schema(connection, landing, collection)
             except _Unverifiable as error:
                 result.problems.append(str(error))
                 result.source_rows = collection.count_documents({})
-                return result
-            # A copy: the converter grows its schema with fields the landing zone never received.
-            result.schema = TableSchema.from_json(schema.to_json())
-            converter = BatchConverter(schema)
-            result.source_rows = _spill_source(collection, converter, Path(work))
+                return
+            result.schema = schema
+            result.source_rows = _spill_source(collection, Path(work))
             connection.execute(
                 f"CREATE VIEW {_SOURCE} AS SELECT * FROM read_parquet("  # noqa: S608
-                f"{_literal(str(Path(work) / 'source-*.parquet'))}, union_by_name = true)"
+                f"{_literal(str(Path(work) / 'source-*.parquet'))})"
             )
             _find_duplicates(connection, result)
-            _join(connection, report.rows.schema, converter.schema, result)
+            _join(connection, landing, schema, result)
         finally:
             connection.close()
-    return result
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    """The table's columns with the types the mirror writes: a Delta reader may hand back the
+    large or view variants of string and binary, which hold the same values."""
+    plain = {
+        pa.large_string(): pa.string(),
+        pa.string_view(): pa.string(),
+        pa.large_binary(): pa.binary(),
+        pa.binary_view(): pa.binary(),
+    }
+    return pa.schema(
+        [
+            pa.field(column.name, plain.get(column.type, column.type))
+            for column in schema
+            if column.name != ROW_MARKER
+        ]
+    )
 
 
 def rebuild_schema(
     connection: duckdb.DuckDBPyConnection, landing: pa.Schema, collection: Collection[Any]
 ) -> TableSchema:
-    """The table's schema as the snapshot recorded it, from the landing zone's columns alone,
-    with a few source documents to settle text/binary kinds and names of renamed fields."""
+    """The table's schema as the snapshot recorded it, from the table's columns alone, with a
+    few source documents to settle text/binary kinds and names of renamed fields."""
+    if KEY_COLUMN not in landing.names:
+        raise _Unverifiable(f"the table has no {KEY_COLUMN} column")
     evidence = _evidence(connection, landing, collection)
     schema = TableSchema()
     taken = {KEY_COLUMN.casefold(), ROW_MARKER.casefold()}
@@ -313,29 +480,69 @@ def _field_of_column(
     raise _Unverifiable(f"column {column} has type {arrow_type}, which the mirror never writes")
 
 
-def _spill_source(collection: Collection[Any], converter: BatchConverter, folder: Path) -> int:
-    """Convert the collection in ``_id`` order into parquet files in ``folder``; its count."""
+# --- the source side ------------------------------------------------------------------------
+
+
+def _spill_source(collection: Collection[Any], folder: Path) -> int:
+    """Spill the collection as (``_id`` text, raw BSON document) parquet files; its count."""
     count = 0
     files = 0
+    schema = pa.schema([(_SOURCE_KEY, pa.string()), (_SOURCE_DOCUMENT, pa.binary())])
 
     def spill(raw: list[bytes]) -> None:
         nonlocal count, files
-        rows = converter.convert(b"".join(raw)).drop_columns([ROW_MARKER])
-        pq.write_table(rows, folder / f"source-{files:08d}.parquet")
-        count += rows.num_rows
+        documents = _split(b"".join(raw))
+        keys = [id_text(_id_of(document)) for document in documents]
+        table = pa.table([pa.array(keys, pa.string()), pa.array(documents, pa.binary())], schema)
+        pq.write_table(table, folder / f"source-{files:08d}.parquet")
+        count += table.num_rows
         files += 1
 
     pending: list[bytes] = []
     size = 0
-    for raw in collection.find_raw_batches({}, sort=[(KEY_COLUMN, 1)]):
+    for raw in collection.find_raw_batches({}):
         pending.append(bytes(raw))
         size += len(raw)
         if size >= SPILL_BYTES:
             spill(pending)
             pending, size = [], 0
-    if pending or not files:  # at least one file, so the source has its columns
+    if pending or not files:  # at least one file, so the view has its columns
         spill(pending)
     return count
+
+
+# BSON types of the usual _id values (bsonspec.org): how many bytes the value takes.
+_FIXED_ID_SIZES = {0x07: 12, 0x10: 4, 0x12: 8, 0x01: 8}  # ObjectId, int32, int64, double
+_STRING = 0x02
+_ID_ELEMENT = b"_id\x00"
+
+
+def _id_of(document: bytes) -> Any:
+    """The document's ``_id``, decoding only that element when it comes first (the server
+    always stores ``_id`` first) and has a usual type; else the whole document."""
+    kind = document[4]
+    if document[5:9] == _ID_ELEMENT:
+        size = _FIXED_ID_SIZES.get(kind)
+        if kind == _STRING:
+            size = 4 + int.from_bytes(document[9:13], "little")
+        if size is not None and 9 + size < len(document):
+            element = document[4 : 9 + size]
+            alone = (len(element) + 5).to_bytes(4, "little") + element + b"\x00"
+            return bson.decode(alone, SOURCE_CODEC)[KEY_COLUMN]
+    return bson.decode(document, SOURCE_CODEC)[KEY_COLUMN]
+
+
+def _split(buffer: bytes) -> list[bytes]:
+    """Each BSON document of a concatenation (sizes checked by the decoder that reads them)."""
+    documents = []
+    position = 0
+    while position < len(buffer):
+        size = int.from_bytes(buffer[position : position + 4], "little")
+        if size < 5:
+            raise ValueError(f"corrupt BSON document at byte {position}")
+        documents.append(buffer[position : position + size])
+        position += size
+    return documents
 
 
 def _find_duplicates(connection: duckdb.DuckDBPyConnection, result: TableVerification) -> None:
@@ -345,87 +552,436 @@ def _find_duplicates(connection: duckdb.DuckDBPyConnection, result: TableVerific
     ).fetchall()
     if rows:
         result.counts[DUPLICATE] = len(rows)
-        result.differences += [Difference(DUPLICATE, row[0]) for row in rows[:SHOWN_DIFFERENCES]]
+        result.differences += [
+            Difference(DUPLICATE, row[0], target=result.target) for row in rows[:SHOWN_DIFFERENCES]
+        ]
+
+
+# --- the join and the comparison ------------------------------------------------------------
 
 
 def _join(
     connection: duckdb.DuckDBPyConnection,
     landing: pa.Schema,
-    source: TableSchema,
+    schema: TableSchema,
     result: TableVerification,
 ) -> None:
-    """Stream the rows that differ, in ``_id`` text order: count them, keep the first few.
+    """Stream the joined rows: count the differing ones, keep the first few in ``_id`` order.
 
-    The source has every landing-zone column (its schema was rebuilt from them) and perhaps
-    more: fields the landing zone never received.
+    Columns are selected by position (source key, source document, then the table's columns in
+    order), so no column name of the table can clash with the source's.
     """
-    differs = {
-        name: _differs(name, name in landing.names, arrow_type)
-        for name, arrow_type in source.column_types().items()
-    }
-    # Column names never hold control characters (the converter replaces them): one separates.
-    columns = ", ".join(
-        f"CASE WHEN {test} THEN {_literal(name)} END" for name, test in differs.items()
+    columns = ", ".join(f"l.{_ident(name)}" for name in landing.names)
+    query = (
+        f"SELECT s.{_SOURCE_KEY}, s.{_SOURCE_DOCUMENT}, {columns} "  # noqa: S608
+        f"FROM {_LANDING} l FULL OUTER JOIN {_SOURCE} s ON l.{KEY_COLUMN} = s.{_SOURCE_KEY}"
     )
-    differing = f"concat_ws(chr({ord(_SEPARATOR)}), {columns})" if columns else "''"
-    any_differs = " OR ".join(differs.values()) or "false"
-    l_id, s_id = f"l.{KEY_COLUMN}", f"s.{KEY_COLUMN}"
-    query = f"""
-        SELECT coalesce({l_id}, {s_id}) AS {KEY_COLUMN},
-            CASE WHEN {s_id} IS NULL THEN '{EXTRA}' WHEN {l_id} IS NULL THEN '{MISSING}'
-                ELSE '{VALUE}' END AS kind,
-            {differing} AS columns
-        FROM {_LANDING} l FULL OUTER JOIN {_SOURCE} s ON {l_id} = {s_id}
-        WHERE {l_id} IS NULL OR {s_id} IS NULL OR {any_differs}
-        ORDER BY 1
-    """  # noqa: S608 - names come from parquet schemas and are quoted
-    first: list[Difference] = []  # values looked up once the stream is drained
-    for batch in connection.sql(query).to_arrow_reader(10_000):
-        kinds = pc.value_counts(batch.column(1))
-        for kind, count in zip(
-            kinds.field("values").to_pylist(), kinds.field("counts").to_pylist(), strict=True
-        ):
-            result.counts[kind] += count
-        for row in batch.slice(0, SHOWN_DIFFERENCES).to_pylist():
-            key, kind = row[KEY_COLUMN], row["kind"]
-            names: list[str | None] = [None]
-            if kind == VALUE:
-                names = list(row["columns"].split(_SEPARATOR))
-            first += [Difference(kind, key, name) for name in names]
+    judge = _Judge(landing, schema, result.target)
+    # The first differences by (_id text, order found): trimmed now and then, so memory stays
+    # bounded however many rows differ. Python orders str by code point, as DuckDB orders UTF-8.
+    first: list[tuple[str, int, Difference]] = []
+    found = itertools.count()
+    for batch in connection.sql(query).to_arrow_reader(_BATCH_ROWS):
+        for kind, differences in judge.batch(batch):
+            result.counts[kind] += 1
+            first += [(d.id_text, next(found), d) for d in differences]
+        if len(first) > 4 * SHOWN_DIFFERENCES:
+            first = heapq.nsmallest(SHOWN_DIFFERENCES, first)
     room = SHOWN_DIFFERENCES - len(result.differences)
-    result.differences += [
-        _with_values(connection, landing, difference) if difference.kind == VALUE else difference
-        for difference in first[:room]
-    ]
+    result.differences += [difference for _, _, difference in sorted(first)[:room]]
 
 
-def _with_values(
-    connection: duckdb.DuckDBPyConnection, landing: pa.Schema, difference: Difference
-) -> Difference:
-    key, column = difference.id_text, str(difference.column)
-    in_landing = _ident(column) if column in landing.names else "NULL"  # a field never mirrored
-    row = connection.execute(
-        f"SELECT (SELECT {in_landing} FROM {_LANDING} WHERE {KEY_COLUMN} = $1 LIMIT 1), "  # noqa: S608
-        f"(SELECT {_ident(column)} FROM {_SOURCE} WHERE {KEY_COLUMN} = $1 LIMIT 1)",
-        [key],
-    ).fetchone()
-    landing, source = row if row is not None else (None, None)
-    return replace(difference, landing=_shown(landing), source=_shown(source))
+@dataclass(frozen=True)
+class _Column:
+    """One field of the schema and where its values are in a joined batch."""
+
+    spec: FieldSpec
+    main: int | None  # batch column index of the main column (None: not in the table)
+    twin: int | None  # of its twin
+
+
+class _Judge:
+    """Compares joined batches: which rows differ, and in which columns."""
+
+    def __init__(self, landing: pa.Schema, schema: TableSchema, target: str) -> None:
+        self._target = target
+        position = {name: 2 + index for index, name in enumerate(landing.names)}
+        self._key = position[KEY_COLUMN]
+        self._columns = [
+            _Column(spec, position.get(spec.column), position.get(spec.twin))
+            for spec in sorted(
+                schema.fields.values(), key=lambda spec: schema.order.index(spec.column)
+            )
+        ]
+        self._known = {spec.field for spec in schema.fields.values()} | {KEY_COLUMN}
+        self._taken = {name.casefold() for name in landing.names} | {ROW_MARKER.casefold()}
+        self._would_be: dict[str, str] = {}  # column names of fields the table never received
+
+    def batch(self, batch: pa.RecordBatch) -> Iterator[tuple[str, list[Difference]]]:
+        """(kind, differences to show) of every differing row of the batch."""
+        keys = batch.column(0).to_pylist()
+        landing_keys = batch.column(self._key).to_pylist()
+        pairs = [
+            i
+            for i, (s, k) in enumerate(zip(keys, landing_keys, strict=True))
+            if s is not None and k is not None
+        ]
+        for s, k in zip(keys, landing_keys, strict=True):
+            if s is None:
+                yield EXTRA, [Difference(EXTRA, k, target=self._target)]
+            elif k is None:
+                yield MISSING, [Difference(MISSING, s, target=self._target)]
+        if not pairs:
+            return
+        matched = batch.take(pa.array(pairs, pa.int64()))
+        raw = matched.column(1).to_pylist()
+        documents: list[dict[str, Any]] = bson.decode_all(b"".join(raw), SOURCE_CODEC)
+        found: dict[int, list[Difference]] = {}
+        ids = matched.column(self._key).to_pylist()
+
+        def differs(row: int, column: str, stored: Any, source: Any, name: str | None) -> None:
+            found.setdefault(row, []).append(
+                Difference(
+                    VALUE,
+                    ids[row],
+                    column,
+                    _shown(stored),
+                    _shown(source),
+                    field=name,
+                    target=self._target,
+                )
+            )
+
+        for row, (text, document) in enumerate(zip(ids, documents, strict=True)):
+            stored_id = _parsed_id(text)
+            if not _same(stored_id, document.get(KEY_COLUMN), numbers_by_value=True):
+                differs(row, KEY_COLUMN, text, document.get(KEY_COLUMN), None)
+        for column in self._columns:
+            self._compare_column(matched, column, documents, differs)
+        for row, document in enumerate(documents):
+            if self._known.issuperset(document):
+                continue
+            for name, value in document.items():
+                if value is not None and name not in self._known:
+                    differs(row, self._column_for(name), None, value, name)
+        for row in sorted(found):
+            yield VALUE, found[row]
+
+    def _column_for(self, name: str) -> str:
+        """The column a field the table never received would have (named as the mirror names
+        columns), so the difference reads like one about a column that is there."""
+        if name not in self._would_be:
+            self._would_be[name] = column_name(name, self._taken)
+        return self._would_be[name]
+
+    def _compare_column(
+        self,
+        batch: pa.RecordBatch,
+        column: _Column,
+        documents: list[dict[str, Any]],
+        differs: Callable[[int, str, Any, Any, str | None], None],
+    ) -> None:
+        spec = column.spec
+        name = spec.field
+        values = [document.get(name) for document in documents]
+        if _column_equal(batch, column, values):
+            return
+        fits = _FITS[spec.kind]
+        same = _SAME_MAIN[spec.kind]
+        named = name if spec.column != name else None  # a field the column's name does not say
+        mains = _cells(batch, column.main)
+        twins = _cells(batch, column.twin)
+        subtype = spec.binary_subtype
+        for row, value in enumerate(values):
+            main = mains[row] if mains is not None else None
+            twin = twins[row] if twins is not None else None
+            if value is None:
+                in_main = in_twin = None
+            elif fits(value, subtype):
+                in_main, in_twin = value, None
+            else:
+                in_main, in_twin = None, value
+            if main is None:
+                if in_main is not None:
+                    differs(row, spec.column, None, in_main, named)
+            elif in_main is None or not same(main, in_main):
+                differs(row, spec.column, _stored(spec.kind, main), in_main, named)
+            if twin is None:
+                if in_twin is not None:
+                    differs(row, spec.twin, None, in_twin, named)
+            elif in_twin is None or not _same_value(_loaded(twin), in_twin):
+                differs(row, spec.twin, twin, in_twin, named)
+
+
+def _column_equal(batch: pa.RecordBatch, column: _Column, values: list[Any]) -> bool:
+    """Whether the column holds exactly ``values`` and its twin nothing, judged in Arrow: the
+    fast path for the usual column, whose values all have its type. False means "look row by
+    row", not "differs"."""
+    spec = column.spec
+    expected = _EXPECTED.get((spec.kind, spec.binary_subtype))
+    if expected is None:
+        return False
+    if column.twin is not None and batch.column(column.twin).null_count != batch.num_rows:
+        return False
+    accepted, build = expected
+    if not set(map(type, values)) <= accepted:
+        return False
+    try:
+        wanted = build(values)
+    except (pa.ArrowException, OverflowError, ValueError):
+        return False  # a date that a timestamp[us] column cannot hold: its twin's
+    if column.main is None:
+        return wanted.null_count == len(wanted)
+    stored = batch.column(column.main)
+    if spec.kind == FLOAT64:
+        # Bit for bit: -0.0 is not 0.0 (NaNs of other payloads take the row-by-row path).
+        return bool(stored.view(pa.int64()).equals(wanted.view(pa.int64())))
+    if spec.kind == TIMESTAMP:
+        stored = stored.cast(pa.int64())
+    elif stored.type != wanted.type:
+        stored = stored.cast(wanted.type)  # a large_string column holds the same strings
+    return bool(stored.equals(wanted))
+
+
+_NONE = type(None)
+# Per (kind, binary subtype): the source types a column's values may all have for the fast path,
+# and the Arrow array of the values as the mapping stores them (built by pyarrow from PyMongo's
+# values, not by the converter).
+_EXPECTED: dict[tuple[str, int | None], tuple[frozenset[type], Callable[[list[Any]], pa.Array]]] = {
+    (INT64, None): (frozenset({int, Int64, _NONE}), lambda v: pa.array(v, pa.int64())),
+    (FLOAT64, None): (frozenset({float, _NONE}), lambda v: pa.array(v, pa.float64())),
+    (BOOL, None): (frozenset({bool, _NONE}), lambda v: pa.array(v, pa.bool_())),
+    (STRING, None): (frozenset({str, _NONE}), lambda v: pa.array(v, pa.string())),
+    (TIMESTAMP, None): (
+        frozenset({DatetimeMS, _NONE}),
+        lambda v: pa.array([None if x is None else int(x) * 1000 for x in v], pa.int64()),
+    ),
+    (OBJECTID, None): (
+        frozenset({ObjectId, _NONE}),
+        lambda v: pa.array([None if x is None else str(x) for x in v], pa.string()),
+    ),
+    (BINARY, 0): (frozenset({bytes, _NONE}), lambda v: pa.array(v, pa.binary())),
+}
+
+
+def _cells(batch: pa.RecordBatch, index: int | None) -> list[Any] | None:
+    if index is None:
+        return None
+    cells = batch.column(index)
+    if pa.types.is_timestamp(cells.type):
+        # As integer microseconds: Python's datetime stops at year 9999, the column does not.
+        cells = cells.cast(pa.int64())
+    return cells.to_pylist()
+
+
+def _parsed_id(text: str) -> Any:
+    try:
+        return parse_id_text(text)
+    except (ValueError, TypeError, bson.errors.BSONError):
+        return _Unreadable(text)
+
+
+# What ``json_util.loads(text, json_options=JSON_OPTIONS)`` does (its object hook on plain
+# dicts), with the decoder built once rather than per call: a third of the cost per value.
+_JSON_DECODER = json.JSONDecoder(object_hook=lambda obj: json_util.object_hook(obj, JSON_OPTIONS))
+
+
+def _loaded(text: str) -> Any:
+    """A cell's Extended JSON read back into a value, or a marker that it cannot be read."""
+    try:
+        return _JSON_DECODER.decode(text)
+    except (ValueError, TypeError, KeyError, bson.errors.BSONError):
+        return _Unreadable(text)
+
+
+class _Unreadable:
+    """Stored text that is not what the mirror writes: equal to no value."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# Which source values a column of each kind holds (the rest go to its twin), per the mapping.
+def _fits_timestamp(value: Any, subtype: int | None) -> bool:
+    return type(value) is DatetimeMS and _FIRST_MS <= int(value) <= _LAST_MS
+
+
+def _is_uuid(value: Any) -> bool:
+    return type(value) is Binary and value.subtype == 4 and len(value) == 16
+
+
+def _fits_binary(value: Any, subtype: int | None) -> bool:
+    if subtype == 0:
+        return type(value) is bytes  # PyMongo 4 decodes subtype 0 as bytes
+    return type(value) is Binary and value.subtype == subtype and not _is_uuid(value)
+
+
+_NOT_JSON = (int, Int64, float, bool, str, DatetimeMS, Decimal128, ObjectId, bytes, Binary)
+
+_FITS: dict[str, Callable[[Any, int | None], bool]] = {
+    INT64: lambda value, _: type(value) in _INTEGERS,
+    FLOAT64: lambda value, _: type(value) is float,
+    BOOL: lambda value, _: type(value) is bool,
+    STRING: lambda value, _: type(value) is str,
+    TIMESTAMP: _fits_timestamp,
+    DECIMAL: lambda value, _: type(value) is Decimal128,
+    OBJECTID: lambda value, _: type(value) is ObjectId,
+    UUID: lambda value, _: _is_uuid(value),
+    BINARY: _fits_binary,
+    # Documents, arrays and the rest (regex, code, timestamp, min/max key, DBRef...).
+    JSON: lambda value, _: type(value) not in _NOT_JSON,
+}
+
+
+def _same_decimal_text(stored: str, value: Decimal128) -> bool:
+    """Whether decimal text is exactly the Decimal128: same sign, digits and exponent."""
+    high = int.from_bytes(value.bid[8:], "little")
+    if (high >> 61) & 3 != 3 and stored.strip() == stored and "_" not in stored:
+        # The usual form (IEEE 754-2008 BID, not NaN, infinity or a 114-bit coefficient):
+        # sign, 14-bit biased exponent, then the coefficient's high bits and the low 64 bits.
+        try:
+            sign, digits, exponent = Decimal(stored).as_tuple()
+        except ArithmeticError:
+            return False
+        coefficient = ((high & (2**49 - 1)) << 64) | int.from_bytes(value.bid[:8], "little")
+        return (
+            sign == high >> 63
+            and exponent == ((high >> 49) & 0x3FFF) - 6176
+            and digits == tuple(map(int, str(coefficient)))
+        )
+    try:
+        read = Decimal128(stored)
+    except (ValueError, TypeError, ArithmeticError):
+        return False
+    return _same_decimal(read, value)
+
+
+def _same_decimal(a: Decimal128, b: Decimal128) -> bool:
+    if a.bid == b.bid:
+        return True  # the exact representation: 1.10 is not 1.1, -0 is not 0
+    return a.to_decimal().is_nan() and b.to_decimal().is_nan()  # text keeps no NaN payload
+
+
+def _same_uuid_text(stored: str, value: Binary) -> bool:
+    # The documented form: the canonical UUID text, as Python's uuid module writes it.
+    return stored == str(uuid.UUID(bytes=bytes(value)))
+
+
+# Whether a cell of a main column holds the (fitting) source value.
+_SAME_MAIN: dict[str, Callable[[Any, Any], bool]] = {
+    INT64: lambda stored, value: stored == int(value),
+    FLOAT64: lambda stored, value: _same_float(stored, value),
+    BOOL: lambda stored, value: stored is value,
+    STRING: lambda stored, value: stored == value,
+    TIMESTAMP: lambda stored, value: stored == int(value) * 1000,
+    DECIMAL: _same_decimal_text,
+    OBJECTID: lambda stored, value: stored == str(value),  # 24 lowercase hex digits
+    UUID: _same_uuid_text,
+    BINARY: lambda stored, value: stored == bytes(value),
+    JSON: lambda stored, value: _same_value(_loaded(stored), value),
+}
+
+
+class _Shown:
+    """A value shown as given text (not its repr)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _date_text(microseconds: int) -> _Shown:
+    """A date as ISO text in UTC, to the microsecond; outside datetime's years, the number."""
+    try:
+        moment = _EPOCH + dt.timedelta(microseconds=microseconds)
+    except OverflowError:
+        return _Shown(f"{microseconds} µs since 1970")
+    return _Shown(moment.replace(tzinfo=None).isoformat() + "Z")
+
+
+def _stored(kind: str, cell: Any) -> Any:
+    """A main column's cell as shown: timestamps (integer microseconds here) as dates."""
+    return _date_text(cell) if kind == TIMESTAMP else cell
+
+
+def _same_float(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """:func:`_same`, first tried through ``repr``, which Python writes in C for the usual
+    values. Equal reprs mean the same value under the mapping's rules: a repr names what
+    ``==`` blurs (``1``, ``1.0`` and ``True``; ``0.0`` and ``-0.0``; a document's field order;
+    ``Decimal128('1.10')`` and ``Decimal128('1.1')``; a binary's subtype), and PyMongo's types
+    all name their type and fields in it. Unequal reprs are looked at closely: ``nan`` is
+    ``nan`` either way, but a relaxed-JSON int64 comes back as ``int``."""
+    return repr(a) == repr(b) or _same(a, b)
+
+
+def _same(a: Any, b: Any, *, numbers_by_value: bool = False) -> bool:
+    """Whether two BSON values are the same value, recursively, under the mapping's rules.
+
+    With ``numbers_by_value`` (``_id`` keys), numbers of any type are the same when MongoDB
+    would call them equal: ``5``, ``Int64(5)``, ``5.0`` and ``Decimal128("5.00")`` are one key.
+    """
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        if ta is float:
+            return _same_float(a, b)
+        if ta is dict:
+            if list(a) != list(b):
+                return False
+            for key, item in a.items():
+                if not _same(item, b[key], numbers_by_value=numbers_by_value):
+                    return False
+            return True
+        if ta is list:
+            if len(a) != len(b):
+                return False
+            for x, y in zip(a, b, strict=True):
+                if not _same(x, y, numbers_by_value=numbers_by_value):
+                    return False
+            return True
+        if ta is Decimal128:
+            return _same_decimal(a, b)
+        # Strings, booleans, integers, dates, ObjectId, binary, regex, code, timestamps,
+        # min/max keys, DBRef, None: the same type and an equal value.
+        return bool(a == b)
+    if numbers_by_value and ta in _NUMBERS and tb in _NUMBERS:
+        return _number(a) == _number(b)
+    return ta in _INTEGERS and tb in _INTEGERS and int(a) == int(b)
+
+
+def _number(value: Any) -> Decimal | str:
+    if type(value) is Decimal128:
+        number = value.to_decimal()
+    else:
+        number = Decimal(value)  # exact for a double
+    # Decimal compares exact values whatever their exponent (never rounding, unlike normalize).
+    return "NaN" if number.is_nan() else number
 
 
 def _shown(value: Any) -> str:
-    text = "NULL" if value is None else repr(value)
+    if value is None:
+        text = "NULL"
+    elif type(value) is DatetimeMS:
+        text = _date_text(int(value) * 1000).text
+    elif isinstance(value, _Shown):
+        text = value.text
+    elif isinstance(value, _Unreadable):
+        text = repr(value.text)
+    else:
+        text = repr(value)
     return text if len(text) <= _SHOWN_VALUE_CHARS else text[: _SHOWN_VALUE_CHARS - 1] + "…"
-
-
-def _differs(name: str, in_landing: bool, arrow_type: pa.DataType) -> str:
-    landing, source = f"l.{_ident(name)}", f"s.{_ident(name)}"
-    if not in_landing:
-        return f"({source} IS NOT NULL)"
-    test = f"{landing} IS DISTINCT FROM {source}"
-    if pa.types.is_floating(arrow_type):  # = holds 0.0 and -0.0 equal; exact means not
-        test += f" OR signbit({landing}) IS DISTINCT FROM signbit({source})"
-    return f"({test})"
 
 
 def _ident(name: str) -> str:
@@ -434,6 +990,9 @@ def _ident(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+# --- the report -----------------------------------------------------------------------------
 
 
 def format_report(report: VerifyReport) -> str:
@@ -458,10 +1017,11 @@ def format_report(report: VerifyReport) -> str:
 
 def format_table(result: TableVerification) -> str:
     verdict = "equal" if result.equal else "DIFFERENT"
+    target = result.target
     if result.unverifiable is not None and not result.problems:
         verdict = "NOT VERIFIABLE from the landing zone"
     lines = [
-        f"{result.table}: {verdict}; rows: landing zone {_count(result.landing_rows)}, "
+        f"{result.table}: {verdict}; rows: {target} {_count(result.landing_rows)}, "
         f"source {_count(result.source_rows)}"
     ]
     lines += [f"  - {problem}" for problem in result.problems]
@@ -471,10 +1031,10 @@ def format_table(result: TableVerification) -> str:
         summary = ", ".join(
             f"{result.counts[kind]:,} {label}"
             for kind, label in (
-                (MISSING, "missing in the landing zone"),
-                (EXTRA, "extra in the landing zone"),
+                (MISSING, f"missing in the {target}"),
+                (EXTRA, f"extra in the {target}"),
                 (VALUE, "with different values"),
-                (DUPLICATE, "duplicated in the landing zone"),
+                (DUPLICATE, f"duplicated in the {target}"),
             )
             if result.counts[kind]
         )

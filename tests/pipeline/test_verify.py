@@ -12,13 +12,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from bson import Binary, Decimal128, Int64, ObjectId
+import pytest
+from bson import Binary, Code, Decimal128, Int64, ObjectId, Regex
 from bson.datetime_ms import DatetimeMS
 from pymongo import MongoClient
 
 from shared.cli import main
 from shared.config import load_settings
-from shared.conversion import ROW_MARKER, RowMarker, id_text
+from shared.conversion import ROW_MARKER, BatchConverter, RowMarker, id_text, parse_id_text
+from shared.conversion import converter as converter_module
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.schema_registry import SCHEMA_KIND
@@ -31,6 +33,8 @@ from shared.pipeline.verify import (
     VALUE,
     Difference,
     VerifyReport,
+    _same,
+    _same_value,
     verify_mirror,
 )
 from shared.pipeline.wiring import open_context
@@ -297,3 +301,108 @@ def test_missing_database_is_a_configuration_error(tmp_path: Path, mongodb_uri: 
     code = main(["verify", "--mongodb-uri", mongodb_uri, "--landing-zone", str(tmp_path / "lz")])
     assert code == 2
     assert capsys.readouterr().err.startswith("configuration error: MONGODB_DATABASE")
+
+
+def _drop_field(monkeypatch, name: str) -> None:
+    """A conversion bug: the converter never founds a column for ``name``, so the field is
+    dropped from every row. Patched on the class, so every converter has it (the snapshot's and
+    any other), as a bug in shared/conversion would."""
+    original = BatchConverter._new_field
+
+    def dropping(self: BatchConverter, field: str, *args: Any) -> Any:
+        return None if field == name else original(self, field, *args)
+
+    monkeypatch.setattr(BatchConverter, "_new_field", dropping)
+
+
+def _drop_twin_values(monkeypatch) -> None:
+    """A conversion bug: values that do not fit their column's type are dropped instead of going
+    to the twin column."""
+    for piece in ("_fast_piece", "_slow_piece"):
+        original = getattr(converter_module, piece)
+
+        def without_twin(*args: Any, _original: Any = original) -> Any:
+            main, _ = _original(*args)
+            return main, None
+
+        monkeypatch.setattr(converter_module, piece, without_twin)
+
+
+def test_a_converter_that_drops_a_field_is_caught(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient, monkeypatch
+):
+    # Before verify compared by value (it converted the source with the same converter), both
+    # sides lost the field alike and this table was reported equal.
+    _drop_field(monkeypatch, "secret")
+    orders = mongo_client[mongo_db_name].orders
+    orders.insert_many([{"_id": i, "qty": i, "secret": f"s{i}"} for i in range(20)])
+    snapshot(tmp_path, mongodb_uri, mongo_db_name)
+
+    table = only_table(verify(tmp_path, mongodb_uri, mongo_db_name), "orders")
+    assert not table.equal
+    assert table.counts == {VALUE: 20}
+    assert {difference.column for difference in table.differences} == {"secret"}
+    assert table.differences[0] == Difference(VALUE, "~n:0", "secret", "NULL", "'s0'")
+
+    assert run_cli(tmp_path, mongodb_uri, mongo_db_name) == 1
+
+
+def test_a_converter_that_drops_values_of_another_type_is_caught(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient, monkeypatch
+):
+    _drop_twin_values(monkeypatch)
+    orders = mongo_client[mongo_db_name].orders
+    orders.insert_many([{"_id": i, "qty": i if i < 5 else f"{i} units"} for i in range(8)])
+    snapshot(tmp_path, mongodb_uri, mongo_db_name)
+
+    table = only_table(verify(tmp_path, mongodb_uri, mongo_db_name), "orders")
+    assert table.counts == {VALUE: 3}
+    assert [(d.id_text, d.column, d.landing, d.source) for d in table.differences] == [
+        (f"~n:{i}", "qty__json", "NULL", f"'{i} units'") for i in range(5, 8)
+    ]
+
+
+SAME_VALUES: list[tuple[Any, Any]] = [
+    (Int64(5), 5),  # int32 and int64: one class in the mapping (relaxed JSON writes both plainly)
+    (math.nan, float("nan")),
+    ({"a": [1, {"b": None}]}, {"a": [Int64(1), {"b": None}]}),
+    (Decimal128("NaN"), Decimal128("-NaN")),  # the text form keeps no NaN sign or payload
+    (DatetimeMS(2**62), DatetimeMS(2**62)),
+    (Regex("^a", "i"), Regex("^a", "i")),
+]
+DIFFERENT_VALUES: list[tuple[Any, Any]] = [
+    (1, 1.0),
+    (1, True),
+    (0.0, -0.0),
+    ({"a": 1, "b": 2}, {"b": 2, "a": 1}),  # field order counts in BSON
+    ({"a": 1}, {"a": 1, "b": None}),  # null inside a document is not a missing field
+    ([1, 2], [2, 1]),
+    (Decimal128("1.10"), Decimal128("1.1")),
+    (Decimal128("0"), Decimal128("-0")),
+    (b"x", Binary(b"x", 5)),
+    (Regex("^a", "i"), Regex("^a", "")),
+    (Code("f()", {"a": 1}), Code("f()", {"a": 2})),
+    (DatetimeMS(1), 1),
+    ("1", 1),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAME_VALUES)
+def test_values_the_mapping_keeps_alike_compare_the_same(a: Any, b: Any):
+    assert _same(a, b) and _same(b, a)
+    assert _same_value(a, b) and _same_value(b, a)
+
+
+@pytest.mark.parametrize(("a", "b"), DIFFERENT_VALUES)
+def test_values_that_differ_in_type_order_or_representation_are_different(a: Any, b: Any):
+    assert not _same(a, b) and not _same(b, a)
+    assert not _same_value(a, b) and not _same_value(b, a)
+    assert not _same([a], [b]) and not _same({"v": a}, {"v": b})
+
+
+def test_id_keys_compare_numbers_as_mongodb_does():
+    # 5, Int64(5), 5.0 and Decimal128("5.00") are one _id; its text reads back as 5.
+    for key in (5, Int64(5), 5.0, Decimal128("5.00")):
+        assert _same(parse_id_text(id_text(key)), key, numbers_by_value=True)
+    assert not _same(5, 5.5, numbers_by_value=True)
+    assert _same({"k": 1}, {"k": 1.0}, numbers_by_value=True)
