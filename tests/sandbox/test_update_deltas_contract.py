@@ -151,16 +151,29 @@ def test_pipeline_update_reports_changed_and_appended_elements(
     rows = [{"k": k, "name": f"a longer name for row {k}", "v": "old"} for k in range(3)]
     changed = [dict(row) for row in rows]
     changed[1]["v"] = "new"
+    small = [{"v": "a"}, {"v": "b"}]
     event = described(
         coll,
-        {"_id": 1, "numbers": [1, 2, 3, 4, 5, 6, 7, 8], "rows": rows, "gone": 1},
+        {"_id": 1, "numbers": [1, 2, 3, 4, 5, 6, 7, 8], "rows": rows, "small": small, "gone": 1},
         [
-            {"$set": {"numbers": [1, 2, 9, 4, 5, 6, 7, 8, 10], "rows": changed}},
+            {
+                "$set": {
+                    "numbers": [1, 2, 9, 4, 5, 6, 7, 8, 10],
+                    "rows": changed,
+                    "small": [{"v": "a"}, {"v": "c"}],
+                }
+            },
             {"$unset": "gone"},
         ],
     )
     updated, removed, truncated = fields(event)
-    assert updated == {"numbers.2": 9, "numbers.8": 10, "rows.1.v": "new"}
+    # An element's own diff is used only when smaller than the element: {v: "c"} is not.
+    assert updated == {
+        "numbers.2": 9,
+        "numbers.8": 10,
+        "rows.1.v": "new",
+        "small.1": {"v": "c"},
+    }
     assert removed == ["gone"]
     assert truncated == []
 
