@@ -487,9 +487,9 @@ class ChangeStreamCursor:
         if entry.document_key is not None:
             event["documentKey"] = entry.document_key
         if entry.update_description is not None:
-            event["updateDescription"] = entry.update_description
-            if self._expanded:
-                event["updateDescription"] = _with_disambiguated_paths(entry.update_description)
+            event["updateDescription"] = _update_description(
+                entry.update_description, expanded=self._expanded
+            )
         if self._expanded:
             if entry.collection_uuid is not None:
                 event["collectionUUID"] = entry.collection_uuid
@@ -549,15 +549,14 @@ class ChangeStreamCursor:
         return fragments[skipped:]
 
 
-def _with_disambiguated_paths(description: Mapping[str, Any]) -> dict[str, Any]:
-    """`updateDescription` with `disambiguatedPaths` (showExpandedEvents, 6.1+): each changed
-    path holding a numeric field name, spelled as its list of parts. The sandbox reports arrays
-    whole, so no part is an array index (a real server's would be an integer)."""
-    paths = [*description["updatedFields"], *description["removedFields"]]
-    ambiguous = {
-        path: path.split(".") for path in paths if any(p.isdigit() for p in path.split("."))
-    }
-    return {**description, "disambiguatedPaths": ambiguous}
+def _update_description(description: Mapping[str, Any], *, expanded: bool) -> dict[str, Any]:
+    """`updateDescription` as the stream shows it: `disambiguatedPaths` (6.1+) only with
+    showExpandedEvents (before 8.2; the sandbox answers as 7.0). The delta's writer worked them
+    out (deltas.describe: array indexes as ints, and only for ambiguous paths)."""
+    shown = {key: value for key, value in description.items() if key != "disambiguatedPaths"}
+    if expanded:
+        shown["disambiguatedPaths"] = description.get("disambiguatedPaths", {})
+    return shown
 
 
 def _run_stage(document: dict[str, Any], stage: Mapping[str, Any]) -> dict[str, Any] | None:

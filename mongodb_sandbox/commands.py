@@ -26,7 +26,16 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 
-from mongodb_sandbox import aggregation, change_streams, ordering, query, storage, transactions
+from mongodb_sandbox import (
+    aggregation,
+    change_streams,
+    deltas,
+    ordering,
+    query,
+    storage,
+    transactions,
+    update_pipeline,
+)
 from mongodb_sandbox.cursors import (
     CURSOR_TIMEOUT_SECONDS,
     SESSION_TIMEOUT_SECONDS,
@@ -225,7 +234,10 @@ class Sandbox:
             raw = current
         old = storage.decode(raw)
         now = datetime.datetime.now(datetime.UTC)
-        if query.is_update_document(update):
+        if update_pipeline.is_pipeline(update):
+            new = update_pipeline.apply(old, update)
+            operation = "update"
+        elif query.is_update_document(update):
             new = query.apply_update(storage.decode(raw), update, inserting=False, now=now)
             operation = "update"
         else:
@@ -250,8 +262,17 @@ class Sandbox:
         if keeps_images(collection):
             fields.update(pre_image=raw, post_image=new_raw)
         if operation == "update":
-            fields["update_description"] = update_description(old, new)
-        else:
+            if update_pipeline.is_pipeline(update):
+                delta = deltas.compute_diff(old, new)
+                if delta is None:
+                    # pipeline_executor.cpp: a diff no smaller than the document is logged as a
+                    # replacement, which change streams report as a replace event.
+                    operation = "replace"
+            else:
+                delta = deltas.modifier_diff(old, new, update)
+            if delta is not None:
+                fields["update_description"] = deltas.describe(delta)
+        if operation == "replace":
             fields["full_document"] = new_raw
         self.oplog.append(operation, collection.db, collection.name, **fields)
         return new_raw
@@ -271,7 +292,10 @@ class Sandbox:
         self, collection: storage.Collection, filter_: Mapping[str, Any], update: Any
     ) -> RawBSONDocument:
         seed = query.upsert_seed(filter_)
-        if query.is_update_document(update):
+        if update_pipeline.is_pipeline(update):
+            # The filter's equality fields, then the pipeline (produce_document_for_upsert.cpp).
+            doc = update_pipeline.apply(seed, update)
+        elif query.is_update_document(update):
             now = datetime.datetime.now(datetime.UTC)
             doc = query.apply_update(seed, update, inserting=True, now=now)
         else:
@@ -318,25 +342,9 @@ def _immutable_id() -> CommandError:
 
 
 def update_description(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """MongoDB's delta between two versions of a document (arrays are reported whole)."""
-    updated: dict[str, Any] = {}
-    removed: list[str] = []
-
-    def walk(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str) -> None:
-        for key, value in after.items():
-            path = prefix + key
-            if key not in before:
-                updated[path] = value
-            elif isinstance(value, Mapping) and isinstance(before[key], Mapping):
-                walk(before[key], value, path + ".")
-            elif ordering.sort_key(value) != ordering.sort_key(before[key]) or type(
-                value
-            ) is not type(before[key]):
-                updated[path] = value
-        removed.extend(prefix + key for key in before if key not in after)
-
-    walk(old, new, "")
-    return {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []}
+    """The `updateDescription` of the server's diff between two versions of a document (what a
+    pipeline update logs; see deltas.py), its size limit aside."""
+    return deltas.describe(deltas.full_diff(old, new))
 
 
 def _collection_name(body: Mapping[str, Any]) -> str:
@@ -636,7 +644,11 @@ def _update(
                     raise unsupported("arrayFilters")
                 filter_ = spec.get("q", {})
                 update = spec["u"]
-                if spec.get("multi") and not query.is_update_document(update):
+                if (
+                    spec.get("multi")
+                    and not update_pipeline.is_pipeline(update)
+                    and not query.is_update_document(update)
+                ):
                     raise CommandError(
                         ErrorCode.FAILED_TO_PARSE,
                         "multi update is not supported for replacement-style update",

@@ -382,8 +382,16 @@ def referenced_fields(query: Mapping[str, Any]) -> set[str]:
 def evaluate(doc: Mapping[str, Any], expression: Any) -> Any:
     """Evaluate `"$field.path"` references, `{$literal}` and nested documents/arrays."""
     if isinstance(expression, str) and expression.startswith("$"):
-        if expression == "$$ROOT":
+        if expression in ("$$ROOT", "$$CURRENT"):
             return doc
+        if expression == "$$REMOVE":
+            return MISSING  # manual, "Variables in Aggregation Expressions": evaluates to missing
+        for variable in ("$$ROOT.", "$$CURRENT."):
+            if expression.startswith(variable):
+                return evaluate(doc, "$" + expression[len(variable) :])
+        if expression.startswith("$$"):
+            # $$NOW, $$CLUSTER_TIME, user variables...: never read as a field named "$NOW".
+            raise unsupported(f"aggregation variable {expression.split('.', 1)[0]}")
         values = resolve(doc, expression[1:].split("."))
         if not values:
             return MISSING
