@@ -221,11 +221,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replicate(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.delta_tables import parse_tables_to_write
     from shared.pipeline.wiring import open_landing_zone_store
     from shared.replicator.engine import DAY_SECONDS, Replicator, every_nth, never
-    from shared.replicator.location import parse_tables_location
 
-    tables = parse_tables_location(args.tables)
+    tables = parse_tables_to_write(args.tables)
     every = args.ready_to_delete_every
     if every is not None and every < 1:
         raise ConfigError("--ready-to-delete-every", "must be a positive number of files")
