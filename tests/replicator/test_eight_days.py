@@ -31,13 +31,7 @@ from shared.pipeline.plans import Phase
 from shared.pipeline.snapshot import plan_selected
 from shared.pipeline.verify import verify_mirror
 from shared.replicator.engine import Replicator, read_delta_table
-from tests.pipeline.test_changes import (
-    MakeContext,
-    drain,
-    reader_for,
-    snapshot,
-)
-from tests.pipeline.test_changes import make_context as make_context
+from tests.pipeline.in_process import MakeContext, drain, reader_for, snapshot
 
 DAY = 86400.0
 RELAXED = JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True)

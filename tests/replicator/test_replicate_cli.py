@@ -28,8 +28,8 @@ from shared.landing_zone.tables import (
 from shared.pipeline.verify import compare_table, format_table
 from shared.replicator.engine import read_delta_table
 from tests.fixtures.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
-from tests.pipeline.test_changes import MIXED_IDS, MakeContext, drain, streaming
-from tests.pipeline.test_changes import make_context as make_context
+from tests.pipeline.in_process import MakeContext, drain, streaming
+from tests.pipeline.test_changes import MIXED_IDS
 
 
 def varied_documents() -> list[dict[str, Any]]:
