@@ -70,14 +70,7 @@ class FaultInjector:
         if mode == "off":
             self.set(None)
             return
-        if mode == "alwaysOn":
-            remaining = None
-        elif isinstance(mode, Mapping) and isinstance(mode.get("times"), int):
-            remaining = mode["times"]
-        else:
-            raise CommandError(
-                ErrorCode.BAD_VALUE, "mode must be 'alwaysOn', 'off' or {times: <int>}"
-            )
+        remaining = _times(mode)
         commands = data.get("failCommands")
         if not isinstance(commands, list) or not commands:
             raise CommandError(ErrorCode.BAD_VALUE, "data.failCommands must be a non-empty array")
@@ -106,14 +99,7 @@ class FaultInjector:
             with self._lock:
                 self._after_checkout = None
             return
-        if mode == "alwaysOn":
-            remaining = None
-        elif isinstance(mode, Mapping) and isinstance(mode.get("times"), int):
-            remaining = mode["times"]
-        else:
-            raise CommandError(
-                ErrorCode.BAD_VALUE, "mode must be 'alwaysOn', 'off' or {times: <int>}"
-            )
+        remaining = _times(mode)
         code = data.get("errorCode")
         if not isinstance(code, int):
             raise CommandError(ErrorCode.BAD_VALUE, "data.errorCode must be an integer")
@@ -201,3 +187,13 @@ class FaultInjector:
         raise CommandError(
             fail.error_code, "Failing command via 'failCommand' failpoint", tuple(labels)
         )
+
+
+def _times(mode: Any) -> int | None:
+    """How many commands a fail point set to ``mode`` fails: None for "alwaysOn" (the server's
+    fail points share these modes; "off" is each caller's)."""
+    if mode == "alwaysOn":
+        return None
+    if isinstance(mode, Mapping) and isinstance(mode.get("times"), int):
+        return int(mode["times"])
+    raise CommandError(ErrorCode.BAD_VALUE, "mode must be 'alwaysOn', 'off' or {times: <int>}")

@@ -129,12 +129,7 @@ class Oplog:
             coll=coll,
             **fields,
         )
-        self._last_write = self._monotonic()
-        self._entries.append(entry)
-        if self.written is not None:
-            self._note_written(entry)
-        self._trim()
-        self.condition.notify_all()
+        self._add([entry])
         return entry
 
     def write_noop_if_due(self) -> None:
@@ -174,6 +169,11 @@ class Oplog:
                     **fields,
                 )
             )
+        self._add(entries)
+        return entries
+
+    def _add(self, entries: list[Entry]) -> None:
+        """Written: noted for an open transaction's conflicts, the oldest trimmed, streams woken."""
         self._last_write = self._monotonic()
         self._entries.extend(entries)
         if self.written is not None:
@@ -181,7 +181,6 @@ class Oplog:
                 self._note_written(entry)
         self._trim()
         self.condition.notify_all()
-        return entries
 
     def _note_written(self, entry: Entry) -> None:
         assert self.written is not None

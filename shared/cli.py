@@ -139,15 +139,7 @@ def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from shared.pipeline.local_mirror import run_mirror
 
-    stop = threading.Event()
-
-    def finish_window_then_stop(signum: int, frame: object) -> None:
-        print("stopping after the window in hand", file=sys.stderr)
-        stop.set()
-
-    signal.signal(signal.SIGINT, finish_window_then_stop)
-    signal.signal(signal.SIGTERM, finish_window_then_stop)
-    summary = run_mirror(settings, once=args.once, stop=stop)
+    summary = run_mirror(settings, once=args.once, stop=_stop_on_signal("the window in hand"))
     rebuilt = f"; rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else ""
     causes = "".join(f", {n:,} {cause}" for cause, n in summary.rereads.most_common())
     rereads = f"{summary.rereads.total():,} read again after a failure{causes}"
@@ -156,6 +148,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         f"({rereads}){rebuilt}"
     )
     return 0
+
+
+def _stop_on_signal(work_in_hand: str) -> threading.Event:
+    """An event SIGINT or SIGTERM sets: the command stops after ``work_in_hand``, never in it."""
+    stop = threading.Event()
+
+    def stop_after_work_in_hand(signum: int, frame: object) -> None:
+        print(f"stopping after {work_in_hand}", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, stop_after_work_in_hand)
+    signal.signal(signal.SIGTERM, stop_after_work_in_hand)
+    return stop
 
 
 def _print_summary(summary: SnapshotSummary) -> None:
@@ -221,11 +226,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replicate(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.delta_tables import parse_tables_to_write
     from shared.pipeline.wiring import open_landing_zone_store
     from shared.replicator.engine import DAY_SECONDS, Replicator, every_nth, never
-    from shared.replicator.location import parse_tables_location
 
-    tables = parse_tables_location(args.tables)
+    tables = parse_tables_to_write(args.tables)
     every = args.ready_to_delete_every
     if every is not None and every < 1:
         raise ConfigError("--ready-to-delete-every", "must be a positive number of files")
@@ -238,14 +243,7 @@ def _replicate(args: argparse.Namespace, settings: Settings) -> int:
     if args.once:
         summary = replicator.run_once()
     else:
-        stop = threading.Event()
-
-        def stop_after_this_pass(signum: int, frame: object) -> None:
-            print("stopping after the pass in hand", file=sys.stderr)
-            stop.set()
-
-        signal.signal(signal.SIGINT, stop_after_this_pass)
-        signal.signal(signal.SIGTERM, stop_after_this_pass)
+        stop = _stop_on_signal("the pass in hand")
         summary = replicator.run(stop, settings.integer("REPLICATOR_INTERVAL_SECONDS"))
     for state in sorted(replicator.load_state().values(), key=lambda state: state.folder):
         error = f": {state.error}" if state.error else ""

@@ -16,6 +16,11 @@ What makes a URL or connection string valid is :mod:`shared.storage_location`'s,
 other storage setting. delta-rs (object_store) gets an ``az://<container>/<path>`` URI and its
 ``storage_options``: the account, its endpoint, and a key, SAS or bearer token. Folders are listed
 through the landing-zone stores (delta-rs cannot list), with the same credential.
+
+This module is the one parser of ``--tables``, for both commands that take it: ``verify --against
+delta`` reads every form above (:func:`parse_tables_location`); ``replicate`` writes the forms
+reached without a token (:func:`parse_tables_to_write`) and keeps its own files (progress and
+status) under the same root, through the same store.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from shared.errors import ConfigError
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.stores.blob import BlobStore
 from shared.landing_zone.stores.local import LocalStore
-from shared.landing_zone.stores.location import LandingZoneLocation
+from shared.landing_zone.stores.location import LandingZoneLocation, parse_landing_zone
 from shared.landing_zone.tables import TableRef
 from shared.storage_location import (
     AZURITE_ACCOUNT,
@@ -65,6 +70,19 @@ class DeltaTablesLocation:
     listing: LandingZoneLocation | None = field(default=None, repr=False)
     """The same folder for the Blob store that lists it (None: a local folder)."""
 
+    def table_uri(self, path: str) -> str:
+        """The delta-rs URI of the table at ``path`` (``<schema>/<table>``) under the root."""
+        if self.listing is None:
+            return str(Path(self.root, *path.split("/")))
+        return f"{self.root}/{path}"
+
+    def store(self, credential: TokenCredential | None = None) -> LandingZoneStore:
+        """The root as a landing-zone store: it lists folders (delta-rs cannot) and holds the
+        replicator's own files. ``credential`` only for a location that needs a token."""
+        if self.listing is None:
+            return LocalStore(self.root)
+        return BlobStore.from_location(self.listing, credential)
+
 
 def parse_tables_location(text: str) -> tuple[DeltaTablesLocation, bool]:
     """The location, and whether it is reached with a token credential (then add its token
@@ -76,10 +94,39 @@ def parse_tables_location(text: str) -> tuple[DeltaTablesLocation, bool]:
         return _connection_string(text), False
     scheme = urlsplit(text).scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-        path = urlsplit(text).path if scheme == "file" else text
-        folder = Path(path).absolute()
-        return DeltaTablesLocation(str(folder), str(folder)), False
+        return _folder(text), False
     return _url(text)
+
+
+def parse_tables_to_write(text: str) -> DeltaTablesLocation:
+    """``--tables`` for ``replicate``: a location it can write with what the text itself holds
+    (a folder, a connection string's key or SAS, Azurite's published key). ConfigError names
+    ``--tables``; nothing is contacted.
+
+    A token-only URL (OneLake, ``https://<account>.blob...``) is refused: the replicator stands
+    in for Fabric's, which writes OneLake's ``Tables/`` itself."""
+    location, needs_token = parse_tables_location(text)
+    if needs_token:
+        raise ConfigError(
+            SETTING,
+            "Delta tables can be written to a local folder, Azurite, or Blob storage named by a "
+            "connection string with a key or SAS (…;Container=<name>[;Path=<folder>]); "
+            "OneLake and token-authenticated URLs are Fabric's own replicator's to write",
+        )
+    root = Path(location.root)
+    if location.listing is None and root.exists() and not root.is_dir():
+        raise ConfigError(SETTING, f"{root} is a file, not a folder")
+    return location
+
+
+def _folder(text: str) -> DeltaTablesLocation:
+    # A folder or file:// URL as LANDING_ZONE reads it: one rule for local paths.
+    try:
+        parsed = parse_landing_zone(text)
+    except ConfigError as error:
+        raise ConfigError(SETTING, error.problem) from None
+    assert parsed.local_path is not None
+    return DeltaTablesLocation(parsed.local_path, parsed.local_path)
 
 
 def _connection_string(text: str) -> DeltaTablesLocation:
@@ -199,9 +246,7 @@ class DeltaTables:
         return f"{self._relative(table)} in {self.description}"
 
     def uri(self, table: TableRef) -> str:
-        if self.location.listing is None:
-            return str(Path(self.location.root, *self._relative(table).split("/")))
-        return f"{self.location.root}/{self._relative(table)}"
+        return self.location.table_uri(self._relative(table))
 
     @staticmethod
     def _relative(table: TableRef) -> str:
@@ -230,8 +275,6 @@ class DeltaTables:
 
     def _store(self) -> LandingZoneStore:
         listing = self.location.listing
-        if listing is None:
-            return LocalStore(self.location.root)
-        if self._store_factory is not None:
+        if listing is not None and self._store_factory is not None:
             return self._store_factory(listing)
-        return BlobStore.from_location(listing, self._credential)
+        return self.location.store(self._credential)

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.fault_proxy",
     "tests.fixtures.mongodb",
+    "tests.pipeline.in_process",  # make_context, for the tests that drive the mirror in-process
 ]
 
 # CI must judge the change, not the luck of the draw: there, property tests use a fixed seed.

@@ -1,4 +1,5 @@
-"""``--tables``: where the Delta tables are, and what delta-rs gets to reach them."""
+"""``--tables``: where the Delta tables are, and what delta-rs gets to reach them; one parser for
+``verify --against delta`` (reads every form) and ``replicate`` (writes those without a token)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.delta_tables import DeltaTables, parse_tables_location, with_token
+from shared.delta_tables import (
+    DeltaTables,
+    parse_tables_location,
+    parse_tables_to_write,
+    with_token,
+)
 from shared.errors import ConfigError
+from shared.landing_zone.stores.blob import BlobStore
+from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import TableRef
 from shared.storage_location import AZURITE_KEY
 
@@ -21,6 +29,15 @@ def test_a_local_folder():
     )
     tables = DeltaTables(location)
     assert tables.uri(TableRef("shop", "orders")) == str(Path(location.root, "shop", "orders"))
+
+
+def test_a_file_url_is_read_as_landing_zone_reads_it():
+    location, _ = parse_tables_location("file:///data/my%20Tables")
+    assert location.root == location.description == "/data/my Tables"
+    with pytest.raises(ConfigError) as raised:
+        parse_tables_location("file://elsewhere/data/Tables")
+    assert raised.value.setting == "--tables"
+    assert "names a remote host" in raised.value.problem
 
 
 def test_onelake_tables_of_a_mirrored_database_take_a_token():
@@ -90,3 +107,60 @@ def test_a_connection_string_without_container_names_the_option():
         parse_tables_location(f"AccountName=acct;AccountKey={AZURITE_KEY}")
     assert raised.value.setting == "--tables"
     assert "Container=" in raised.value.problem
+
+
+# --- replicate: what it can write -------------------------------------------------------------
+
+
+def test_replicate_writes_where_the_text_itself_holds_the_means(tmp_path: Path):
+    local = parse_tables_to_write(str(tmp_path / "Tables"))  # absent: created by the first write
+    assert isinstance(local.store(), LocalStore)
+    assert local.table_uri("shop/orders") == str(tmp_path / "Tables" / "shop" / "orders")
+
+    azurite = parse_tables_to_write("http://127.0.0.1:10999/devstoreaccount1/tables/Tables")
+    assert azurite.table_uri("shop/orders") == "az://tables/Tables/shop/orders"
+    assert azurite.storage_options["account_key"] == AZURITE_KEY
+    assert isinstance(azurite.store(), BlobStore)  # its side files need no credential
+
+    keyed = parse_tables_to_write(
+        f"AccountName=acct;AccountKey={AZURITE_KEY};Container=lake;Path=Tables"
+    )
+    assert keyed.storage_options["account_key"] == AZURITE_KEY
+    assert isinstance(keyed.store(), BlobStore)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "is empty"),
+        (
+            "https://onelake.dfs.fabric.microsoft.com/ws/db.MountedRelationalDatabase/Tables",
+            "OneLake and token-authenticated URLs are Fabric's own replicator's to write",
+        ),
+        (
+            "https://acct.blob.core.windows.net/lake/Tables",
+            "OneLake and token-authenticated URLs are Fabric's own replicator's to write",
+        ),
+        (
+            "https://onelake.dfs.fabric.microsoft.com/ws/item/Files/LandingZone",
+            "<workspace>/<mirroredDatabase>/Tables",
+        ),
+        ("http://127.0.0.1:1/devstoreaccount1", "name the container"),
+    ],
+)
+def test_replicate_refuses_what_it_cannot_write_naming_the_option(text: str, problem: str):
+    with pytest.raises(ConfigError) as raised:
+        parse_tables_to_write(text)
+    assert raised.value.setting == "--tables"
+    assert problem in raised.value.problem
+
+
+def test_replicate_refuses_a_file_for_the_tables_folder(tmp_path: Path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError) as raised:
+        parse_tables_to_write(str(afile))
+    assert (raised.value.setting, raised.value.problem) == (
+        "--tables",
+        f"{afile} is a file, not a folder",
+    )

@@ -33,6 +33,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 
 from shared.config import Settings, load_settings
+from shared.delta_tables import parse_tables_to_write
 from shared.landing_zone.publisher import Publisher
 from shared.landing_zone.replayer import find_tables
 from shared.landing_zone.stores.base import LandingZoneStore
@@ -45,7 +46,6 @@ from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.verify import VerifyReport, verify_mirror
 from shared.pipeline.wiring import open_landing_zone_store, open_publisher
 from shared.replicator.engine import PassSummary, Replicator, delta_path, read_delta_table
-from shared.replicator.location import parse_tables_location
 from shared.state.base import StateStore
 
 DEMO_DATABASE = "demo"
@@ -305,7 +305,7 @@ def replicate_and_query(landing: LandingZoneStore, tables_location: str) -> Repl
     """
     import duckdb
 
-    tables = parse_tables_location(tables_location)
+    tables = parse_tables_to_write(tables_location)
     summary = Replicator(landing, tables).run_once()
     orders = TableRef(DEMO_DATABASE, "orders")
     arrow = read_delta_table(tables, orders)

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
+from shared.delta_tables import DeltaTablesLocation
 from shared.errors import MirrorError
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.replayer import find_tables
@@ -61,7 +62,6 @@ from shared.landing_zone.tables import (
     TableRef,
     published_files,
 )
-from shared.replicator.location import TablesLocation
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class Replicator:
     def __init__(
         self,
         landing: LandingZoneStore,
-        tables: TablesLocation,
+        tables: DeltaTablesLocation,
         *,
         retention_seconds: float = 7 * DAY_SECONDS,
         clock: Callable[[], float] = time.time,
@@ -211,7 +211,8 @@ class Replicator:
         self.retention_seconds = retention_seconds
         self.clock = clock
         self.ready_to_delete = ready_to_delete
-        self._side = tables.side_store()
+        self._side = tables.store()  # reached with what --tables holds: no token
+        self._options = dict(tables.storage_options)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -320,11 +321,9 @@ class Replicator:
     def _progress(self, table: TableRef, state: TableState) -> int:
         """The last sequence number applied, as the newest commit that applied one says."""
         uri = self.delta_uri(table)
-        if not DeltaTable.is_deltatable(uri, self.tables.storage_options):
+        if not DeltaTable.is_deltatable(uri, self._options):
             return 0
-        history = DeltaTable(uri, storage_options=self.tables.storage_options).history(
-            _HISTORY_SEARCHED
-        )
+        history = DeltaTable(uri, storage_options=self._options).history(_HISTORY_SEARCHED)
         for commit in history:
             if SEQUENCE_KEY in commit:
                 return int(commit[SEQUENCE_KEY])
@@ -369,7 +368,7 @@ class Replicator:
             raise _Stop("MissingKeyColumn", f"file {number} lacks {missing}", for_good=False)
         self._check_types(number, batch, state)
         commit = CommitProperties(custom_metadata={SEQUENCE_KEY: str(number)})
-        uri, options = self.delta_uri(table), self.tables.storage_options
+        uri, options = self.delta_uri(table), self._options
         exists = DeltaTable.is_deltatable(uri, options)
         markers = batch.column(ROW_MARKER) if ROW_MARKER in batch.schema.names else None
         if markers is None or pc.all(pc.equal(markers, int(RowMarker.INSERT))).as_py() in (
@@ -420,7 +419,7 @@ class Replicator:
         match = " AND ".join(f"t.{_ident(key)} = s.{_ident(key)}" for key in keys)
         changes = ", ".join(str(value) for value in _CHANGES_ROW)
         kept = ", ".join(str(value) for value in _KEEPS_ROW)
-        table = DeltaTable(uri, storage_options=self.tables.storage_options)
+        table = DeltaTable(uri, storage_options=self._options)
         (
             # Inserts never match (no duplicate check): each becomes a new row.
             table.merge(
@@ -490,10 +489,10 @@ def delta_path(table: TableRef) -> str:
     return f"{table.schema or DEFAULT_SCHEMA}/{table.name}"
 
 
-def read_delta_table(tables: TablesLocation, table: TableRef) -> pa.Table:
+def read_delta_table(tables: DeltaTablesLocation, table: TableRef) -> pa.Table:
     """A replicated table's rows (pyarrow), e.g. to query them with DuckDB."""
     uri = tables.table_uri(delta_path(table))
-    return DeltaTable(uri, storage_options=tables.storage_options).to_pyarrow_table()
+    return DeltaTable(uri, storage_options=dict(tables.storage_options)).to_pyarrow_table()
 
 
 def _types(batch: pa.Table) -> dict[str, str]:

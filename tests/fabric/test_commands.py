@@ -18,11 +18,11 @@ import pytest
 
 from shared.cli import main
 from shared.config import AzureAuth, load_settings
+from shared.delta_tables import parse_tables_to_write
 from shared.fabric import fabric_table_status
 from shared.landing_zone.stores import LocalStore, parse_landing_zone
 from shared.landing_zone.tables import TableRef
 from shared.replicator.engine import Replicator
-from shared.replicator.location import parse_tables_location
 from tests.fabric.fake_fabric import ONELAKE_HOST, FakeCredential, FakeFabric
 
 WORKSPACE = str(uuid.uuid4())
@@ -135,7 +135,7 @@ def test_table_status_is_served_from_the_replicator_double(fabric_cli: FakeFabri
             buffer = io.BytesIO()
             pq.write_table(rows, buffer)
             landing.write_new(table.data_file(number), buffer.getvalue())
-    replicator = Replicator(landing, parse_tables_location(str(tmp_path / "Tables")))
+    replicator = Replicator(landing, parse_tables_to_write(str(tmp_path / "Tables")))
     item_id = fabric_cli.add_item(WORKSPACE, "db", [], replicator=replicator)
     settings = load_settings(
         {

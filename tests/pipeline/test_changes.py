@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import bson
@@ -18,7 +16,6 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from mongodb_sandbox import SandboxServer
-from shared.config import load_settings
 from shared.conversion.id_text import id_text
 from shared.conversion.names import twin_name
 from shared.errors import MirrorError
@@ -27,95 +24,22 @@ from shared.landing_zone.publisher import LeaseHeld
 from shared.landing_zone.replayer import inspect_table
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.tables import TableRef, sequence_of
-from shared.pipeline.changes import CHANGES_WRITER, HELD_FOLDER, ChangeReader, WindowResult
+from shared.pipeline.changes import CHANGES_WRITER, HELD_FOLDER
 from shared.pipeline.plans import Phase, all_plans, load_plan
 from shared.pipeline.rebuild import REBUILD_KIND
 from shared.pipeline.snapshot import PartitionTask, plan_selected, run_partition
 from shared.pipeline.stream_checkpoint import STREAM_KIND
-from shared.pipeline.verify import format_report, verify_mirror
-from shared.pipeline.wiring import MirrorContext, open_context
+from shared.pipeline.wiring import MirrorContext
 from shared.source import change_stream as change_stream_module
 from tests.fixtures.mongodb import SMALL_OPLOG_SIZE, SandboxFactory
-
-WINDOW_SETTINGS = {
-    "CHANGE_WINDOW_EVENTS": "50",
-    "CHANGE_WINDOW_SECONDS": "1",
-    "CHANGE_AWAIT_MS": "30",
-    "FILE_ROWS": "40",
-}
-
-MakeContext = Callable[..., MirrorContext]
-
-
-@pytest.fixture
-def make_context(tmp_path: Path, mongodb_uri: str, mongo_db_name: str) -> Iterator[MakeContext]:
-    opened: list[MirrorContext] = []
-
-    def make(uri: str = mongodb_uri, database: str = mongo_db_name, **extra: str) -> MirrorContext:
-        settings = load_settings(
-            {
-                "MONGODB_URI": uri,
-                "MONGODB_DATABASE": database,
-                "LANDING_ZONE": str(tmp_path / "lz"),
-                "STATE_STORE": str(tmp_path / "state.db"),
-                **WINDOW_SETTINGS,
-                **extra,
-            }
-        )
-        opened.append(open_context(settings))
-        return opened[-1]
-
-    yield make
-    for ctx in opened:
-        ctx.close()
-
-
-def snapshot(ctx: MirrorContext) -> None:
-    """Plan every selected table and publish its partitions, in this process."""
-    for plan in plan_selected(ctx).plans:
-        for index in plan.pending_partitions:
-            run_partition(ctx, PartitionTask(plan.table, index))
-
-
-def reader_for(ctx: MirrorContext) -> ChangeReader:
-    reader = ChangeReader(ctx, ctx.settings.require("MONGODB_DATABASE"), ctx.settings.collections())
-    reader.acquire()
-    return reader
-
-
-def streaming(
-    ctx: MirrorContext, mongo_client: MongoClient, **collections: list[dict[str, Any]]
-) -> tuple[Database[dict[str, Any]], ChangeReader]:
-    """Seed ``collections``, snapshot them: their database, and a reader holding the lease."""
-    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
-    for name, documents in collections.items():
-        db[name].insert_many(documents)
-    snapshot(ctx)
-    return db, reader_for(ctx)
-
-
-def drain(reader: ChangeReader, ctx: MirrorContext | None = None) -> list[WindowResult]:
-    """Windows until the stream is idle and every table streams (replanning rebuilt ones)."""
-    results: list[WindowResult] = []
-    for _ in range(200):
-        result = reader.window()
-        results.append(result)
-        if ctx is not None and (result.rebuilt or result.discovered):
-            snapshot(ctx)
-            continue
-        if result.idle and reader.settled():
-            return results
-    raise AssertionError("the stream never drained")
-
-
-def assert_verified(ctx: MirrorContext, collections: list[str] | None = None) -> None:
-    """`verify` finds every table equal to its collection and `inspect` finds no problem."""
-    database = ctx.mongo[ctx.settings.require("MONGODB_DATABASE")]
-    report = verify_mirror(ctx.publisher.store, database, collections)
-    assert report.equal, format_report(report)
-    for table in report.tables:
-        inspected = inspect_table(ctx.publisher.store, table.table)
-        assert inspected.conforms, inspected.problems
+from tests.pipeline.in_process import (
+    MakeContext,
+    assert_verified,
+    drain,
+    reader_for,
+    snapshot,
+    streaming,
+)
 
 
 def change_files(store: LandingZoneStore, table: TableRef, after: int = 0) -> list[Any]:

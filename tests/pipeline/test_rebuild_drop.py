@@ -22,18 +22,17 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from shared.config import AzureAuth, load_settings
+from shared.config import AzureAuth
 from shared.landing_zone.publisher import DROP_KIND, SEQUENCE_KIND
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import load_plan
 from shared.pipeline.rebuild import resync_table
 from shared.pipeline.snapshot import plan_selected
 from shared.pipeline.status import AWAITING_DROP, format_status, status_report
-from shared.pipeline.wiring import MirrorContext, open_context
+from shared.pipeline.wiring import MirrorContext
 from tests.fabric.fake_fabric import FakeCredential, FakeFabric, running_fake_fabric
 from tests.fixtures.freezing import Freeze
-from tests.pipeline.test_changes import (
-    WINDOW_SETTINGS,
+from tests.pipeline.in_process import (
     MakeContext,
     assert_verified,
     drain,
@@ -49,30 +48,6 @@ from tests.pipeline.test_run_cli import local_backend, run_once
 Client = MongoClient[dict[str, Any]]
 WORKSPACE = str(uuid.uuid4())
 DEADLINE_SECONDS = 60
-
-
-@pytest.fixture
-def make_context(tmp_path: Path, mongodb_uri: str, mongo_db_name: str) -> Iterator[MakeContext]:
-    """test_changes.py's contexts: the local store and SQLite state under ``tmp_path``."""
-    opened: list[MirrorContext] = []
-
-    def make(**extra: str) -> MirrorContext:
-        settings = load_settings(
-            {
-                "MONGODB_URI": mongodb_uri,
-                "MONGODB_DATABASE": mongo_db_name,
-                "LANDING_ZONE": str(tmp_path / "lz"),
-                "STATE_STORE": str(tmp_path / "state.db"),
-                **WINDOW_SETTINGS,
-                **extra,
-            }
-        )
-        opened.append(open_context(settings))
-        return opened[-1]
-
-    yield make
-    for ctx in opened:
-        ctx.close()
 
 
 @pytest.fixture

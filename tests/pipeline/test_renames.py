@@ -15,45 +15,14 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from shared.config import load_settings
 from shared.landing_zone.replayer import find_tables
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.plans import Phase, load_plan
 from shared.pipeline.rebuild import rebuild_count
-from shared.pipeline.wiring import MirrorContext, open_context
-from tests.pipeline.test_changes import (
-    WINDOW_SETTINGS,
-    MakeContext,
-    assert_verified,
-    drain,
-    streaming,
-)
+from shared.pipeline.wiring import MirrorContext
+from tests.pipeline.in_process import MakeContext, assert_verified, drain, streaming
 
 Client = MongoClient[dict[str, Any]]
-
-
-@pytest.fixture
-def make_context(tmp_path: Path, mongodb_uri: str, mongo_db_name: str) -> Iterator[MakeContext]:
-    """test_changes.py's contexts: the local store and SQLite state under ``tmp_path``."""
-    opened: list[MirrorContext] = []
-
-    def make(**extra: str) -> MirrorContext:
-        settings = load_settings(
-            {
-                "MONGODB_URI": mongodb_uri,
-                "MONGODB_DATABASE": mongo_db_name,
-                "LANDING_ZONE": str(tmp_path / "lz"),
-                "STATE_STORE": str(tmp_path / "state.db"),
-                **WINDOW_SETTINGS,
-                **extra,
-            }
-        )
-        opened.append(open_context(settings))
-        return opened[-1]
-
-    yield make
-    for ctx in opened:
-        ctx.close()
 
 
 def tables_of(ctx: MirrorContext, database: str) -> list[str]:

@@ -7,11 +7,11 @@ Sandbox-only: a private sandbox with two routers (skipped under MONGODB_TEST_URI
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,14 @@ from pymongo import MongoClient
 
 from mongodb_sandbox import SandboxServer
 from mongodb_sandbox.errors import ErrorCode
-from shared.config import load_settings
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.status import format_status, status_report
 from shared.pipeline.stream_checkpoint import STREAM_KIND
-from shared.pipeline.wiring import MirrorContext, open_context
 from shared.source.client import ServerPin, connect, pinned
 from shared.source.retry import Retrier
 from shared.state import open_state_store
 from tests.fixtures.mongodb import SandboxFactory
-from tests.pipeline.test_changes import (
-    WINDOW_SETTINGS,
+from tests.pipeline.in_process import (
     MakeContext,
     assert_verified,
     drain,
@@ -56,19 +53,8 @@ class TwoCollectionWriter(Writer):
     """The run tests' random writer (inserts, updates, replaces, deletes; seeded), spread over
     two collections."""
 
-    def run(self) -> None:
-        client: MongoClient[dict[str, Any]] = MongoClient(self._uri)
-        collections = [client[self._database][name] for name in COLLECTIONS]
-        next_at = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                self.step(self._rng.choice(collections))
-                next_at += self._interval
-                self._stop.wait(max(0.0, next_at - time.monotonic()))
-        except BaseException as error:  # reported by finish()
-            self.error = error
-        finally:
-            client.close()
+    def target(self, database: Any) -> Any:
+        return database[self._rng.choice(COLLECTIONS)]
 
 
 @pytest.fixture
@@ -78,30 +64,9 @@ def routers(sandbox_factory: SandboxFactory) -> SandboxServer:
 
 
 @pytest.fixture
-def routed_context(
-    routers: SandboxServer, tmp_path: Path, mongo_db_name: str
-) -> Iterator[MakeContext]:
-    """Mirror contexts on the two routers' URI (as test_changes' make_context; extra settings
-    as keywords)."""
-    opened: list[MirrorContext] = []
-
-    def make(**extra: str) -> MirrorContext:
-        settings = load_settings(
-            {
-                "MONGODB_URI": routers.uri,
-                "MONGODB_DATABASE": mongo_db_name,
-                "LANDING_ZONE": str(tmp_path / "lz"),
-                "STATE_STORE": str(tmp_path / "state.db"),
-                **WINDOW_SETTINGS,
-                **extra,
-            }
-        )
-        opened.append(open_context(settings))
-        return opened[-1]
-
-    yield make
-    for ctx in opened:
-        ctx.close()
+def routed_context(routers: SandboxServer, make_context: MakeContext) -> MakeContext:
+    """make_context's mirror contexts, on the two routers' URI."""
+    return functools.partial(make_context, uri=routers.uri)
 
 
 def stream_record(state_path: str, database: str) -> dict[str, Any]:

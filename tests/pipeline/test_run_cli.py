@@ -268,13 +268,16 @@ class Writer(threading.Thread):
             collection.delete_one({"_id": _id})
         self.operations += 1
 
+    def target(self, database: Any) -> Any:
+        """The collection the next write goes to (a subclass may spread them)."""
+        return database.items
+
     def run(self) -> None:
         client: MongoClient[dict[str, Any]] = MongoClient(self._uri)
-        collection = client[self._database].items
         next_at = time.monotonic()
         try:
             while not self._stop.is_set():
-                self.step(collection)
+                self.step(self.target(client[self._database]))
                 next_at += self._interval
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
         except BaseException as error:  # reported by finish()

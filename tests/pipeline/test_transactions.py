@@ -37,7 +37,7 @@ from shared.pipeline.wiring import open_context
 from shared.source.resume_tokens import token_from_json
 from tests.fixtures.console import console_command, console_env
 from tests.fixtures.freezing import Freeze
-from tests.pipeline.test_changes import snapshot
+from tests.pipeline.in_process import snapshot
 from tests.pipeline.test_run_cli import (
     REPO_ROOT,
     assert_verified_in_process,

@@ -19,6 +19,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.conversion.id_text import id_text
+from shared.delta_tables import DeltaTablesLocation, parse_tables_to_write
 from shared.landing_zone.replayer import inspect_table
 from shared.landing_zone.tables import (
     PROCESSED_FOLDER,
@@ -30,14 +31,7 @@ from shared.pipeline.plans import Phase
 from shared.pipeline.snapshot import plan_selected
 from shared.pipeline.verify import verify_mirror
 from shared.replicator.engine import Replicator, read_delta_table
-from shared.replicator.location import TablesLocation, parse_tables_location
-from tests.pipeline.test_changes import (
-    MakeContext,
-    drain,
-    reader_for,
-    snapshot,
-)
-from tests.pipeline.test_changes import make_context as make_context
+from tests.pipeline.in_process import MakeContext, drain, reader_for, snapshot
 
 DAY = 86400.0
 RELAXED = JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True)
@@ -54,7 +48,9 @@ def document(number: int, day: int) -> dict[str, Any]:
     }
 
 
-def assert_delta_equals_source(tables: TablesLocation, table: TableRef, collection: Any) -> None:
+def assert_delta_equals_source(
+    tables: DeltaTablesLocation, table: TableRef, collection: Any
+) -> None:
     """The Delta table, read with deltalake, against the documents as PyMongo decodes them."""
     delta = {row["_id"]: row for row in read_delta_table(tables, table).to_pylist()}
     source = {id_text(doc["_id"]): doc for doc in collection.find()}
@@ -84,7 +80,7 @@ def test_eight_days_of_streaming_with_files_moved_and_deleted(
     clock_now = [1_800_000_000.0]
     # Fabric does not say which files it moves where: a seeded draw sends some to each folder.
     draw = random.Random(15)
-    tables = parse_tables_location(str(tmp_path / "Tables"))
+    tables = parse_tables_to_write(str(tmp_path / "Tables"))
     replicator = Replicator(
         ctx.publisher.store,
         tables,

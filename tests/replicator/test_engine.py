@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from shared.delta_tables import DeltaTablesLocation, parse_tables_to_write
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import (
@@ -29,7 +30,6 @@ from shared.replicator.engine import (
     every_nth,
     read_delta_table,
 )
-from shared.replicator.location import TablesLocation, parse_tables_location
 
 DAY = 86400.0
 ORDERS = TableRef("shop", "orders")
@@ -52,8 +52,8 @@ def landing(tmp_path: Path) -> LocalStore:
 
 
 @pytest.fixture
-def tables(tmp_path: Path) -> TablesLocation:
-    return parse_tables_location(str(tmp_path / "Tables"))
+def tables(tmp_path: Path) -> DeltaTablesLocation:
+    return parse_tables_to_write(str(tmp_path / "Tables"))
 
 
 def write_table_folder(store: LocalStore, table: TableRef, keys: list[str] | None = None) -> None:
@@ -85,13 +85,13 @@ def _guess(rows: list[dict[str, Any]], name: str) -> pa.DataType:
     return pa.array(values).type if values else pa.string()
 
 
-def rows_of(tables: TablesLocation, table: TableRef) -> list[dict[str, Any]]:
+def rows_of(tables: DeltaTablesLocation, table: TableRef) -> list[dict[str, Any]]:
     rows = read_delta_table(tables, table).to_pylist()
     return sorted(rows, key=lambda row: (str(row["_id"]), json.dumps(row, default=str)))
 
 
 def test_row_markers_apply_in_file_then_row_order(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     write_table_folder(landing, ORDERS)
     insert, update, delete, upsert = (int(m) for m in RowMarker)
@@ -135,7 +135,7 @@ def test_row_markers_apply_in_file_then_row_order(
 
 
 def test_files_without_markers_are_inserts_appended(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     write_table_folder(landing, ORDERS)
     write_file(landing, ORDERS, 1, [{"_id": "a", "v": 1}, {"_id": "b", "v": 2}])
@@ -152,7 +152,7 @@ def test_files_without_markers_are_inserts_appended(
 
 
 def test_new_columns_are_added_and_a_missing_column_of_an_upsert_becomes_null(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     write_table_folder(landing, ORDERS)
     upsert = int(RowMarker.UPSERT)
@@ -168,7 +168,7 @@ def test_new_columns_are_added_and_a_missing_column_of_an_upsert_becomes_null(
 
 
 def test_a_changed_column_type_stops_that_table_and_the_others_go_on(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     upsert = int(RowMarker.UPSERT)
     for table in (ORDERS, ITEMS):
@@ -200,7 +200,7 @@ def test_a_changed_column_type_stops_that_table_and_the_others_go_on(
 
 
 def test_applied_files_move_to_both_folders_and_are_deleted_after_the_retention(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     write_table_folder(landing, ORDERS)
     clock = Clock()
@@ -230,7 +230,7 @@ def test_applied_files_move_to_both_folders_and_are_deleted_after_the_retention(
 
 
 def test_a_table_is_dropped_when_its_folder_disappears(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     for table in (ORDERS, ITEMS):
         write_table_folder(landing, table)
@@ -246,7 +246,7 @@ def test_a_table_is_dropped_when_its_folder_disappears(
 
 
 def test_a_recreated_folder_rebuilds_its_table_from_scratch(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     write_table_folder(landing, ORDERS)
     write_file(landing, ORDERS, 1, [{"_id": "a"}])
@@ -261,7 +261,7 @@ def test_a_recreated_folder_rebuilds_its_table_from_scratch(
 
 
 def test_a_restart_after_a_crash_between_commit_and_move_never_applies_a_file_twice(
-    landing: LocalStore, tables: TablesLocation, tmp_path: Path
+    landing: LocalStore, tables: DeltaTablesLocation, tmp_path: Path
 ) -> None:
     write_table_folder(landing, ORDERS)
     write_file(landing, ORDERS, 1, [{"_id": "a"}])  # inserts: applied twice they would double
@@ -271,7 +271,7 @@ def test_a_restart_after_a_crash_between_commit_and_move_never_applies_a_file_tw
     landing.rename_new(
         f"{ORDERS.folder}/{PROCESSED_FOLDER}/{Path(ORDERS.data_file(2)).name}", ORDERS.data_file(2)
     )
-    tables.side_store().delete(STATE_FILE)
+    tables.store().delete(STATE_FILE)
     write_file(landing, ORDERS, 3, [{"_id": "c"}])
     summary = Replicator(landing, tables, clock=Clock()).run_once()
     assert (summary.files, summary.moved) == (1, 2)
@@ -281,7 +281,7 @@ def test_a_restart_after_a_crash_between_commit_and_move_never_applies_a_file_tw
 
 
 def test_a_missing_number_blocks_the_later_files(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     write_table_folder(landing, ORDERS)
     write_file(landing, ORDERS, 1, [{"_id": "a"}])
@@ -294,7 +294,7 @@ def test_a_missing_number_blocks_the_later_files(
 
 
 def test_status_has_the_shape_of_get_tables_mirroring_status(
-    landing: LocalStore, tables: TablesLocation
+    landing: LocalStore, tables: DeltaTablesLocation
 ) -> None:
     write_table_folder(landing, ORDERS)
     write_file(landing, ORDERS, 1, [{"_id": "a"}, {"_id": "b"}])
@@ -314,5 +314,5 @@ def test_status_has_the_shape_of_get_tables_mirroring_status(
     }
 
 
-def _history(tables: TablesLocation, table: TableRef) -> list[dict[str, Any]]:
+def _history(tables: DeltaTablesLocation, table: TableRef) -> list[dict[str, Any]]:
     return DeltaTable(tables.table_uri(f"{table.schema}/{table.name}")).history()

@@ -10,33 +10,18 @@ ordered by their resume tokens, and a stream resumed from any of them goes on wi
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from bson.int64 import Int64
-from pymongo import MongoClient
-from pymongo.change_stream import ChangeStream
 from pymongo.client_session import ClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from mongodb_sandbox.errors import ErrorCode
+from tests.sandbox.test_change_streams_contract import AWAIT_MS, Client, events, next_event
 
-Client = MongoClient[dict[str, Any]]
-AWAIT_MS = 100
-MAX_ATTEMPTS = 50
 TRANSIENT = "TransientTransactionError"
-
-
-def next_event(stream: ChangeStream[Any]) -> dict[str, Any]:
-    for _ in range(MAX_ATTEMPTS):
-        event = stream.try_next()
-        if event is not None:
-            return event
-    raise AssertionError("no change event arrived")
-
-
-def events(stream: ChangeStream[Any], count: int) -> list[dict[str, Any]]:
-    return [next_event(stream) for _ in range(count)]
 
 
 def mixed_transaction(db: Any, session: ClientSession) -> None:
@@ -47,6 +32,22 @@ def mixed_transaction(db: Any, session: ClientSession) -> None:
     db.b.replace_one({"_id": 1}, {"v": 2}, session=session)
     db.a.delete_one({"_id": 2}, session=session)
     db.b.insert_one({"_id": 2}, session=session)
+
+
+def watched_transaction(
+    client: Client, db: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any], Mapping[str, Any]]:
+    """A stream on ``db`` (``a`` holding ``{_id: 0}``) while ``mixed_transaction`` commits and
+    then ``{_id: "after"}`` is inserted outside it: the transaction's seven events, the insert's
+    event, and the transaction's session id."""
+    db.a.insert_one({"_id": 0})
+    with db.watch(max_await_time_ms=AWAIT_MS) as stream:
+        with client.start_session() as session:
+            with session.start_transaction():
+                mixed_transaction(db, session)
+            lsid = session.session_id
+        db.a.insert_one({"_id": "after"})
+        return events(stream, 7), next_event(stream), lsid
 
 
 def test_a_commit_shows_every_write_at_once_and_reads_inside_see_their_own(
@@ -104,16 +105,7 @@ def test_an_aborted_transaction_leaves_nothing_and_emits_nothing(
 def test_a_transactions_events_share_one_cluster_time_and_carry_its_session(
     mongo_client: Client, mongo_db_name: str
 ) -> None:
-    db = mongo_client[mongo_db_name]
-    db.a.insert_one({"_id": 0})
-    with db.watch(max_await_time_ms=AWAIT_MS) as stream:
-        with mongo_client.start_session() as session:
-            with session.start_transaction():
-                mixed_transaction(db, session)
-            lsid = session.session_id
-        db.a.insert_one({"_id": "after"})
-        inside = events(stream, 7)
-        after = next_event(stream)
+    inside, after, lsid = watched_transaction(mongo_client, mongo_client[mongo_db_name])
     assert [(e["operationType"], e["ns"]["coll"], e["documentKey"]["_id"]) for e in inside] == [
         ("insert", "a", 1),
         ("insert", "a", 2),
@@ -140,12 +132,8 @@ def test_a_stream_resumed_inside_a_transaction_goes_on_with_exactly_the_rest(
     mongo_client: Client, mongo_db_name: str
 ) -> None:
     db = mongo_client[mongo_db_name]
-    db.a.insert_one({"_id": 0})
-    with db.watch(max_await_time_ms=AWAIT_MS) as stream:
-        with mongo_client.start_session() as session, session.start_transaction():
-            mixed_transaction(db, session)
-        db.a.insert_one({"_id": "after"})
-        everything = events(stream, 8)
+    inside, after, _ = watched_transaction(mongo_client, db)
+    everything = [*inside, after]
     keys = [(e["ns"]["coll"], e["documentKey"]["_id"]) for e in everything]
     for index, event in enumerate(everything[:-1]):
         with db.watch(resume_after=event["_id"], max_await_time_ms=AWAIT_MS) as resumed:
@@ -158,11 +146,7 @@ def test_start_at_the_transactions_cluster_time_replays_all_of_it(
     mongo_client: Client, mongo_db_name: str
 ) -> None:
     db = mongo_client[mongo_db_name]
-    db.a.insert_one({"_id": 0})
-    with db.watch(max_await_time_ms=AWAIT_MS) as stream:
-        with mongo_client.start_session() as session, session.start_transaction():
-            mixed_transaction(db, session)
-        inside = events(stream, 7)
+    inside, _, _ = watched_transaction(mongo_client, db)
     with db.watch(
         start_at_operation_time=inside[0]["clusterTime"], max_await_time_ms=AWAIT_MS
     ) as replay:
