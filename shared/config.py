@@ -156,6 +156,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="0 * * * * *",
     ),
     SettingSpec(
+        "REPLICATOR_BACKLOG_FILES",
+        "Backpressure: when a table folder holds more files than this that Fabric's replicator "
+        "has not processed yet, change windows grow (doubling each window, up to 64 times: "
+        "more events and seconds, fewer files) until every table is back to half of it.",
+        default="200",
+    ),
+    SettingSpec(
+        "REPLICATOR_BACKLOG_CHECK_SECONDS",
+        "Backpressure: how often, at most, a table folder whose backlog may be above half of "
+        "REPLICATOR_BACKLOG_FILES is listed to count its unprocessed files.",
+        default="30",
+    ),
+    SettingSpec(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "Export metrics and logs to this Application Insights resource (OpenTelemetry); "
         "unset, telemetry is off and costs nothing.",
@@ -176,6 +189,8 @@ INTEGER_LIMITS = {
     "CHANGE_AWAIT_MS": (1, 10_000),
     "CHANGE_LEASE_SECONDS": (5, 3600),
     "CHANGE_BUDGET_SECONDS": (1, 600),  # well inside host.json functionTimeout (30 min)
+    "REPLICATOR_BACKLOG_FILES": (2, 1_000_000),
+    "REPLICATOR_BACKLOG_CHECK_SECONDS": (1, 3600),
 }
 SPECS = {spec.name: spec for spec in SETTINGS}
 AUTH_MODES = ("auto", "service-principal", "managed-identity", "default")
