@@ -21,11 +21,14 @@ from pymongo import MongoClient
 from shared import telemetry
 from shared.config import load_settings
 from shared.landing_zone.stores.base import LandingZoneStore, StoredFile
+from shared.landing_zone.stores.local import LocalStore
 from shared.landing_zone.tables import PROCESSED_FOLDER, TableRef, sequence_of
-from shared.pipeline.backpressure import MAX_GROWTH, Backpressure
+from shared.pipeline.backpressure import GROWTH_KEY, MAX_GROWN_BYTES, MAX_GROWTH, Backpressure
 from shared.pipeline.changes import ChangeReader
 from shared.pipeline.status import format_status, status_report
+from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.pipeline.wiring import MirrorContext, open_context
+from shared.state.base import update
 from tests.pipeline.test_changes import WINDOW_SETTINGS, assert_verified, snapshot
 
 THRESHOLD = 6  # REPLICATOR_BACKLOG_FILES
@@ -162,4 +165,53 @@ def test_windows_grow_while_the_replicator_is_held_back_and_shrink_once_it_drain
     assert [window_of_its_limit() for _ in range(3)] == [5, 5, 5]
     reader.release()
     assert 32 < MAX_GROWTH  # the growth above was never capped
+    assert_verified(ctx)
+
+
+def test_grown_windows_stay_within_the_lease_the_budget_and_memory(tmp_path: Path):
+    settings = load_settings(
+        {
+            "CHANGE_WINDOW_EVENTS": "10000",
+            "CHANGE_WINDOW_SECONDS": "1",
+            "CHANGE_LEASE_SECONDS": "20",
+            "CHANGE_BUDGET_SECONDS": "55",
+        }
+    )
+    backpressure = Backpressure(settings, LocalStore(tmp_path))
+    normal = backpressure.limits
+    assert (normal.events, normal.seconds, normal.patient) == (10_000, 1, False)
+    backpressure.growth = MAX_GROWTH
+    grown = backpressure.limits
+    assert grown.events == 10_000 * MAX_GROWTH
+    assert grown.seconds == 10  # half the lease: renewed once per window, it never lapses
+    assert grown.bytes == MAX_GROWN_BYTES  # not 64 times 64 MiB held in memory
+    assert grown.patient
+
+
+def test_a_grown_window_with_events_waits_for_more_until_its_deadline(
+    ctx: MirrorContext, mongo_client: MongoClient[dict[str, Any]]
+):
+    db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
+    db.items.insert_one({"_id": 0})
+    snapshot(ctx)
+    # What a previous reader saved with its checkpoint: windows grown 4 times.
+    update(ctx.state, STREAM_KIND, db.name, lambda value: {**(value or {}), GROWTH_KEY: 4})
+    reader = ChangeReader(ctx, db.name, None)
+    reader.acquire()
+    assert reader.window_limits.seconds == 4 and reader.window_limits.patient
+    db.items.insert_many([{"_id": n} for n in range(1, 4)])
+    deadline = time.monotonic() + 30
+    while True:
+        started = time.monotonic()
+        result = reader.window()
+        if result.events:
+            break
+        assert time.monotonic() < deadline, "the inserts never reached the change stream"
+    # Three events, well below the grown limit of 20: a normal window closes on the first idle
+    # read; this one waited out its four seconds for more.
+    assert result.events == 3 and result.idle
+    assert time.monotonic() - started >= 4 - 0.1
+    # No table is behind (one file, counted): the next window is normal again.
+    assert reader.window_limits.seconds == 1 and not reader.window_limits.patient
+    reader.release()
     assert_verified(ctx)
