@@ -136,11 +136,6 @@ class ChangeReader:
         """When the next window closes (grown while the replicator is behind)."""
         return self._backpressure.limits
 
-    @property
-    def replicator_backlog(self) -> dict[str, int]:
-        """Unprocessed files per table folder, as far as this reader knows (an upper bound)."""
-        return {folder: backlog.files for folder, backlog in self._backpressure.tables.items()}
-
     # -- the lease ---------------------------------------------------------------------------
 
     def acquire(self) -> None:
