@@ -410,6 +410,8 @@ def _parser() -> argparse.ArgumentParser:
         "CHANGE_WINDOW_SECONDS",
         "CHANGE_AWAIT_MS",
         "CHANGE_LEASE_SECONDS",
+        "REPLICATOR_BACKLOG_FILES",
+        "REPLICATOR_BACKLOG_CHECK_SECONDS",
     )
 
     status = commands.add_parser(

@@ -177,6 +177,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="300",
     ),
     SettingSpec(
+        "REPLICATOR_BACKLOG_FILES",
+        "Backpressure: when a table folder holds more files than this that Fabric's replicator "
+        "has not processed yet, change windows grow (doubling each window, up to 64 times: "
+        "more events and seconds, fewer files) until every table is back to half of it.",
+        default="200",
+    ),
+    SettingSpec(
+        "REPLICATOR_BACKLOG_CHECK_SECONDS",
+        "Backpressure: how often, at most, a table folder whose backlog may be above half of "
+        "REPLICATOR_BACKLOG_FILES is listed to count its unprocessed files.",
+        default="30",
+    ),
+    SettingSpec(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "Export metrics and logs to this Application Insights resource (OpenTelemetry); "
         "unset, telemetry is off and costs nothing.",
@@ -200,6 +213,8 @@ INTEGER_LIMITS = {
     "REPLICATOR_RETENTION_DAYS": (0, 365),
     "REPLICATOR_INTERVAL_SECONDS": (1, 3600),
     "REBUILD_DROP_WAIT_SECONDS": (0, 86_400),
+    "REPLICATOR_BACKLOG_FILES": (2, 1_000_000),
+    "REPLICATOR_BACKLOG_CHECK_SECONDS": (1, 3600),
 }
 SPECS = {spec.name: spec for spec in SETTINGS}
 AUTH_MODES = ("auto", "service-principal", "managed-identity", "default")

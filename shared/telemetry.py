@@ -29,6 +29,12 @@ INSTRUMENTS = {
     "rebuilds": ("counter", "{rebuild}", "Tables rebuilt (cause as an attribute)"),
     "errors": ("counter", "{error}", "Failed windows, ticks and partitions"),
     "window_rereads": ("counter", "{window}", "Change windows read again after a failure"),
+    "replicator_backlog": (
+        "gauge",
+        "{file}",
+        "Files in a table folder the replicator has not processed yet (an upper bound)",
+    ),
+    "window_growth": ("gauge", "1", "How many times normal size change windows are (backpressure)"),
 }
 Recorder = Callable[[float, dict[str, str]], None]
 _recorders: dict[str, Recorder] = {}
@@ -51,6 +57,8 @@ def enable(settings: Settings) -> bool:
         full_name = f"mirror.{name}"
         if kind == "counter":
             _recorders[name] = meter.create_counter(full_name, unit, description).add
+        elif kind == "gauge":  # the last value per table, not a sum
+            _recorders[name] = meter.create_gauge(full_name, unit, description).set
         else:
             _recorders[name] = meter.create_histogram(full_name, unit, description).record
     log.info("telemetry: exporting metrics and logs to Application Insights")
@@ -58,7 +66,8 @@ def enable(settings: Settings) -> bool:
 
 
 def record(name: str, value: float, **attributes: str) -> None:
-    """Add to a counter or a histogram (no-op unless ``enable`` turned telemetry on)."""
+    """Add to a counter, a histogram, or set a gauge (no-op unless ``enable`` turned telemetry
+    on)."""
     recorder = _recorders.get(name)
     if recorder is not None:
         recorder(value, attributes)

@@ -64,6 +64,7 @@ CHILD = textwrap.dedent(
     assert telemetry.enable(settings)
     telemetry.record("files_published", 1, table="shop.orders")
     telemetry.record("lag_seconds", 0.8, table="shop.orders")
+    telemetry.record("replicator_backlog", 12, table="shop.orders")
     logging.getLogger("shared.pipeline.changes").warning(
         "window published", extra={{"table": "shop.orders", "window": 7}}
     )
@@ -93,7 +94,7 @@ def test_metrics_and_logs_reach_the_ingestion_endpoint_without_secrets(ingestion
         for item in Ingestion.received
         for metric in item.get("data", {}).get("baseData", {}).get("metrics", [])
     }
-    assert {"mirror.files_published", "mirror.lag_seconds"} <= names
+    assert {"mirror.files_published", "mirror.lag_seconds", "mirror.replicator_backlog"} <= names
     messages = [
         item["data"]["baseData"]
         for item in Ingestion.received

@@ -1,4 +1,8 @@
-"""Parquet bytes the replicator accepts: key first, every column nullable, row marker last."""
+"""Parquet bytes the replicator accepts: key first, every column nullable, row marker last.
+
+A file without the marker column is all inserts: Fabric's direct-staging path, which the
+snapshot uses (see shared/pipeline/snapshot.py for the documented rule).
+"""
 
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ class RowMarker(IntEnum):
 def encode(table: pa.Table) -> bytes:
     """Serialise a batch for the landing zone, refusing anything the replicator would reject."""
     names = table.schema.names
-    if not names or names[-1] != ROW_MARKER:
-        raise MirrorError(f"{ROW_MARKER} must be the last column, got {names[-1:]}")
-    if table.schema.field(ROW_MARKER).type != pa.int32():
-        raise MirrorError(f"{ROW_MARKER} must be int32")
+    if ROW_MARKER in names:
+        if names[-1] != ROW_MARKER:
+            raise MirrorError(f"{ROW_MARKER} must be the last column, got {names[-1:]}")
+        if table.schema.field(ROW_MARKER).type != pa.int32():
+            raise MirrorError(f"{ROW_MARKER} must be int32")
     if KEY_COLUMN not in names:
         raise MirrorError(f"the key column {KEY_COLUMN} is missing")
     # A column that is non-nullable in one file and nullable in the next is a SchemaMergeFailure.
@@ -40,7 +45,19 @@ def encode(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def empty_file() -> bytes:
-    """A valid zero-row file, used to fill a sequence number whose data can never arrive."""
-    schema = pa.schema([pa.field(KEY_COLUMN, pa.string()), pa.field(ROW_MARKER, pa.int32())])
-    return encode(schema.empty_table())
+def has_markers(table: pa.Table) -> bool:
+    """Whether a batch carries row markers (a change file) or is all inserts (a snapshot file)."""
+    return ROW_MARKER in table.schema.names
+
+
+def empty_file(markers: bool = True) -> bytes:
+    """A valid zero-row file, used to fill a sequence number whose data can never arrive.
+
+    Without ``markers`` for a number meant for a snapshot file: the marker column in any file
+    puts the table in incremental mode (landing-zone format page, "Incremental changes"), which
+    an initial load should not enter before its last insert-only file.
+    """
+    fields = [pa.field(KEY_COLUMN, pa.string())]
+    if markers:
+        fields.append(pa.field(ROW_MARKER, pa.int32()))
+    return encode(pa.schema(fields).empty_table())

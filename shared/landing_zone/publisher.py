@@ -158,15 +158,21 @@ class PendingPublish:
     writer: str
     owner: str
     expires: float
+    # False for an insert-only (snapshot) file: a zero-row filler of its number has no marker
+    # column either, so it cannot end the table's initial load early.
+    markers: bool = True
 
     def to_json(self) -> JsonObject:
-        return {
+        value: JsonObject = {
             "staged": self.staged,
             "sha256": self.sha256,
             "writer": self.writer,
             "owner": self.owner,
             "expires": self.expires,
         }
+        if not self.markers:
+            value["markers"] = False
+        return value
 
     @classmethod
     def from_json(cls, value: Any) -> PendingPublish:
@@ -178,6 +184,7 @@ class PendingPublish:
             _text(value["writer"]),
             _text(value["owner"]),
             float(value["expires"]),
+            value.get("markers", True) is not False,
         )
 
 
@@ -390,6 +397,7 @@ class Publisher:
             writer,
             owner,
             time.time() + PUBLISH_LEASE_SECONDS,
+            parquet_files.has_markers(batch),
         )
         taken: list[int] = []
 
@@ -654,7 +662,7 @@ class Publisher:
                 self._check_ours(table, number, entry, accept_fill=True)
             elif self._still_pending(table, number, entry):
                 log.error("%s file %d lost its staged data; filled with zero rows", table, number)
-                self._write_once(final, parquet_files.empty_file())
+                self._write_once(final, parquet_files.empty_file(entry.markers))
             else:
                 return  # the generation was rebuilt away: its numbers are nobody's to fill
 
@@ -685,7 +693,7 @@ class Publisher:
             data = self.store.read(copy)
             if hashlib.sha256(data).hexdigest() == entry.sha256:
                 return
-            if accept_fill and data == parquet_files.empty_file():
+            if accept_fill and data == parquet_files.empty_file(entry.markers):
                 return
         raise PublishConflict(
             f"{table}: file {number} already exists with content this state store did not "

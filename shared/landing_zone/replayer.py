@@ -3,6 +3,12 @@
 It checks each table folder against the landing-zone contract and applies the files in sequence
 order with the row-marker semantics, in DuckDB, to produce the mirrored table. Tests compare
 that table with the source; users run it as ``mongo-fabric-mirror inspect``.
+
+A file without ``__rowMarker__`` is all inserts (landing-zone format page, "Initial load": the
+whole file is treated as INSERT; we never set ``isUpsertDefaultRowMarker``), the way snapshot
+files are written for the replicator's direct staging. An insert has no duplicate-key check in
+Fabric (the format page's marker table), so a key that ends up in the table more than once is a
+problem: the mirrored table would hold that row twice.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from shared.landing_zone.tables import (
 _SEQUENCE = "__replay_sequence__"
 _ROW = "__replay_row__"
 _VALID_MARKERS = tuple(int(marker) for marker in RowMarker)
+_SHOWN_DUPLICATES = 5
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,19 @@ def inspect_table(store: LandingZoneStore, table: TableRef) -> TableReport:
             ).append_column(_ROW, pa.array(range(batch.num_rows), pa.int64()))
         )
     if not any(problem.code in {"type-change", "unreadable"} for problem in report.problems):
-        report.rows = _apply(batches)
+        report.rows, duplicates = _apply(batches)
+        for key, files in duplicates[:_SHOWN_DUPLICATES]:
+            where = ", ".join(str(number) for number in files)
+            report.add(
+                "duplicate-key",
+                f"{KEY_COLUMN} {key} is inserted more than once (files {where}): inserts have "
+                "no duplicate check, so the mirrored table holds that row twice",
+            )
+        if len(duplicates) > _SHOWN_DUPLICATES:
+            report.add(
+                "duplicate-key",
+                f"{len(duplicates) - _SHOWN_DUPLICATES} more keys are inserted more than once",
+            )
     return report
 
 
@@ -194,21 +213,23 @@ def _check_schema(
             )
 
 
-def _apply(batches: list[pa.Table]) -> pa.Table:
-    """Apply rows in (file, row) order with the ``RowMarker`` semantics.
+def _apply(batches: list[pa.Table]) -> tuple[pa.Table, list[tuple[object, list[int]]]]:
+    """Apply rows in (file, row) order with the ``RowMarker`` semantics; also every key that
+    ends up in more than one row, with the files of its rows.
 
     Per key, the last update/upsert/delete decides; a delete removes the key. Inserts have no
     duplicate check, so every insert after a key's last update/upsert/delete adds a row.
     """
     if not batches:
-        return pa.table({KEY_COLUMN: pa.array([], pa.string())})
+        return pa.table({KEY_COLUMN: pa.array([], pa.string())}), []
     history = pa.concat_tables(batches, promote_options="default")
     keep = [name for name in history.schema.names if name not in {ROW_MARKER, _SEQUENCE, _ROW}]
     columns = ", ".join('"' + name.replace('"', '""') + '"' for name in keep)
     order = f"{_SEQUENCE}, {_ROW}"
     insert = int(RowMarker.INSERT)
     keeps_row = f"{int(RowMarker.UPDATE)}, {int(RowMarker.UPSERT)}"
-    query = f"""
+    # The rows that survive, each with its file number and row position.
+    surviving = f"""
         WITH ranked AS (
             SELECT *,
                 max(CASE WHEN {ROW_MARKER} <> {insert} THEN ({order}) END)
@@ -216,16 +237,23 @@ def _apply(batches: list[pa.Table]) -> pa.Table:
                 ({order}) AS position
             FROM history
         )
-        SELECT {columns} FROM ranked
+        SELECT * FROM ranked
         WHERE (position = last_change AND {ROW_MARKER} IN ({keeps_row}))
            OR ({ROW_MARKER} = {insert} AND (last_change IS NULL OR position > last_change))
-        ORDER BY {KEY_COLUMN}, {order}
     """  # noqa: S608 - names come from parquet schemas and are quoted; numbers from RowMarker
+    duplicated = f"""
+        SELECT {KEY_COLUMN}, list(DISTINCT {_SEQUENCE} ORDER BY {_SEQUENCE}) FROM surviving
+        GROUP BY {KEY_COLUMN} HAVING count(*) > 1 ORDER BY {KEY_COLUMN}
+    """  # noqa: S608 - constant names
     connection = duckdb.connect()
     try:
         connection.register("history", history)
-        applied = connection.sql(query).to_arrow_table()
+        connection.sql(surviving).create_view("surviving")
+        applied = connection.sql(
+            f"SELECT {columns} FROM surviving ORDER BY {KEY_COLUMN}, {order}"  # noqa: S608
+        ).to_arrow_table()
+        duplicates = [(key, list(files)) for key, files in connection.sql(duplicated).fetchall()]
     finally:
         connection.close()
     # DuckDB renames time zones (UTC → Etc/UTC); give back the files' own column types.
-    return applied.cast(pa.schema([history.schema.field(name) for name in keep]))
+    return applied.cast(pa.schema([history.schema.field(name) for name in keep])), duplicates

@@ -3,14 +3,16 @@
 A window, and why each step is where it is:
 1. read complete events (split fragments reassembled) from the database checkpoint until the
    window closes: CHANGE_WINDOW_EVENTS events, CHANGE_WINDOW_BYTES bytes or
-   CHANGE_WINDOW_SECONDS seconds, or nothing more is ready now;
+   CHANGE_WINDOW_SECONDS seconds, or nothing more is ready now (all grown, and no early close
+   once it has events, while Fabric's replicator is behind: shared/pipeline/backpressure.py);
 2. per table touched, in stream order: a streaming table publishes one parquet file (upserts of
    full documents, deletes by `_id` text) and records the last event's token as its progress in
    the same compare-and-swap that allocates the file's number; a table still being snapshotted
    holds its events in the landing zone (``_held-changes/``, ignored by the replicator, never
    local disk), recording them the same way, and publishes them right after its snapshot;
 3. advance the database checkpoint (the stream's resume token, ``postBatchResumeToken`` when
-   idle) and renew the reader's lease, in one compare-and-swap fenced by the lease.
+   idle) and renew the reader's lease, in one compare-and-swap fenced by the lease (which also
+   saves the replicator backlog estimates and the window growth).
 A crash after 2 replays the window from the old checkpoint: each table skips the events up to its
 own recorded token (resume tokens order like stream positions), so no window is published twice
 and none is skipped. One stream per database, filtered to the selected collections: one cursor
@@ -38,7 +40,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
@@ -61,6 +63,7 @@ from shared.landing_zone.publisher import (
     TableRebuilding,
 )
 from shared.landing_zone.tables import TableRef
+from shared.pipeline.backpressure import Backpressure, WindowLimits
 from shared.pipeline.plans import CHANGES_WRITER, Phase, TablePlan, all_plans, load_plan
 from shared.pipeline.rebuild import rebuild_table
 from shared.pipeline.schema_registry import SchemaRegistry
@@ -105,10 +108,18 @@ class ChangeReader:
     """The single reader of one database's stream (a lease in the state store makes it single).
 
     ``collections`` None mirrors every collection (new ones are reported as discovered).
+    ``clock`` (wall-clock seconds) paces the backlog listings; tests pass their own.
     """
 
-    def __init__(self, ctx: MirrorContext, database: str, collections: list[str] | None) -> None:
+    def __init__(
+        self,
+        ctx: MirrorContext,
+        database: str,
+        collections: list[str] | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._ctx = ctx
+        self._backpressure = Backpressure(ctx.settings, ctx.publisher.store, clock)
         self._database = database
         self._collections = collections
         self._owner = ""
@@ -128,6 +139,11 @@ class ChangeReader:
     @property
     def database(self) -> str:
         return self._database
+
+    @property
+    def window_limits(self) -> WindowLimits:
+        """When the next window closes (grown while the replicator is behind)."""
+        return self._backpressure.limits
 
     # -- the lease ---------------------------------------------------------------------------
 
@@ -160,7 +176,8 @@ class ChangeReader:
 
         # A lost answer to this write is recognised by update() reading back its own operation,
         # so the reader never locks itself out with its own lease.
-        update(self._ctx.state, STREAM_KIND, self._database, take)
+        record = update(self._ctx.state, STREAM_KIND, self._database, take)
+        self._backpressure.load(record.value)  # what the previous reader knew of the backlog
         self._owner = owner
         self._epoch = epochs[0]
         self._table_owners.clear()
@@ -191,6 +208,7 @@ class ChangeReader:
                 current["rereads"] = _add_counts(current.get("rereads"), self._unrecorded)
             return {
                 **current,
+                **self._backpressure.to_json(),
                 "token": token,
                 "start_after": start_after,
                 "lease_expires": time.time() + self._lease_seconds,
@@ -231,9 +249,9 @@ class ChangeReader:
 
     def _window(self) -> WindowResult:
         self.release_held_changes()
-        max_events = self._ctx.settings.integer("CHANGE_WINDOW_EVENTS")
-        max_bytes = self._ctx.settings.integer("CHANGE_WINDOW_BYTES")
-        deadline = time.monotonic() + self._ctx.settings.integer("CHANGE_WINDOW_SECONDS")
+        limits = self._backpressure.limits
+        max_events, max_bytes = limits.events, limits.bytes
+        deadline = time.monotonic() + limits.seconds
         result = WindowResult(rereads=sum(self._unrecorded.values()))
         groups: dict[str, list[ChangeEvent]] = {}
         size = 0
@@ -262,7 +280,14 @@ class ChangeReader:
                     # Drained up to the present, or the server ended the cursor: then the
                     # next window reopens it.
                     result.idle = stream.alive
-                    break
+                    if not (limits.patient and result.events and stream.alive):
+                        break
+                    # The replicator is behind: fewer, larger files, so this window waits for
+                    # more events until its deadline.
+                    if time.monotonic() >= deadline:
+                        break
+                    continue
+                result.idle = False
                 result.events += len(events)
                 size += sum(event.size for event in events)
                 if len(events) > 1:
@@ -281,6 +306,7 @@ class ChangeReader:
         for collection, events in groups.items():
             name = str(TableRef.for_collection(self._database, collection))
             result.tables[name] = self._apply(collection, events, result)
+        self._backpressure.refresh(self._next_number)
         self._checkpoint(token, start_after)
         if start_after or not stream.alive:
             self._close_stream()
@@ -416,13 +442,14 @@ class ChangeReader:
         if plan is not None and plan.phase == Phase.STREAMING and not _holding(progress):
             if rows:
                 batch = self._convert(table, rows)
-                self._ctx.publisher.publish(
+                number = self._ctx.publisher.publish(
                     table,
                     batch,
                     CHANGES_WRITER,
                     {**progress, **totals, "token": last.token},
                     owner,
                 )
+                self._backpressure.published(table, number)
             else:
                 self._ctx.publisher.record_progress(
                     table, CHANGES_WRITER, {**progress, **totals, "token": last.token}, owner
@@ -483,7 +510,8 @@ class ChangeReader:
             progress = {**progress, "released": number + 1}
             if rows:
                 batch = self._convert(table, rows)
-                self._ctx.publisher.publish(table, batch, CHANGES_WRITER, progress, owner)
+                number = self._ctx.publisher.publish(table, batch, CHANGES_WRITER, progress, owner)
+                self._backpressure.published(table, number)
             else:
                 self._ctx.publisher.record_progress(table, CHANGES_WRITER, progress, owner)
             store.delete(path)
@@ -525,6 +553,14 @@ class ChangeReader:
     def _forget(self, table: TableRef) -> None:
         self._table_owners.pop(table.folder, None)
         self._registries.pop(table.folder, None)
+
+    def _next_number(self, table: TableRef) -> int | None:
+        """The table's next sequence number; None if this state numbers no files for it now."""
+        record = self._ctx.state.get(SEQUENCE_KIND, table.folder)
+        if record is None:
+            return None
+        number = record.value.get("next")
+        return number if isinstance(number, int) else None
 
     def _generation(self, table: TableRef) -> str:
         """The table's generation now; "" if it has none (then no rebuild can match it)."""

@@ -63,7 +63,6 @@ def _tick(
         log.info("%s", error)
         summary.lease_held_elsewhere = True
         return summary
-    window_seconds = ctx.settings.integer("CHANGE_WINDOW_SECONDS")
     retrier = Retrier.for_settings(ctx.settings, f"change stream of {database}")
     try:
         while True:
@@ -74,8 +73,9 @@ def _tick(
             if result.rebuilt or result.discovered or recheck:
                 summary.rebuilt += result.rebuilt
                 _plan_and_fan_out(ctx, queue, summary)
-            # Leave room for one more window and its publishes inside the budget.
-            if time.monotonic() + 2 * window_seconds >= deadline:
+            # Leave room for one more window (grown while the replicator is behind) and its
+            # publishes inside the budget.
+            if time.monotonic() + 2 * reader.window_limits.seconds >= deadline:
                 break
     finally:
         reader.release()

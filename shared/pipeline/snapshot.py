@@ -2,6 +2,26 @@
 
 The same three steps serve both front doors: the Functions app fans partitions out as queue
 messages; the CLI runs them in a local process pool (shared/pipeline/local_snapshot.py).
+
+Snapshot files carry no ``__rowMarker__`` column: every row an insert. Microsoft's landing-zone
+format page ("Initial load"): the marker in the initial data is "optional and not recommended",
+and "Mirroring treats the entire file as an INSERT when __rowMarker__ doesn't exist"; its best
+practices ("Optimize insert-only files"): marker-free Parquet files can use direct staging, a
+marker-bearing file takes the row-based path even when every marker is an insert. Mixing the two
+in one table is the documented sequence, initial load first: "Data changes are considered as
+incremental changes once the __rowMarker__ column is found from any row/file" ("Incremental
+changes"). So a table generation's files are marker-free up to the end of its snapshot and carry
+markers from the first change file on, never the other way round: change windows hold a table's
+changes until its snapshot is complete (shared/pipeline/changes.py), a rebuild starts a new
+folder (a new table in Fabric) before a new snapshot, and a zero-row filler of a snapshot number
+has no marker column either (publisher.PendingPublish.markers). ``_metadata.json`` never sets
+``isUpsertDefaultRowMarker``, so marker-free rows stay inserts.
+
+Inserts have no duplicate-key check in Fabric, so the snapshot must never write an ``_id`` twice:
+ranges are disjoint, a range is read in ``_id`` order, and a partition's progress (the last
+``_id`` published) is recorded in the same compare-and-swap that numbers its file, so a retried,
+redelivered or restarted partition resumes strictly after what is in the landing zone and a
+fenced-out worker publishes nothing more (tests/pipeline/test_direct_staging.py).
 """
 
 from __future__ import annotations
@@ -253,7 +273,7 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         batch = pa.concat_tables(pending, promote_options="default")
         documents += pending_rows
         progress = {"after": id_to_json(last_id), "documents": documents}
-        ctx.publisher.publish(task.table, _with_marker_last(batch), writer, progress, owner)
+        ctx.publisher.publish(task.table, _inserts_only(batch), writer, progress, owner)
         files += 1
         pending, pending_rows, pending_bytes = [], 0, 0
         record_status(ctx, task, "running", documents, expected)
@@ -273,7 +293,8 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
                 or pending_bytes + len(piece.data) > file_bytes
             ):
                 flush()
-            pending.append(registry.convert(piece.data, [RowMarker.UPSERT] * piece.count))
+            # Converted with markers (the registry's one path), published without them.
+            pending.append(registry.convert(piece.data, [RowMarker.INSERT] * piece.count))
             pending_rows += piece.count
             pending_bytes += len(piece.data)
             last_id = piece.last_id
@@ -324,11 +345,10 @@ def record_status(
     update(ctx.state, PARTITION_KIND, key, change)
 
 
-def _with_marker_last(batch: pa.Table) -> pa.Table:
-    """Pieces converted before a column appeared lack it; concatenation appends it after the
-    row marker, which must stay last."""
-    marker = batch.column(ROW_MARKER)
-    return batch.drop_columns([ROW_MARKER]).append_column(ROW_MARKER, marker)
+def _inserts_only(batch: pa.Table) -> pa.Table:
+    """The batch without its row markers: an insert-only file for direct staging (see the
+    module docstring). The converter always adds the column; dropping it costs no copy."""
+    return batch.drop_columns([ROW_MARKER])
 
 
 def mark_failed(ctx: MirrorContext, task: PartitionTask, error: str) -> None:

@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.errors import MirrorError
 from shared.landing_zone.publisher import DROP_KIND, SEQUENCE_KIND
 from shared.landing_zone.tables import TableRef
+from shared.pipeline.backpressure import BACKLOG_KEY, GROWTH_KEY, TableBacklog
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.plans import REBUILD_KIND, all_plans
 from shared.pipeline.snapshot import PARTITION_KIND
@@ -38,8 +39,9 @@ def record_error(state: StateStore, database: str, error: str) -> None:
 
 
 def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> JsonObject:
-    """Databases (stream checkpoint, lease, last error) and tables (phase, snapshot progress,
-    changes, files and rows published, rebuilds with causes, failed partitions)."""
+    """Databases (stream checkpoint, lease, last error, window growth) and tables (phase,
+    snapshot progress, changes, files and rows published, rebuilds with causes, failed
+    partitions, the replicator's backlog of unprocessed files)."""
     now = time.time()
     partitions: dict[str, list[JsonObject]] = {}
     for key, record in state.list(PARTITION_KIND):
@@ -47,6 +49,7 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
         partitions.setdefault(folder, []).append({"partition": int(index), **record.value})
     sequences = {key: record.value for key, record in state.list(SEQUENCE_KIND)}
     rebuilds = {key: record.value for key, record in state.list(REBUILD_KIND)}
+    streams = {key: record.value for key, record in state.list(STREAM_KIND)}
     replicator = {entry.get("table"): entry for entry in fabric or []}
     tables = []
     for plan in all_plans(state):
@@ -79,6 +82,7 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
             ],
             "last_error": errors[-1] if errors else None,
             "failed_partitions": failed,
+            "replicator_backlog": _backlog(streams.get(plan.database, {}), folder, sequence),
         }
         if fabric is not None:
             table["replicator"] = replicator.get(str(plan.table))
@@ -105,6 +109,8 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
                 "last_error": _error(value.get("last_error")),
                 # Windows that failed and were read again from the checkpoint, by cause.
                 "window_rereads": _counts(value.get("rereads")),
+                # Backpressure: how many times normal size its change windows are now.
+                "window_growth": _growth(value.get(GROWTH_KEY)),
             }
         )
     return {"databases": databases, "tables": tables}
@@ -158,14 +164,30 @@ def format_status(report: JsonObject) -> str:
         )
         if database["last_error"]:
             lines.append(f"  last error: {database['last_error']['error']}")
+        if database["window_growth"] > 1:
+            lines.append(
+                f"  change windows {database['window_growth']}x normal: Fabric's replicator "
+                "is behind (see BACKLOG)"
+            )
         if database["window_rereads"]:
             causes = ", ".join(f"{n:,} {cause}" for cause, n in database["window_rereads"].items())
             lines.append(f"  windows read again after a failure: {causes}")
-    header = ("TABLE", "PHASE", "SNAPSHOT", "EVENTS", "LAG", "FILES", "ROWS", "REBUILDS")
+    header = (
+        "TABLE",
+        "PHASE",
+        "SNAPSHOT",
+        "EVENTS",
+        "LAG",
+        "FILES",
+        "ROWS",
+        "REBUILDS",
+        "BACKLOG",
+    )
     rows = [header]
     for table in report["tables"]:
         snapshot = table["snapshot"]
         lag = table["lag_seconds"]
+        backlog = table["replicator_backlog"]
         rows.append(
             (
                 table["table"],
@@ -176,6 +198,7 @@ def format_status(report: JsonObject) -> str:
                 f"{table['files_published']:,}",
                 f"{table['rows_published']:,}",
                 str(table["rebuilds"]),
+                "-" if backlog is None else f"{backlog['unprocessed_files']:,}",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -211,6 +234,25 @@ def format_status(report: JsonObject) -> str:
                 f"{replicator.get('lastSyncDateTime')}"
             )
     return "\n".join(lines)
+
+
+def _backlog(stream: JsonObject, folder: str, sequence: JsonObject) -> JsonObject | None:
+    """Files of the table that Fabric's replicator has not processed yet: counted at the last
+    listing of its folder, plus those published since (an upper bound: the replicator only
+    removes files). None until the reader has counted them once."""
+    saved = stream.get(BACKLOG_KEY)
+    backlog = TableBacklog.from_json(saved.get(folder) if isinstance(saved, dict) else None)
+    if backlog is None:
+        return None
+    published_since = max(0, int(sequence.get("next", 1)) - backlog.next_number)
+    return {
+        "unprocessed_files": backlog.files + published_since,
+        "counted_at": _iso(backlog.listed_at),
+    }
+
+
+def _growth(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 1 else 1
 
 
 def _iso(seconds: Any) -> str | None:

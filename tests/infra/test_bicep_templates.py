@@ -66,6 +66,8 @@ LEFT_UNSET_ON_AZURE = {
     "REPLICATOR_INTERVAL_SECONDS": "the local replicate command only; Fabric replicates on Azure",
     "REBUILD_DROP_WAIT_SECONDS": "the template sets the Fabric ids, so Fabric says when a table "
     "is dropped; the wait applies only without them",
+    "REPLICATOR_BACKLOG_FILES": "tuning: Settings' default applies",
+    "REPLICATOR_BACKLOG_CHECK_SECONDS": "tuning: Settings' default applies",
 }
 # Settings the engine treats as secret because they may be connection strings with a key; the
 # template sets them to plain endpoint URLs read with the identity, so they need no Key Vault.

@@ -164,6 +164,37 @@ def test_repair_fills_a_number_whose_staged_file_is_gone(publisher: Publisher, s
     assert publisher.publish(TABLE, batch("w", 1, 2), "w", {"batches": 2}, owner) == 3
 
 
+def test_a_lost_insert_only_file_is_filled_without_a_marker_column(
+    publisher: Publisher, store: LocalStore
+):
+    """A snapshot number whose staged data is gone: its filler must not carry the marker column,
+    whose presence in any file ends the table's initial load (landing-zone format page)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    owner = claimed(publisher)
+    inserts = batch("w", 0, 2).drop_columns([ROW_MARKER])
+    publisher.publish(TABLE, inserts, "w", {"batches": 1}, owner)
+    gone = f"{TABLE.folder}/{STAGING_PREFIX}0-gone.parquet"
+    entry = PendingPublish(gone, "0" * 64, "w", "dead", 0.0, markers=False)
+    assert PendingPublish.from_json(entry.to_json()) == entry
+
+    def allocate_lost(value):
+        return {**value, "next": 3, "pending": {"2": entry.to_json()}}
+
+    update(publisher.state, SEQUENCE_KIND, TABLE.folder, allocate_lost)
+    publisher.repair(TABLE)
+
+    for number in (1, 2):
+        schema = pq.read_schema(io.BytesIO(store.read(TABLE.data_file(number))))
+        assert ROW_MARKER not in schema.names
+    assert store.read(TABLE.data_file(2)) == parquet_files.empty_file(markers=False)
+    report = inspect_table(store, TABLE)
+    assert report.conforms, report.problems
+    assert report.row_count == 2
+
+
 def test_repair_leaves_a_live_publish_of_another_process_alone(
     publisher: Publisher, store: LocalStore
 ):

@@ -144,18 +144,43 @@ def test_marker_semantics(store: LocalStore):
     put(store, 1, first)
     put(store, 2, second)
     report = inspect_table(store, TABLE)
-    assert report.conforms, report.problems
     assert report.rows is not None
     assert report.rows.to_pydict() == {"_id": ["a", "a", "c"], "v": [1, 2, 5]}
+    # The two inserts of "a" leave it twice in the table: named, the rest conforms.
+    assert [(p.code, "_id a " in p.message) for p in report.problems] == [("duplicate-key", True)]
 
 
 def test_files_without_marker_are_inserts_and_added_columns_merge(store: LocalStore):
-    put(store, 1, parquet({"_id": pa.array(["a", "a"])}))
-    put(store, 2, rows(["b"], [RowMarker.UPSERT], extra=pa.array(["x"])))
+    put(store, 1, parquet({"_id": pa.array(["a", "c"])}))
+    put(
+        store,
+        2,
+        rows(["b", "c"], [RowMarker.UPSERT, RowMarker.DELETE], extra=pa.array(["x", None])),
+    )
     report = inspect_table(store, TABLE)
     assert report.conforms, report.problems
     assert report.rows is not None
-    assert report.rows.to_pydict() == {"_id": ["a", "a", "b"], "extra": [None, None, "x"]}
+    assert report.rows.to_pydict() == {"_id": ["a", "b"], "extra": [None, "x"]}
+
+
+def test_a_key_in_two_insert_only_files_is_a_duplicate(store: LocalStore):
+    """A snapshot that wrote an `_id` twice: Fabric inserts without a duplicate check."""
+    put(store, 1, parquet({"_id": pa.array(["a", "b"]), "n": pa.array([1, 2])}))
+    put(store, 2, parquet({"_id": pa.array(["c", "b"]), "n": pa.array([3, 2])}))
+    put(store, 3, rows(["c"], [RowMarker.UPSERT], n=pa.array([30])))  # an upsert settles "c"
+    report = inspect_table(store, TABLE)
+    assert [p.code for p in report.problems] == ["duplicate-key"]
+    assert "_id b is inserted more than once (files 1, 2)" in report.problems[0].message
+    assert report.rows is not None
+    assert report.rows.to_pydict() == {"_id": ["a", "b", "b", "c"], "n": [1, 2, 2, 30]}
+
+
+def test_many_duplicate_keys_are_counted_not_all_listed(store: LocalStore):
+    keys = [f"k{i}" for i in range(8)]
+    put(store, 1, parquet({"_id": pa.array(keys)}))
+    put(store, 2, parquet({"_id": pa.array(keys)}))
+    messages = [p.message for p in inspect_table(store, TABLE).problems]
+    assert len(messages) == 6 and messages[-1] == "3 more keys are inserted more than once"
 
 
 def test_processed_files_still_count(store: LocalStore):

@@ -47,6 +47,9 @@ def test_status_reports_progress_changes_rebuilds_and_errors(
     assert table["change_events"] == 6
     assert table["rows_published"] == 206
     assert table["files_published"] == 2
+    # Nothing processes the files here: both are still in the folder, counted by the reader.
+    assert table["replicator_backlog"]["unprocessed_files"] == 2
+    assert report["databases"][0]["window_growth"] == 1
     assert table["last_checkpoint"] is not None
     assert report["databases"][0]["database"] == mongo_db_name
     assert report["databases"][0]["reader_active"] is False  # released at exit

@@ -281,9 +281,10 @@ def test_duplicate_rows_in_the_landing_zone_are_differences(
     table_ref = TableRef(mongo_db_name, "orders")
     published = pq.read_table(io.BytesIO(store.read(table_ref.data_file(1))))
     # An insert of a key already present: Fabric keeps both rows.
-    again = published.slice(0, 1)
-    inserted = pa.array([RowMarker.INSERT], pa.int32())
-    again = again.set_column(again.num_columns - 1, ROW_MARKER, inserted)
+    assert ROW_MARKER not in published.column_names  # snapshot files: inserts, no marker
+    again = published.slice(0, 1).append_column(
+        ROW_MARKER, pa.array([RowMarker.INSERT], pa.int32())
+    )
     sink = io.BytesIO()
     pq.write_table(again, sink)
     next_number = 1 + sum(
