@@ -148,6 +148,7 @@ def _awaiting_drop(
         ],
         "last_error": drop.get("error"),
         "failed_partitions": [],
+        "replicator_backlog": None,  # its folder is deleted: nothing left for the replicator
     }
 
 
