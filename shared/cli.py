@@ -202,7 +202,7 @@ def _resync(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         publisher.state.close()
     print(
-        f"{table}: folder and state dropped (rebuild #{count}); the first snapshot or run "
+        f"{table.label}: folder and state dropped (rebuild #{count}); the first snapshot or run "
         "after Fabric dropped the old table mirrors it afresh"
     )
     return 0
@@ -380,7 +380,11 @@ def _parser() -> argparse.ArgumentParser:
         "inspect", help="check a landing zone against the Fabric contract and replay its tables"
     )
     inspect.set_defaults(command=_inspect)
-    inspect.add_argument("--table", help="only this table (<table> or <schema>.<table>)")
+    inspect.add_argument(
+        "--table",
+        help="only this table: <database>.<collection> or <collection>, with the collection's "
+        "own name (a folder no collection maps to: its folder name)",
+    )
     _add_settings(inspect, "LANDING_ZONE", "STORAGE_RETRY_SECONDS", "AZURE_AUTH")
 
     snapshot = commands.add_parser(
@@ -435,7 +439,12 @@ def _parser() -> argparse.ArgumentParser:
         "mirrors it afresh",
     )
     resync.set_defaults(command=_resync)
-    resync.add_argument("--table", required=True, help="<database>.<collection>")
+    resync.add_argument(
+        "--table",
+        required=True,
+        help="<database>.<collection>, with the collection's own name (db._tmp, not its "
+        "folder name db.%%5Ftmp)",
+    )
     _add_settings(resync, "LANDING_ZONE", "STATE_STORE", "STORAGE_RETRY_SECONDS", "AZURE_AUTH")
 
     add_fabric_parser(commands, _add_settings)

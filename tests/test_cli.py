@@ -315,7 +315,7 @@ def test_collections_named_like_paths_get_escaped_folders_and_do_not_stop_the_ot
     by_collection = run("inspect", "--landing-zone", "lz", "--table", "a/b", cwd=tmp_path)
     assert by_collection.returncode == 0
     assert by_collection.stdout.splitlines() == [
-        f"{shop}.a%2Fb: conforms; 1 files, 1 rows replayed"
+        f"{shop}.a/b (folder a%2Fb): conforms; 1 files, 1 rows replayed"
     ]
 
 

@@ -62,6 +62,7 @@ def test_inspect_reports_a_conforming_landing_zone(landing_zone: Path):
     assert body["tables"] == [
         {
             "table": "demo.orders",
+            "collection": "orders",
             "conforms": True,
             "files": 4,
             "rows": 49,

@@ -85,6 +85,7 @@ ORPHAN_AGE_SECONDS = 3600
 # publish finishes its rename and record within seconds; a restarted writer repairs at once.
 PUBLISH_LEASE_SECONDS = 300
 METADATA = {"keyColumns": [parquet_files.KEY_COLUMN]}
+# The table as resync takes it: <database>.<collection>, the collection's own name, shell-quoted.
 RESYNC_HINT = "mongo-fabric-mirror resync --table {table}"
 _CLAIM_KEYS = ("owner", "lease_expires", "epoch")  # a writer's claim, beside its progress
 
@@ -316,7 +317,7 @@ class Publisher:
             raise MirrorError(
                 f"{table.metadata_file} has keyColumns {existing.get('keyColumns')!r}; "
                 "keys can never change, so this table must be rebuilt: "
-                + RESYNC_HINT.format(table=table)
+                + RESYNC_HINT.format(table=table.command_name)
             )
         self.repair(table)
 
@@ -699,7 +700,7 @@ class Publisher:
             f"{table}: file {number} already exists with content this state store did not "
             "write (another process or state store is writing this folder). Nothing was "
             f"deleted. Stop the other writer, then rebuild the table: "
-            + RESYNC_HINT.format(table=table)
+            + RESYNC_HINT.format(table=table.command_name)
         )
 
     def _published_copy(self, table: TableRef, final: str) -> str | None:
@@ -742,13 +743,14 @@ class Publisher:
                     f"({binding.state_description}, id {binding.state_id}), and "
                     f"{self.state.description} has no record of this table. Point STATE_STORE "
                     f"at the store that wrote it, or rebuild the table: "
-                    + RESYNC_HINT.format(table=table)
+                    + RESYNC_HINT.format(table=table.command_name)
                 )
             if numbers:
                 raise BindingError(
                     f"{table}: the folder holds {len(numbers)} data files that "
                     f"{self.state.description} did not number (written by another tool or "
-                    "an older version). Rebuild the table: " + RESYNC_HINT.format(table=table)
+                    "an older version). Rebuild the table: "
+                    + RESYNC_HINT.format(table=table.command_name)
                 )
             fresh = SequenceState(1, {}, {}, uuid.uuid4().hex)
             try:
@@ -768,7 +770,7 @@ class Publisher:
                     f"{current.next_number - 1} files to this table, but the folder has no "
                     "binding: this is not the landing zone that state belongs to (or the "
                     "table folder was deleted). Point LANDING_ZONE at the right place, or "
-                    "rebuild the table: " + RESYNC_HINT.format(table=table)
+                    "rebuild the table: " + RESYNC_HINT.format(table=table.command_name)
                 )
             try:
                 self.store.write_new(binding_path, mine.to_json())
@@ -784,7 +786,7 @@ class Publisher:
                 f"{table}: the folder is bound to another state store or an earlier generation "
                 f"of this table ({theirs}); {self.state.description} does not own it. Point "
                 "STATE_STORE at the store that wrote it, or rebuild the table: "
-                + RESYNC_HINT.format(table=table)
+                + RESYNC_HINT.format(table=table.command_name)
             )
         # Other writers may publish while the folder is listed. A number is allocated before its
         # file appears, so files are judged "ahead" against the state read *after* the listing,
@@ -805,7 +807,7 @@ class Publisher:
                 f"{table}: the folder holds file {ahead[0]}, beyond the {after.next_number - 1} "
                 f"files {self.state.description} numbered: the state is older than the landing "
                 "zone (restored from a backup?). Point STATE_STORE at the current store, or "
-                "rebuild the table: " + RESYNC_HINT.format(table=table)
+                "rebuild the table: " + RESYNC_HINT.format(table=table.command_name)
             )
         done = [n for n in range(current.next_number - 1, 0, -1) if n not in current.pending]
         # Fabric's replicator deletes applied files after their retention, oldest first: a
@@ -815,7 +817,7 @@ class Publisher:
             raise BindingError(
                 f"{table}: file {done[0]} that {self.state.description} published is missing "
                 "from the folder (deleted by hand?); the table can no longer be trusted. "
-                "Rebuild it: " + RESYNC_HINT.format(table=table)
+                "Rebuild it: " + RESYNC_HINT.format(table=table.command_name)
             )
 
     def _read_binding(self, table: TableRef) -> Binding | None:
@@ -912,7 +914,7 @@ def _progress(
 
 
 def _recovery(table: TableRef) -> str:
-    return "Rebuild the table: " + RESYNC_HINT.format(table=table)
+    return "Rebuild the table: " + RESYNC_HINT.format(table=table.command_name)
 
 
 def _text(value: Any) -> str:

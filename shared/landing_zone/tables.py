@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -62,14 +63,6 @@ class TableRef:
         """The table of a MongoDB collection, whose name may not be usable as a folder as is."""
         return cls(database, collection_folder(collection))
 
-    @classmethod
-    def for_name(cls, database: str, name: str) -> TableRef:
-        """The table ``name`` means: a folder name as ``collection_folder`` writes it (as status
-        shows tables), or else a collection's own name (``a/b``, or one too long for a folder)."""
-        if is_collection_folder(name):
-            return cls(database, name)
-        return cls.for_collection(database, name)
-
     @property
     def folder(self) -> str:
         if self.schema is None:
@@ -86,7 +79,37 @@ class TableRef:
         raise MirrorError(f"{folder!r} is not a table folder (<table> or <schema>.schema/<table>)")
 
     def __str__(self) -> str:
+        """The table as Fabric names it: ``<schema>.<folder name>``."""
         return self.name if self.schema is None else f"{self.schema}.{self.name}"
+
+    @property
+    def collection(self) -> str | None:
+        """The collection this folder mirrors, decoded from its name; None for a hashed name
+        (decoded only against known names: ``collection_name``) or a folder no collection has."""
+        return collection_name(self.name)
+
+    @property
+    def label(self) -> str:
+        """The table as commands show it to people: ``<database>.<collection>``, the name
+        ``resync --table`` and ``inspect --table`` take, then the folder when it differs
+        (``shop._tmp (folder %5Ftmp)``); the folder alone when no collection can be decoded."""
+        return self.label_for(self.collection)
+
+    def label_for(self, collection: str | None) -> str:
+        """``label`` with the collection known (a hashed folder name cannot be decoded)."""
+        if collection is None or collection == self.name:
+            return str(self)
+        return f"{_qualified(self.schema, _shown(collection))} (folder {self.name})"
+
+    @property
+    def command_name(self) -> str:
+        """The table as a command line argument names it (``resync --table``), quoted for a
+        POSIX shell: ``<database>.<collection>``. A hashed folder name cannot be decoded, so
+        the user is asked for the collection's name instead."""
+        collection = self.collection
+        if collection is None:
+            return _qualified(self.schema, f"<the collection of folder {self.name}>")
+        return shlex.quote(_qualified(self.schema, collection))
 
     def data_file(self, sequence: int) -> str:
         return f"{self.folder}/{sequence:0{SEQUENCE_DIGITS}d}.parquet"
@@ -94,6 +117,27 @@ class TableRef:
     @property
     def metadata_file(self) -> str:
         return f"{self.folder}/{METADATA_FILE}"
+
+
+def table_for_name(text: str) -> TableRef:
+    """The table a user names, as every command takes it: ``<database>.<collection>`` with the
+    collection's own name, mapped forward with ``collection_folder``. Never a folder name:
+    ``shop.%5Ftmp`` is the collection named ``%5Ftmp`` (folder ``%255Ftmp``), and the collection
+    ``_tmp`` is ``shop._tmp``. Database names hold no dots, so the first dot ends the database
+    (collection names may hold dots: ``shop.fs.chunks``)."""
+    schema, dot, collection = text.partition(".")
+    if not dot or not schema or not collection:
+        raise MirrorError(f"{text!r} must be <database>.<collection>")
+    return TableRef.for_collection(schema, collection)
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    return name if schema is None else f"{schema}.{name}"
+
+
+def _shown(collection: str) -> str:
+    # A name with control characters is shown as Python writes it, so it stays on one line.
+    return collection if collection.isprintable() else repr(collection)
 
 
 def collection_folder(collection: str) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from shared.errors import UnknownTableError
 from shared.landing_zone.stores.base import LandingZoneStore
-from shared.landing_zone.tables import TableRef, collection_folder
+from shared.landing_zone.tables import TableRef, collection_folder, is_collection_folder
 
 if TYPE_CHECKING:
     from shared.landing_zone.replayer import TableReport
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def inspect_landing_zone(store: LandingZoneStore, table: str | None = None) -> list[TableReport]:
     """Reports for every table, or for the one named ``<table>`` or ``<schema>.<table>``.
 
-    A table may also be named by its collection when its folder name differs (``a/b``).
+    A table is named by its collection, as every command names it (``a/b``, ``_tmp``).
     """
     # Imported here: the replayer loads DuckDB, which no other trigger of the Functions app needs.
     from shared.landing_zone.replayer import find_tables, inspect_table
@@ -71,17 +71,23 @@ def inspect_page(
 
 
 def _named(ref: TableRef, name: str) -> bool:
-    """``name`` is the table's folder name or its collection's (mapped forward: a hashed folder
-    name cannot be decoded), alone or after ``<schema>.``."""
+    """``name`` is the table's collection, alone or after ``<schema>.``: mapped forward with
+    ``collection_folder`` (a hashed folder name cannot be decoded), never read as a folder name,
+    so ``%5Ftmp`` is the collection named so, not ``_tmp``. A folder that no collection maps to
+    (another writer's) is named by its folder name: no collection's name can mean it."""
     names = {name}
     if ref.schema is not None and name.startswith(f"{ref.schema}."):
         names.add(name[len(ref.schema) + 1 :])
-    return any(text == ref.name or collection_folder(text) == ref.name for text in names)
+    if any(collection_folder(text) == ref.name for text in names):
+        return True
+    return ref.name in names and not is_collection_folder(ref.name)
 
 
 def format_report(report: TableReport) -> str:
     verdict = "conforms" if report.conforms else "DOES NOT CONFORM"
-    lines = [f"{report.table}: {verdict}; {report.files} files, {report.row_count} rows replayed"]
+    lines = [
+        f"{report.table.label}: {verdict}; {report.files} files, {report.row_count} rows replayed"
+    ]
     if report.history_removed:
         lines.append(f"  - {history_note(report)}")
     lines += [f"  - {problem.message}" for problem in report.problems]
@@ -91,6 +97,7 @@ def format_report(report: TableReport) -> str:
 def report_to_json(report: TableReport) -> dict[str, object]:
     return {
         "table": str(report.table),
+        "collection": report.table.collection,
         "conforms": report.conforms,
         "files": report.files,
         "rows": report.row_count,

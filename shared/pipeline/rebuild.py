@@ -56,7 +56,7 @@ from shared.landing_zone.publisher import (
     Retirement,
     SequenceState,
 )
-from shared.landing_zone.tables import TableRef, collection_name
+from shared.landing_zone.tables import TableRef, collection_folder, table_for_name
 from shared.pipeline.plans import (
     CHANGES_WRITER,
     PARTITION_KIND,
@@ -81,13 +81,11 @@ FENCE_POLL_SECONDS = 0.1
 
 
 def parse_table_name(text: str) -> TableRef:
-    """``<database>.<collection>`` as status shows it (the folder name), or with the collection's
-    own name when that is not its folder name (``db.a/b``); database names have no dots."""
-    database, dot, collection = text.strip().partition(".")
-    if not dot or not database or not collection:
-        raise ConfigError("--table", f"{text!r} must be <database>.<collection>")
+    """``<database>.<collection>`` with the collection's own name, as every command takes it
+    (``table_for_name``): ``db._tmp`` is the collection ``_tmp`` (folder ``%5Ftmp``), and
+    ``db.%5Ftmp`` the collection literally named ``%5Ftmp``."""
     try:
-        return TableRef.for_name(database, collection)
+        return table_for_name(text)
     except MirrorError as error:
         raise ConfigError("--table", str(error)) from None
 
@@ -106,10 +104,10 @@ def resync_table(
     table = parse_table_name(name)
     if database is not None and (
         table.schema != database
-        or (collections is not None and collection_name(table.name, collections) not in collections)
+        or (collections is not None and table.name not in map(collection_folder, collections))
     ):
         raise UnknownTableError(
-            f"{table} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"
+            f"{table.label} is not mirrored here (MONGODB_DATABASE, MONGODB_COLLECTIONS)"
         )
     state, store = publisher.state, publisher.store
     known = (
@@ -119,7 +117,9 @@ def resync_table(
         or bool(store.list_files(table.folder))
     )
     if not known:
-        raise UnknownTableError(f"no table {table} in {store.description} or {state.description}")
+        raise UnknownTableError(
+            f"no table {table.label} in {store.description} or {state.description}"
+        )
     return table, rebuild_on_request(publisher, table, "resync requested by an operator")
 
 

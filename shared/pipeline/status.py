@@ -62,7 +62,10 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
         errors = [entry.get("error") for entry in entries if entry.get("error")]
         rebuild = rebuilds.get(folder, {})
         table: JsonObject = {
+            # As Fabric names the table (its folder), as MongoDB names it, and as people read it.
             "table": str(plan.table),
+            "collection": plan.collection,
+            "label": plan.table.label_for(plan.collection),
             "phase": plan.phase.value,
             "snapshot": {
                 "partitions": len(plan.ranges),
@@ -125,6 +128,8 @@ def _awaiting_drop(
     since = drop.get("since")
     return {
         "table": str(table),
+        "collection": table.collection,
+        "label": table.label,
         "phase": AWAITING_DROP,
         "awaiting_drop": {
             "since": _iso(since),
@@ -191,7 +196,7 @@ def format_status(report: JsonObject) -> str:
         backlog = table["replicator_backlog"]
         rows.append(
             (
-                table["table"],
+                table["label"],
                 table["phase"],
                 f"{snapshot['completed']}/{snapshot['partitions']}",
                 f"{table['change_events']:,}",
@@ -210,15 +215,15 @@ def format_status(report: JsonObject) -> str:
     for table in report["tables"]:
         for partition in table["failed_partitions"]:
             lines.append(
-                f"{table['table']} partition {partition['partition']} failed: {partition['error']}"
+                f"{table['label']} partition {partition['partition']} failed: {partition['error']}"
             )
         if table["rebuild_causes"]:
             last = table["rebuild_causes"][-1]
-            lines.append(f"{table['table']} last rebuilt {last['at']}: {last['cause']}")
+            lines.append(f"{table['label']} last rebuilt {last['at']}: {last['cause']}")
         waiting = table.get("awaiting_drop")
         if waiting:
             lines.append(
-                f"{table['table']} waiting for Fabric to drop the old table since "
+                f"{table['label']} waiting for Fabric to drop the old table since "
                 f"{waiting['since']} (by {waiting['by'] or 'its next check'})"
                 + (
                     f"; Fabric lists it as {waiting['fabric_status']}"
@@ -230,7 +235,7 @@ def format_status(report: JsonObject) -> str:
         replicator = table.get("replicator")
         if replicator:
             lines.append(
-                f"{table['table']} in Fabric: {replicator.get('status')}, "
+                f"{table['label']} in Fabric: {replicator.get('status')}, "
                 f"{replicator.get('processedRows')} rows, last sync "
                 f"{replicator.get('lastSyncDateTime')}"
             )

@@ -1021,7 +1021,7 @@ def format_table(result: TableVerification) -> str:
     if result.unverifiable is not None and not result.problems:
         verdict = "NOT VERIFIABLE from the landing zone"
     lines = [
-        f"{result.table}: {verdict}; rows: {target} {_count(result.landing_rows)}, "
+        f"{result.table.label}: {verdict}; rows: {target} {_count(result.landing_rows)}, "
         f"source {_count(result.source_rows)}"
     ]
     lines += [f"  - {problem}" for problem in result.problems]

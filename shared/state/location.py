@@ -51,7 +51,10 @@ class StateLocation:
     @property
     def description(self) -> str:
         if self.kind == "sqlite":
-            return f"SQLite file {self.path}"
+            # Absolute: the description is recorded in table folders' _mirror-binding.json and
+            # read from other folders later, where a relative path would name another file.
+            assert self.path is not None
+            return f"SQLite file {self.path.absolute()}"
         return f"Azure Table Storage table {self.table_name} at {self.endpoint}"
 
     @property

@@ -117,7 +117,8 @@ class SqliteStateStore:
 
     @property
     def description(self) -> str:
-        return f"SQLite file {self._path}"
+        # Absolute, as StateLocation.description: it is recorded in _mirror-binding.json.
+        return f"SQLite file {self._path.absolute()}"
 
     def close(self) -> None:
         with self._lock:

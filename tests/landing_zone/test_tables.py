@@ -6,11 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.errors import MirrorError
 from shared.landing_zone.tables import (
     FOLDER_NAME_BYTES,
     TableRef,
     collection_folder,
     collection_name,
+    table_for_name,
 )
 
 
@@ -67,16 +69,49 @@ def test_a_name_too_long_for_a_folder_keeps_a_readable_prefix_and_a_hash():
 @pytest.mark.parametrize(
     ("name", "folder"),
     [
-        ("orders", "orders"),
-        ("a%2Fb", "a%2Fb"),  # a folder name as status shows it
-        ("a/b", "a%2Fb"),  # a collection's own name
-        ("\x01" * 90, collection_folder("\x01" * 90)),
-        (collection_folder("\x01" * 90), collection_folder("\x01" * 90)),
-        ("a" * 200, collection_folder("a" * 200)),  # could name a folder, but is not its folder
+        ("shop.orders", "orders"),
+        ("shop.a/b", "a%2Fb"),  # a collection's own name
+        ("shop._tmp", "%5Ftmp"),
+        ("shop.%5Ftmp", "%255Ftmp"),  # the collection literally named so, never a folder name
+        ("shop.a%2Fb", "a%252Fb"),
+        ("shop.fs.chunks", "fs.chunks"),  # the first dot ends the database
+        ("shop." + "\x01" * 90, collection_folder("\x01" * 90)),
+        ("shop." + "a" * 200, collection_folder("a" * 200)),
     ],
 )
-def test_a_table_is_named_by_its_folder_or_its_collection(name: str, folder: str):
-    assert TableRef.for_name("shop", name) == TableRef("shop", folder)
+def test_a_user_names_a_table_by_its_collection_never_its_folder(name: str, folder: str):
+    assert table_for_name(name) == TableRef("shop", folder)
+
+
+@pytest.mark.parametrize(
+    ("folder", "label", "argument"),
+    [
+        ("orders", "shop.orders", "shop.orders"),
+        ("%5Ftmp", "shop._tmp (folder %5Ftmp)", "shop._tmp"),
+        ("a%2Fb c", "shop.a/b c (folder a%2Fb c)", "'shop.a/b c'"),
+        ("tab%09x", "shop.'tab\\tx' (folder tab%09x)", "'shop.tab\tx'"),
+    ],
+)
+def test_a_table_is_shown_and_suggested_by_its_collection(folder: str, label: str, argument: str):
+    table = TableRef("shop", folder)
+    assert table.label == label
+    assert table.command_name == argument
+    assert table_for_name(f"shop.{table.collection}") == table
+
+
+def test_a_hashed_folder_is_shown_as_it_is_and_asks_for_the_collection():
+    folder = collection_folder("\x01" * 90)
+    table = TableRef("shop", folder)
+    assert table.collection is None and table.label == f"shop.{folder}"
+    long_name = "\x01" * 90
+    assert table.label_for(long_name) == f"shop.{long_name!r} (folder {folder})"
+    assert table.command_name == f"shop.<the collection of folder {folder}>"
+
+
+@pytest.mark.parametrize("name", ["orders", ".orders", "shop.", ""])
+def test_a_table_name_without_database_and_collection_is_refused(name: str):
+    with pytest.raises(MirrorError, match=r"must be <database>\.<collection>"):
+        table_for_name(name)
 
 
 @given(names, names)

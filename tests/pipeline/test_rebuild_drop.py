@@ -24,7 +24,7 @@ from pymongo import MongoClient
 
 from shared.config import AzureAuth
 from shared.landing_zone.publisher import DROP_KIND, SEQUENCE_KIND
-from shared.landing_zone.tables import TableRef
+from shared.landing_zone.tables import TableRef, table_for_name
 from shared.pipeline.plans import load_plan
 from shared.pipeline.rebuild import resync_table
 from shared.pipeline.snapshot import plan_selected
@@ -150,7 +150,7 @@ def test_without_fabric_ids_a_rebuild_waits_the_configured_time(
     db, reader = streaming(ctx, mongo_client, orders=[{"_id": i, "n": i} for i in range(30)])
     reader.release()  # no window in flight for resync to wait for
     name = f"{ctx.settings.require('MONGODB_DATABASE')}.orders"
-    orders = TableRef.for_name(*name.split(".", 1))
+    orders = table_for_name(name)
 
     resync_table(ctx.publisher, name)
     drop = ctx.state.get(DROP_KIND, orders.folder)
