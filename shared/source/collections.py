@@ -90,4 +90,24 @@ def select_collections(
                 "have no change stream",
             )
         chosen = list(wanted)
+    _warn_of_names_alike_but_for_case(database.name, chosen)
     return [SourceCollection(database.name, name) for name in chosen]
+
+
+def _warn_of_names_alike_but_for_case(database: str, chosen: list[str]) -> None:
+    """Collections whose names differ only by case get folders (and Fabric tables) of their own,
+    so the mirror keeps them apart. Fabric's SQL analytics endpoint follows its workspace's
+    collation: the default, Latin1_General_100_BIN2_UTF8, tells them apart, a case-insensitive
+    one does not (Fabric Data Warehouse, "Collation"), and Spark resolves table names ignoring
+    case: said once per planning, so nobody meets it first in a query."""
+    by_folded: dict[str, list[str]] = {}
+    for name in chosen:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    for names in by_folded.values():
+        if len(names) > 1:
+            log.warning(
+                "%s: collections %s differ only by case; they are mirrored as separate tables, "
+                "which a case-insensitive SQL endpoint collation or Spark cannot tell apart",
+                database,
+                " and ".join(sorted(names)),
+            )

@@ -85,3 +85,15 @@ def test_a_dropped_database_that_was_mirrored_selects_nothing(mongo_client: Mong
     with pytest.raises(ConfigError, match="no database"):
         select_collections(empty, None)
     assert select_collections(empty, None, mirrored={"orders"}) == []
+
+
+def test_names_alike_but_for_case_stay_separate_tables_with_a_warning(
+    mongo_client: MongoClient, mongo_db_name: str, caplog
+):
+    db = mongo_client[mongo_db_name]
+    db.Orders.insert_one({"_id": 1})
+    db.orders.insert_one({"_id": 1})
+    with caplog.at_level(logging.WARNING):
+        chosen = select_collections(db, None)
+    assert [source.name for source in chosen] == ["Orders", "orders"]
+    assert "collections Orders and orders differ only by case" in caplog.text
