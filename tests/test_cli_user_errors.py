@@ -1,0 +1,123 @@
+"""A new user's mistakes through the real console script (issue #16): one line naming the setting,
+exit 2 for a configuration error, and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from tests.test_cli import assert_one_line, run, tree
+
+
+@pytest.fixture
+def shop(mongo_client: MongoClient, mongo_db_name: str) -> str:
+    mongo_client[mongo_db_name].orders.insert_many([{"_id": i, "n": i} for i in range(5)])
+    return mongo_db_name
+
+
+def mirror_once(cwd: Path, uri: str, database: str, landing_zone: str, state: str = "s.db"):
+    return run(
+        "run",
+        "--once",
+        "--mongodb-uri",
+        uri,
+        "--database",
+        database,
+        "--landing-zone",
+        landing_zone,
+        "--state",
+        state,
+        "--workers",
+        "1",
+        cwd=cwd,
+    )
+
+
+def with_option(uri: str, option: str) -> str:
+    return f"{uri}{'&' if '?' in uri else '/?'}{option}"
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        ("tls=maybe", "option 'tls': The value of tls must be 'true' or 'false'"),
+        ("bogusOption=1", "option 'bogusOption': not a MongoDB connection-string option"),
+    ],
+)
+def test_a_uri_option_the_driver_would_ignore_is_a_configuration_error(
+    tmp_path: Path, mongodb_uri: str, shop: str, option: str, problem: str
+):
+    # PyMongo only warns about these and connects without them; an unattended mirror must not.
+    result = mirror_once(tmp_path, with_option(mongodb_uri, option), shop, "lz")
+    assert_one_line(result, 2, f"configuration error: MONGODB_URI: {problem}")
+    assert "UserWarning" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_uri_option_never_echoes_what_may_be_a_password(tmp_path: Path):
+    # An unescaped "?" in a password puts the rest of the password among the options.
+    uri = "mongodb://user:pa?ss=word@127.0.0.1:1/"
+    result = run("verify", "--mongodb-uri", uri, "--database", "shop", cwd=tmp_path)
+    assert_one_line(result, 2, "configuration error: MONGODB_URI: an option after '?'")
+    assert result.stderr == (
+        "configuration error: MONGODB_URI: an option after '?' is not valid (not named: the "
+        "options hold '@', so they may hold password text; percent-encode '?', '@', ':' and '/' "
+        "in a user name or password)\n"
+    )
+
+
+def test_a_landing_zone_that_cannot_be_created_writes_nothing(
+    tmp_path: Path, mongodb_uri: str, shop: str
+):
+    # /proc refuses new folders whatever its mode (even to root): the first write would fail.
+    result = mirror_once(tmp_path, mongodb_uri, shop, "/proc/nope/lz")
+    assert_one_line(result, 2, "configuration error: LANDING_ZONE: /proc/nope/lz cannot be created")
+    assert list(tmp_path.iterdir()) == []  # no s.db: systemd's RestartPreventExitStatus=2
+
+
+def test_verify_refuses_a_landing_zone_that_does_not_exist(
+    tmp_path: Path, mongodb_uri: str, shop: str
+):
+    result = run(
+        "verify",
+        "--mongodb-uri",
+        mongodb_uri,
+        "--database",
+        shop,
+        "--landing-zone",
+        "nosuchdir",
+        cwd=tmp_path,
+    )
+    assert result.stdout == ""  # no "tables differ": nothing was compared
+    assert_one_line(
+        result, 2, f"configuration error: LANDING_ZONE: {tmp_path / 'nosuchdir'} does not exist"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("deeper", "what"),
+    [("{db}.schema", "a <database>.schema folder"), ("{db}.schema/orders", "a table folder")],
+    ids=["schema", "table"],
+)
+def test_a_landing_zone_set_one_level_too_low_is_named(
+    tmp_path: Path, mongodb_uri: str, shop: str, deeper: str, what: str
+):
+    mirrored = mirror_once(tmp_path, mongodb_uri, shop, "lz")
+    assert mirrored.returncode == 0, mirrored.stderr
+    before = tree(tmp_path)
+    folder = f"lz/{deeper.format(db=shop)}"
+    assert (tmp_path / folder).is_dir()
+    expected = (
+        f"configuration error: LANDING_ZONE: {tmp_path / folder} is {what} inside a landing "
+        f"zone; LANDING_ZONE is the folder holding the <database>.schema folders "
+        f"({tmp_path / 'lz'})"
+    )
+    inspected = run("inspect", "--landing-zone", folder, cwd=tmp_path)
+    assert inspected.stdout == ""  # not "conforms"
+    assert_one_line(inspected, 2, expected)
+    rerun = mirror_once(tmp_path, mongodb_uri, shop, folder)  # would nest a second .schema
+    assert_one_line(rerun, 2, expected)
+    assert tree(tmp_path) == before
