@@ -3,6 +3,7 @@ exit 2 for a configuration error, and nothing written."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,60 @@ def test_a_landing_zone_set_one_level_too_low_is_named(
     rerun = mirror_once(tmp_path, mongodb_uri, shop, folder)  # would nest a second .schema
     assert_one_line(rerun, 2, expected)
     assert tree(tmp_path) == before
+
+
+def without_azure_sign_in(tmp_path: Path) -> dict[str, str]:
+    """An environment where DefaultAzureCredential finds nothing, even on a developer's machine
+    signed in with ``az login``: no az on PATH, an empty Azure CLI folder, no identity variables."""
+    from tests.fixtures.console import SCRIPT
+
+    hidden = {name: "" for name in os.environ if name.startswith(("AZURE_", "IDENTITY_", "MSI_"))}
+    (tmp_path / "azure-cli").mkdir()
+    return {
+        **hidden,
+        "PATH": str(SCRIPT.parent),
+        "AZURE_CONFIG_DIR": str(tmp_path / "azure-cli"),
+        "AZURE_AUTH": "default",
+    }
+
+
+AZURE_AUTH_LINE = (
+    "configuration error: AZURE_AUTH: no usable Azure credential (mode default: "
+    "DefaultAzureCredential found none); sign in with `az login` (or set AZURE_CLIENT_ID, "
+    "AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a service principal, or "
+    "AZURE_AUTH=managed-identity on Azure); LOG_LEVEL=DEBUG shows what was tried\n"
+)
+ONELAKE = "https://onelake.dfs.fabric.microsoft.com/workspace/item/Files/LandingZone"
+
+
+def test_fabric_create_without_az_login_is_one_line_naming_azure_auth(tmp_path: Path):
+    env = without_azure_sign_in(tmp_path)
+    workspace = "11111111-2222-3333-4444-555555555555"
+    result = run(
+        "fabric", "create", "--name", "shop", "--workspace", workspace, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr == AZURE_AUTH_LINE  # not azure.identity's list of nine credentials
+
+
+def test_run_into_onelake_without_az_login_is_one_line_naming_azure_auth(
+    tmp_path: Path, mongodb_uri: str, shop: str
+):
+    env = without_azure_sign_in(tmp_path)
+    result = run(
+        "run",
+        "--once",
+        "--mongodb-uri",
+        mongodb_uri,
+        "--database",
+        shop,
+        "--landing-zone",
+        ONELAKE,
+        "--state",
+        "s.db",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr == AZURE_AUTH_LINE
+    assert [path.name for path in tmp_path.iterdir()] == ["azure-cli"]
