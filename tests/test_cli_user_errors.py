@@ -4,11 +4,14 @@ exit 2 for a configuration error, and nothing written."""
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
 
+from tests.fixtures.azurite import ACCOUNT_KEY, Azurite
 from tests.test_cli import assert_one_line, run, tree
 
 
@@ -179,3 +182,45 @@ def test_run_into_onelake_without_az_login_is_one_line_naming_azure_auth(
     assert result.returncode == 2
     assert result.stderr == AZURE_AUTH_LINE
     assert [path.name for path in tmp_path.iterdir()] == ["azure-cli"]
+
+
+def test_status_shows_an_azure_error_as_one_line_not_its_xml_reply(
+    tmp_path: Path, mongodb_uri: str, shop: str, mongo_client: MongoClient, azurite: Azurite
+):
+    import json
+
+    container = f"lz-{uuid.uuid4().hex[:12]}"
+    landing_zone = f"{azurite.connection_string}Container={container}"
+    first = mirror_once(tmp_path, mongodb_uri, shop, landing_zone)
+    assert first.returncode == 0, first.stderr
+    mongo_client[shop].orders.insert_one({"_id": "after the key changed"})
+    # The account key rotated under the mirror: every request is refused with 403.
+    rotated = landing_zone.replace(ACCOUNT_KEY, "AAAA" + ACCOUNT_KEY[4:])
+    refused = run(
+        "run",
+        "--once",
+        "--mongodb-uri",
+        mongodb_uri,
+        "--database",
+        shop,
+        "--landing-zone",
+        rotated,
+        "--state",
+        "s.db",
+        "--storage-retry-seconds",
+        "0",
+        "--log-level",
+        "error",
+        cwd=tmp_path,
+    )
+    one_line = re.compile(
+        r"HttpResponseError \(AuthorizationFailure, HTTP 403\): Server failed to authenticate "
+        r"the request\. [^\n<]*; request id [0-9a-f-]{36}"
+    )
+    assert refused.returncode == 1
+    assert "<?xml" not in refused.stderr and "RequestId:" not in refused.stderr
+    assert re.fullmatch(rf"error: {one_line.pattern}\n", refused.stderr.splitlines()[-1] + "\n")
+    status = run("status", "--state", "s.db", "--json", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    (database,) = json.loads(status.stdout)["databases"]
+    assert re.fullmatch(rf"run: {one_line.pattern}", database["last_error"]["error"])
