@@ -217,7 +217,9 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         return _verify_delta(args, settings)
     if args.tables is not None:
         raise ConfigError("--tables", f"is read only with --against {AGAINST_DELTA}")
-    store = open_landing_zone_store(settings)
+    # A landing zone that is not there is a wrong LANDING_ZONE, as for inspect: not five tables
+    # that "differ" for want of a folder, which reads like data loss.
+    store = open_landing_zone_store(settings, must_exist=True)
     with connect(settings.require("MONGODB_URI")) as client:
         database = client[settings.require("MONGODB_DATABASE")]
         report = verify_mirror(store, database, settings.collections())

@@ -343,6 +343,7 @@ def parse_collections(text: str) -> list[str] | None:
 
 def _validate(values: Mapping[str, str]) -> None:
     from shared.landing_zone.stores import parse_landing_zone
+    from shared.source.client import check_uri_options
     from shared.state import parse_state_location
 
     if "LANDING_ZONE" in values:
@@ -357,6 +358,8 @@ def _validate(values: Mapping[str, str]) -> None:
     uri = values.get("MONGODB_URI")
     if uri is not None and not uri.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError("MONGODB_URI", "must start with mongodb:// or mongodb+srv://")
+    if uri is not None:
+        check_uri_options(uri)  # before anything connects or is written
     database = values.get("MONGODB_DATABASE")
     if database is not None and (len(database) > 63 or re.search(r'[/\\. "$\x00]', database)):
         raise ConfigError("MONGODB_DATABASE", "is not a valid MongoDB database name")

@@ -21,3 +21,25 @@ class UnknownTableError(ConfigError):
 
     def __init__(self, problem: str) -> None:
         super().__init__("--table", problem)
+
+
+def describe_error(error: BaseException) -> str:
+    """What a person reads about ``error`` (a message, a status, a recorded last error).
+
+    A MongoDB or an Azure error as one line (code, message, request id) from its describer,
+    never the raw reply that its ``str()`` carries (a RawBSONDocument's bytes, Azure's XML or
+    JSON body); any other error as its own text, which is written to be read.
+    """
+    # Imported here: this module is imported by everything, the SDKs only where they are used.
+    from azure.core.exceptions import AzureError
+    from pymongo.errors import PyMongoError
+
+    if isinstance(error, AzureError):
+        from shared.storage_retry import describe as describe_azure
+
+        return describe_azure(error)
+    if isinstance(error, PyMongoError):
+        from shared.source.retry import describe as describe_mongodb
+
+        return describe_mongodb(error)
+    return str(error)

@@ -11,6 +11,7 @@ leave unchanged: the stores' callers act on them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import TypeVar
 
 from azure.core.exceptions import (
@@ -28,6 +29,8 @@ T = TypeVar("T")
 SETTING = "STORAGE_RETRY_SECONDS"
 # Request timeout, throttling, and the server errors after which the same request can succeed.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Every Azure Storage answer carries it ("Common REST API response headers", Storage services).
+REQUEST_ID_HEADER = "x-ms-request-id"
 
 
 def is_transient(error: BaseException) -> bool:
@@ -41,14 +44,27 @@ def is_transient(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str:
-    """One line naming a storage error: ``ResourceNotFoundError (ContainerNotFound): <reason>``.
+    """One line naming an Azure error, as ``shared.source.retry.describe`` does MongoDB's:
+    ``HttpResponseError (AuthorizationFailure, HTTP 403): <message>; request id <id>``.
 
-    The service's reason rather than its XML reply; keys and SAS signatures are masked.
+    The service's message, never its XML or JSON reply: the SDK's ``str()`` of an error is its
+    message, then ``RequestId:``/``Time:``/``ErrorCode:`` lines, then the whole body. The
+    ``x-ms-request-id`` is what Azure support asks for. Keys and SAS signatures are masked.
     """
-    reason = getattr(error, "reason", None) or str(error)
-    code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
-    detail = f" ({code})" if code else ""
-    return redact(one_line(f"{type(error).__name__}{detail}: {reason}"))
+    code = getattr(error, "error_code", None)
+    if isinstance(code, Enum):  # the SDKs' StorageErrorCode/TableErrorCode: the service's text
+        code = code.value
+    status = getattr(error, "status_code", None)
+    labels = [str(code)] if code else []
+    if status:
+        labels.append(f"HTTP {status}")
+    detail = f" ({', '.join(labels)})" if labels else ""
+    message = getattr(error, "message", None) or str(error)
+    reason = one_line(str(message)).rstrip(".") or str(getattr(error, "reason", None) or "")
+    response = getattr(error, "response", None)
+    request_id = response.headers.get(REQUEST_ID_HEADER) if response is not None else None
+    request = f"; request id {request_id}" if request_id else ""
+    return redact(one_line(f"{type(error).__name__}{detail}: {reason}{request}"))
 
 
 class StorageRetrier(RetryBudget):

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from shared.azure_auth import checked_credential
 from shared.config import Settings
-from shared.fabric.client import FabricClient, FabricError, describe_error
+from shared.fabric.client import FABRIC_SCOPE, FabricClient, FabricError, describe_error
 
 ONELAKE_DFS = "https://onelake.dfs.fabric.microsoft.com"
 DEFAULT_SCHEMA = "dbo"  # Fabric's schema for landing-zone tables outside a <schema>.schema folder
@@ -51,7 +52,10 @@ def open_mirroring_definition() -> dict[str, Any]:
 
 
 def open_fabric_client(settings: Settings) -> FabricClient:
-    return FabricClient(settings.require("FABRIC_API_URL"), settings.auth.credential())
+    """A client whose credential has given a Fabric token: a missing ``az login`` is one
+    configuration line naming AZURE_AUTH, not the SDK's list of every credential it tried."""
+    api_url = settings.require("FABRIC_API_URL")
+    return FabricClient(api_url, checked_credential(settings.auth, FABRIC_SCOPE))
 
 
 def create_mirrored_database(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from shared.config import Settings
-from shared.errors import ConfigError, MirrorError
+from shared.errors import ConfigError, MirrorError, describe_error
 from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader, WindowResult
 from shared.pipeline.local_snapshot import ProgressDisplay, SnapshotPool
@@ -110,7 +110,7 @@ def run_mirror(
     except (LeaseHeld, ConfigError):
         raise  # nothing went wrong with the mirror itself
     except Exception as error:
-        record_error(ctx.state, reader.database, f"run: {error}")
+        record_error(ctx.state, reader.database, f"run: {describe_error(error)}")
         raise
     finally:
         summary.rereads = reader.rereads

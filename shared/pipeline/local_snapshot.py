@@ -13,7 +13,7 @@ from multiprocessing import get_context
 from typing import TextIO
 
 from shared.config import Settings, load_settings
-from shared.errors import MirrorError
+from shared.errors import MirrorError, describe_error
 from shared.landing_zone.tables import TableRef
 from shared.logs import configure_logging
 from shared.pipeline.plans import Phase, TablePlan, load_plan
@@ -124,8 +124,9 @@ class SnapshotPool:
             except BrokenProcessPool:
                 self.failures.append(f"{task.table} partition {task.index}: a worker process died")
             except Exception as error:  # reported per partition; the others carry on
-                self.failures.append(f"{task.table} partition {task.index}: {error}")
-                mark_failed(self._ctx, task, str(error))
+                reason = describe_error(error)
+                self.failures.append(f"{task.table} partition {task.index}: {reason}")
+                mark_failed(self._ctx, task, reason)
         return results
 
     def raise_failures(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from azure.storage.queue import QueueClient
 
 from shared import telemetry
+from shared.errors import describe_error
 from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader
 from shared.pipeline.fanout import fan_out
@@ -46,7 +47,7 @@ def tick(ctx: MirrorContext, queue: QueueClient, budget_seconds: float) -> TickS
         return _tick(ctx, queue, budget_seconds, database)
     except Exception as error:
         telemetry.record("errors", 1, database=database, step="tick")
-        record_error(ctx.state, database, f"timer tick: {error}")
+        record_error(ctx.state, database, f"timer tick: {describe_error(error)}")
         raise
 
 

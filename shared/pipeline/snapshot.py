@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from shared import telemetry
-from shared.errors import MirrorError
+from shared.errors import MirrorError, describe_error
 from shared.landing_zone.parquet_files import ROW_MARKER, RowMarker
 from shared.landing_zone.publisher import (
     BindingError,
@@ -206,7 +206,7 @@ def plan_sources(ctx: MirrorContext, sources: list[SourceCollection]) -> Selecti
         except Exception as error:  # whatever it is, it is this table's alone
             table = TableRef.for_collection(source.database, source.name)
             named = isinstance(error, BindingError | PublishConflict)  # these name the table
-            message = str(error) if named else f"{table}: {error}"
+            message = str(error) if named else f"{table}: {describe_error(error)}"
             log.error("%s", message)
             stopped[name] = message
     return Selection(plans, stopped, waiting, recheck_at)
@@ -309,7 +309,8 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
         return PartitionResult(task, documents, files, False)
     except Exception as error:
         # Kept for status: a partition that ends on the poison queue shows its real cause.
-        record_status(ctx, task, "retrying", documents, expected, error=str(error)[:2000])
+        reason = describe_error(error)[:2000]
+        record_status(ctx, task, "retrying", documents, expected, error=reason)
         telemetry.record("errors", 1, table=str(task.table), step="partition")
         raise
     record_status(ctx, task, "done", documents, expected)

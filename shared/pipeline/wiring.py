@@ -13,6 +13,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 
 from shared import telemetry
+from shared.azure_auth import checked_credential as prove_credential
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.landing_zone.publisher import Publisher
@@ -103,18 +104,7 @@ def checked_credential(settings: Settings) -> TokenCredential:
 
     Failing here, before anything is written, beats failing on the first upload.
     """
-    from azure.core.exceptions import ClientAuthenticationError
-
-    credential = settings.auth.credential()
-    try:
-        credential.get_token(STORAGE_SCOPE)
-    except ClientAuthenticationError as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(
-            "AZURE_AUTH",
-            f"no usable Azure credential for mode {settings.auth.mode!r}: {reason}",
-        ) from None
-    return credential
+    return prove_credential(settings.auth, STORAGE_SCOPE)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -13,6 +14,7 @@ from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, PyMongoError
 from pymongo.server_description import ServerDescription
 from pymongo.server_type import SERVER_TYPE
+from pymongo.uri_parser import split_options
 
 from shared.errors import ConfigError, MirrorError
 from shared.redaction import redact
@@ -84,6 +86,7 @@ def connect(uri: str) -> MongoClient[RawBSONDocument]:
 
     Server selection waits 10 s unless the URI sets ``serverSelectionTimeoutMS`` itself.
     """
+    check_uri_options(uri)
     options: dict[str, Any] = {}
     if "serverselectiontimeoutms" not in uri.lower():
         options["serverSelectionTimeoutMS"] = 10_000
@@ -106,6 +109,46 @@ def connect(uri: str) -> MongoClient[RawBSONDocument]:
         client.close()
         raise MirrorError(f"cannot reach MongoDB at {redact(uri)}: {describe(error)}") from None
     return client
+
+
+_OPTION_SEPARATORS = re.compile(r"[&;]")
+_SHORTEST_MASKED_VALUE = 3  # shorter values ("1", "0") would mask unrelated text in a message
+
+
+def check_uri_options(uri: str) -> None:
+    """ConfigError naming MONGODB_URI and the first option of ``uri`` PyMongo would not use.
+
+    ``MongoClient`` only warns (a UserWarning) about an unknown option or a bad value and then
+    ignores it, so a typo like ``?tls=maybe`` or ``?bogusOption=1`` would connect without the
+    option the user asked for. The connection string spec lets drivers either warn or fail
+    here ("Connection String Spec", invalid options); a mirror that runs unattended fails.
+    Each option is checked alone so that the error names it (PyMongo's message does not).
+    """
+    _, _, query = uri.partition("?")
+    for part in filter(None, _OPTION_SEPARATORS.split(query)):
+        name, _, value = part.partition("=")
+        try:
+            split_options(part, validate=True, warn=False)
+        except ConfigurationError as error:  # unknown option (InvalidURI: no key=value pair)
+            unknown = str(error).startswith("Unknown option")
+            problem = "not a MongoDB connection-string option" if unknown else str(error)
+            raise ConfigError("MONGODB_URI", _option_problem(name, problem, query)) from None
+        except (ValueError, TypeError) as error:  # a known option with a value it cannot take
+            message = str(error)
+            if len(value) >= _SHORTEST_MASKED_VALUE:
+                message = message.replace(value, "…")
+            raise ConfigError("MONGODB_URI", _option_problem(name, message, query)) from None
+
+
+def _option_problem(name: str, problem: str, query: str) -> str:
+    if "@" in query:
+        # Text after "?" holding "@" is most likely a password with an unescaped "?" (the user
+        # info ends at the last "@"): never echo it, say how to fix it instead.
+        return (
+            "an option after '?' is not valid (not named: the options hold '@', so they may "
+            "hold password text; percent-encode '?', '@', ':' and '/' in a user name or password)"
+        )
+    return f"option {name!r}: {problem}; the driver would ignore it: fix or remove it"
 
 
 def _without_uri(message: str, uri: str) -> str:

@@ -47,6 +47,8 @@ class LocalStore:
         elif not os.access(existing, os.W_OK | os.X_OK):
             where = "is" if existing == root else f"cannot be created: {existing} is"
             raise _unusable(f"{root} {where} not writable")
+        elif existing != root:
+            _try_creating(existing / root.relative_to(existing).parts[0], root)
 
     def _file(self, path: str) -> Path:
         return self._root / clean_path(path)
@@ -154,6 +156,24 @@ class LocalStore:
 
 def _version(stat: os.stat_result) -> str:
     return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+
+
+def _try_creating(folder: Path, root: Path) -> None:
+    """Create ``folder`` (the first missing folder of ``root``) and remove it again.
+
+    ``os.access`` cannot tell whether a folder can be made: root passes every permission check,
+    and a pseudo file system refuses new folders whatever its mode (``/proc`` answers ENOENT).
+    Making the one folder the first write would make, and removing it, leaves nothing behind.
+    """
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return  # made meanwhile by another process: the folder can be used
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise _unusable(f"{root} cannot be created: making {folder} failed: {reason}") from None
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _unusable(problem: str) -> ConfigError:

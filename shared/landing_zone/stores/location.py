@@ -34,6 +34,9 @@ from shared.storage_location import (
 )
 
 SETTING = "LANDING_ZONE"
+# A schema folder's suffix, shared.landing_zone.tables.SCHEMA_SUFFIX (that module imports the
+# stores, so it cannot be imported here).
+SCHEMA_SUFFIX = ".schema"
 _CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _OWN_NAMES = ("Container", "Path")
 """Connection-string names of this setting, taken out before the string reaches the SDK."""
@@ -80,8 +83,31 @@ def parse_landing_zone(location: str) -> LandingZoneLocation:
     except ValueError:
         raise _fail(f"{redact_url(location)} is not a valid URL") from None
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-        return _parse_local(location, scheme)
-    return _parse_url(location)
+        parsed = _parse_local(location, scheme)
+        assert parsed.local_path is not None
+        _check_not_inside_a_schema(parsed.local_path.replace(os.sep, "/"))
+        return parsed
+    parsed = _parse_url(location)
+    _check_not_inside_a_schema(parsed.base_path)
+    return parsed
+
+
+def _check_not_inside_a_schema(path: str) -> None:
+    """A landing zone holds ``<schema>.schema/<table>`` folders; it is never one of them.
+
+    LANDING_ZONE set one or two levels too deep would still "work": a ``<database>.schema``
+    folder's tables look like tables without a schema, and mirroring into it nests a second
+    ``.schema`` folder. Name the mistake and the folder that was meant instead.
+    """
+    parts = path.rstrip("/").split("/")
+    for depth, part in enumerate(reversed(parts[-2:]), start=1):
+        if part.endswith(SCHEMA_SUFFIX) and len(part) > len(SCHEMA_SUFFIX):
+            what = "a <database>.schema folder" if depth == 1 else "a table folder"
+            meant = "/".join(parts[:-depth]) or "/"
+            raise _fail(
+                f"{path} is {what} inside a landing zone; LANDING_ZONE is the folder holding "
+                f"the <database>.schema folders ({meant})"
+            )
 
 
 def _parse_connection_string(location: str) -> LandingZoneLocation:

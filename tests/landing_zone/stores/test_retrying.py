@@ -116,7 +116,7 @@ def test_a_fault_outlasting_the_budget_fails_with_one_line_without_the_key(
     message = str(raised.value)
     assert message.startswith(
         f"blob container http://127.0.0.1:{faulty_azurite.blob.port}/devstoreaccount1/"
-        f"{container}/{BASE}: writing {FILE}: HttpResponseError (503): Service Unavailable "
+        f"{container}/{BASE}: writing {FILE}: HttpResponseError (HTTP 503): Service Unavailable "
         "(still failing after "
     )
     assert message.endswith("STORAGE_RETRY_SECONDS=1)") and busy.hits >= 2
