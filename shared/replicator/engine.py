@@ -43,7 +43,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 
 from shared.delta_tables import DeltaTablesLocation
 from shared.errors import MirrorError
@@ -376,6 +376,8 @@ class Replicator:
             None,  # a file of zero rows
         ):
             rows = batch.drop_columns([ROW_MARKER]) if markers is not None else batch
+            if exists:
+                self._add_columns(uri, rows)
             write_deltalake(
                 uri,
                 rows,
@@ -404,6 +406,7 @@ class Replicator:
                     commit_properties=commit,
                 )
             else:
+                self._add_columns(uri, batch)
                 self._merge(uri, _with_all_columns(final, state), state.keys, commit)
         for name, column_type in _types(batch).items():
             state.columns.setdefault(name, column_type)
@@ -413,6 +416,24 @@ class Replicator:
         state.last_sync = self.clock()
         summary.files += 1
         summary.rows += batch.num_rows
+
+    def _add_columns(self, uri: str, batch: pa.Table) -> None:
+        """Add the file's new columns to the table first, in the file's order. Delta's schema
+        merge on ``merge`` adds them in an order of its own (x__json, y, y__json, x for a file's
+        x, x__json, y, y__json); the table must keep the order in which the landing zone first
+        carried its columns (as a replay of the files has it), by which ``verify`` tells a twin
+        from its column and one renamed field's column from another's."""
+        table = DeltaTable(uri, storage_options=self._options)
+        present = {column.name for column in table.schema().fields}
+        new = [
+            pa.field(column.name, column.type)  # nullable: earlier rows have no value
+            for column in batch.schema
+            if column.name != ROW_MARKER and column.name not in present
+        ]
+        if new:
+            # Its own commit, without SEQUENCE_KEY: a crash before the data commit leaves the
+            # columns added and the file to apply again, which adds none.
+            table.alter.add_columns(list(Schema.from_arrow(pa.schema(new)).fields))
 
     def _merge(self, uri: str, source: pa.Table, keys: list[str], commit: CommitProperties) -> None:
         marker = _ident(ROW_MARKER)

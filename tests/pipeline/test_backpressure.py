@@ -1,11 +1,12 @@
 """Backpressure (issue 15, item 4): with the replicator held back, change windows grow and the
-backlog shows in `status`; released, it drains and windows are back to normal; `verify` equal.
+backlog shows in `status`; released, it drains and windows are back to normal; `verify` equal,
+against the landing zone and against the Delta tables.
 
-The replicator here is a stand-in for Fabric's (another component is the real double): held, it
-processes nothing; released, it moves every numbered file of the table folder into
-`_ProcessedFiles/`, which is all the mirror can see of Fabric having applied them. Each window
-is given exactly as many new events as its current limit, so it closes on its event limit and
-the growth shows as window sizes, without waiting on a clock.
+The replicator is the real one (shared/replicator/engine.py), writing Delta tables: held back,
+it does not run; released, one pass applies every file and moves it out of the table folder,
+which is all the mirror can see of Fabric having applied them. Each window is given exactly as
+many new events as its current limit, so it closes on its event limit and the growth shows as
+window sizes, without waiting on a clock.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from pymongo import MongoClient
 
 from shared import telemetry
 from shared.config import load_settings
+from shared.delta_tables import DeltaTables, parse_tables_to_write
 from shared.landing_zone.stores.base import LandingZoneStore, StoredFile
 from shared.landing_zone.stores.local import LocalStore
-from shared.landing_zone.tables import PROCESSED_FOLDER, TableRef, sequence_of
+from shared.landing_zone.tables import TableRef, sequence_of
 from shared.pipeline.backpressure import GROWTH_KEY, MAX_GROWN_BYTES, MAX_GROWTH, Backpressure
 from shared.pipeline.changes import ChangeReader
 from shared.pipeline.status import format_status, status_report
 from shared.pipeline.stream_checkpoint import STREAM_KIND
+from shared.pipeline.verify import format_report, verify_delta
 from shared.pipeline.wiring import MirrorContext, open_context
+from shared.replicator.engine import Replicator
 from shared.state.base import update
 from tests.pipeline.in_process import WINDOW_SETTINGS, assert_verified, snapshot
 
@@ -44,24 +48,13 @@ class Clock:
         return self.now
 
 
-class ReplicatorStandIn:
-    """Fabric's replicator as the mirror sees it: processed files leave the table folder."""
-
-    def __init__(self, store: LandingZoneStore, table: TableRef) -> None:
-        self.store = store
-        self.table = table
-
-    def unprocessed(self) -> list[StoredFile]:
-        return [
-            stored
-            for stored in self.store.list_files(self.table.folder)
-            if sequence_of(stored.path.rsplit("/", 1)[-1]) is not None
-        ]
-
-    def catch_up(self) -> None:
-        for stored in self.unprocessed():
-            name = stored.path.rsplit("/", 1)[-1]
-            self.store.rename_new(stored.path, f"{self.table.folder}/{PROCESSED_FOLDER}/{name}")
+def unprocessed(store: LandingZoneStore, table: TableRef) -> list[StoredFile]:
+    """The numbered files still in the table folder: those the replicator has not applied."""
+    return [
+        stored
+        for stored in store.list_files(table.folder)
+        if sequence_of(stored.path.rsplit("/", 1)[-1]) is not None
+    ]
 
 
 @pytest.fixture
@@ -87,14 +80,16 @@ def test_windows_grow_while_the_replicator_is_held_back_and_shrink_once_it_drain
     ctx: MirrorContext,
     mongo_client: MongoClient[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ):
     db = mongo_client[ctx.settings.require("MONGODB_DATABASE")]
     db.items.insert_many([{"_id": -n, "n": n} for n in range(1, 11)])
     snapshot(ctx)
     table = TableRef(db.name, "items")
     store = ctx.publisher.store
-    replicator = ReplicatorStandIn(store, table)
-    replicator.catch_up()  # the snapshot's file is applied
+    tables = parse_tables_to_write(str(tmp_path / "Tables"))
+    replicator = Replicator(store, tables)
+    assert replicator.run_once().files == 1  # the snapshot's file is applied
     listings: list[str] = []  # the folder listings backpressure makes
     list_folder = Backpressure._list
 
@@ -131,7 +126,7 @@ def test_windows_grow_while_the_replicator_is_held_back_and_shrink_once_it_drain
     sizes = [window_of_its_limit() for _ in range(9)]
     assert sizes == [5] * 7 + [5 * 2, 5 * 4]  # 7 files: over THRESHOLD, so the 8th grows
     assert reader.window_limits.events == 5 * 8 and reader.window_limits.patient
-    assert len(replicator.unprocessed()) == 9  # one file per window
+    assert len(unprocessed(store, table)) == 9  # one file per window
     assert listings == [table.folder]  # counted once, at the first file; then only estimated
 
     # The next tick's reader starts from what this one saved with its checkpoint.
@@ -141,7 +136,7 @@ def test_windows_grow_while_the_replicator_is_held_back_and_shrink_once_it_drain
     assert reader.window_limits.events == 5 * 8
     sizes = [window_of_its_limit() for _ in range(2)]
     assert sizes == [5 * 8, 5 * 16]  # 120 events in two files, not 24
-    assert len(replicator.unprocessed()) == 11
+    assert len(unprocessed(store, table)) == 11
 
     report = status_report(ctx.state)
     (row,) = report["tables"]
@@ -153,7 +148,9 @@ def test_windows_grow_while_the_replicator_is_held_back_and_shrink_once_it_drain
 
     # Released: the replicator catches up. The backlog is counted again once the check is due,
     # and the windows are back to normal at once.
-    replicator.catch_up()
+    released = replicator.run_once()
+    assert (released.files, released.failed) == (11, [])
+    assert unprocessed(store, table) == []
     clock.now += CHECK_SECONDS
     assert reader.window().events == 0
     assert listings == [table.folder] * 2
@@ -166,6 +163,10 @@ def test_windows_grow_while_the_replicator_is_held_back_and_shrink_once_it_drain
     reader.release()
     assert 32 < MAX_GROWTH  # the growth above was never capped
     assert_verified(ctx)
+    # The grown windows' files, applied by the replicator, give a Delta table equal to the source.
+    assert replicator.run_once().files == 3
+    delta = verify_delta(DeltaTables(tables), db, None)
+    assert delta.equal, format_report(delta)
 
 
 def test_grown_windows_stay_within_the_lease_the_budget_and_memory(tmp_path: Path):

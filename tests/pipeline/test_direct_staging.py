@@ -1,11 +1,10 @@
 """Direct staging (issue 15, item 3): snapshot files carry no `__rowMarker__` (every row an
 insert, which Fabric applies without a duplicate check), change files carry it from the first one
-on; a Delta table built from them the way the landing-zone format page describes equals the
-source; and however partitions are retried, redelivered or their workers killed, no `_id` is
-ever written twice.
+on; the Delta table the replicator builds from them (snapshot files appended, change files merged
+by key, as the landing-zone format page describes) equals the source; and however partitions are
+retried, redelivered or their workers killed, no `_id` is ever written twice.
 
-The Delta table here is a minimal stand-in written with delta-rs (marker-free files appended,
-marker files merged by key); the real replicator double is its own component.
+The replicator is shared/replicator/engine.py; the Delta table is judged by `verify_delta`.
 """
 
 from __future__ import annotations
@@ -21,20 +20,21 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from pymongo import MongoClient
 
 from mongodb_sandbox import SandboxServer
 from shared.config import load_settings
-from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER, RowMarker
+from shared.delta_tables import DeltaTables, parse_tables_to_write
+from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER
 from shared.landing_zone.publisher import SEQUENCE_KIND
-from shared.landing_zone.replayer import TableReport, inspect_table
 from shared.landing_zone.stores.base import LandingZoneStore
 from shared.landing_zone.tables import TableRef, sequence_of
 from shared.pipeline.plans import load_plan
 from shared.pipeline.snapshot import PartitionTask, run_partition
-from shared.pipeline.verify import compare_table, format_table
+from shared.pipeline.verify import format_report, verify_delta
 from shared.pipeline.wiring import open_context
+from shared.replicator.engine import SEQUENCE_KEY, Replicator
 from shared.source.retry import ErrorCode
 from shared.state.sqlite import SqliteStateStore
 from tests.fixtures.console import console_command, console_env
@@ -62,41 +62,6 @@ def numbered_files(store: LandingZoneStore, table: TableRef) -> list[tuple[int, 
     return sorted(found, key=lambda item: item[0])
 
 
-def apply_to_delta(files: list[tuple[int, pa.Table]], path: Path) -> pa.Table:
-    """Files in sequence order into a Delta table, as the format page describes the replicator:
-    a file without markers is appended (inserts); a file with markers is merged by key, its
-    rows in order (the last row of a key in a file decides, as upserts and deletes replace the
-    whole row), a missing column of an upsert becoming NULL, new columns added."""
-    for _, rows in files:
-        if ROW_MARKER not in rows.column_names:
-            write_deltalake(path, rows, mode="append", schema_mode="merge")
-            continue
-        positions = rows.append_column("__position", pa.array(range(rows.num_rows), pa.int64()))
-        last = positions.group_by(KEY_COLUMN).aggregate([("__position", "max")])
-        latest = rows.take(last.column("__position_max"))
-        target = DeltaTable(path)
-        for name in (field.name for field in target.schema().fields):
-            if name not in latest.column_names:
-                latest = latest.append_column(name, pa.nulls(latest.num_rows))
-        columns = [name for name in latest.column_names if name != ROW_MARKER]
-        values = {f"`{name}`": f"s.`{name}`" for name in columns}
-        upsert = f"s.{ROW_MARKER} = {int(RowMarker.UPSERT)}"
-        (
-            target.merge(
-                latest,
-                predicate=f"t.{KEY_COLUMN} = s.{KEY_COLUMN}",
-                source_alias="s",
-                target_alias="t",
-                merge_schema=True,
-            )
-            .when_matched_delete(predicate=f"s.{ROW_MARKER} = {int(RowMarker.DELETE)}")
-            .when_matched_update(updates=values, predicate=upsert)
-            .when_not_matched_insert(updates=values, predicate=upsert)
-            .execute()
-        )
-    return DeltaTable(path).to_pyarrow_table()
-
-
 def test_snapshot_inserts_then_marked_changes_give_a_delta_table_equal_to_the_source(
     make_context: MakeContext, mongo_client: MongoClient, tmp_path: Path
 ):
@@ -119,6 +84,12 @@ def test_snapshot_inserts_then_marked_changes_give_a_delta_table_equal_to_the_so
     snapshot(ctx)
     table = TableRef(db.name, "orders")
     snapshot_files = ctx.publisher.allocated_count(table)
+    tables = parse_tables_to_write(str(tmp_path / "Tables"))
+    replicator = Replicator(ctx.publisher.store, tables)
+    # The snapshot's files, as the mirror published them, before any change file.
+    files = numbered_files(ctx.publisher.store, table)
+    assert snapshot_files == 3 and [number for number, _ in files] == [1, 2, 3]
+    assert replicator.run_once().files == snapshot_files
     reader = reader_for(ctx)
     db.orders.update_one({"_id": 1}, {"$set": {"qty": -1, "note": "added later"}})
     db.orders.replace_one({"_id": 2}, {"qty": 2})
@@ -130,8 +101,8 @@ def test_snapshot_inserts_then_marked_changes_give_a_delta_table_equal_to_the_so
     db.orders.update_many({"qty": {"$gt": 50}}, {"$inc": {"qty": 1}})
     drain(reader)
 
-    files = numbered_files(ctx.publisher.store, table)
-    assert snapshot_files == 3 and len(files) > snapshot_files
+    files += numbered_files(ctx.publisher.store, table)  # the change files
+    assert len(files) > snapshot_files
     for number, rows in files:
         if number <= snapshot_files:
             assert ROW_MARKER not in rows.column_names, f"snapshot file {number}"
@@ -141,13 +112,21 @@ def test_snapshot_inserts_then_marked_changes_give_a_delta_table_equal_to_the_so
     assert len(snapshot_ids) == len(set(snapshot_ids)) == 60
     assert_verified(ctx)
 
-    delta = apply_to_delta(files, tmp_path / "delta" / "orders")
-    replayed = inspect_table(ctx.publisher.store, table).rows
-    assert replayed is not None
-    delta = delta.select(replayed.column_names).cast(replayed.schema)
-    assert delta.sort_by(KEY_COLUMN).equals(replayed.sort_by(KEY_COLUMN))
-    verification = compare_table(TableReport(table, rows=delta), db.orders)
-    assert verification.equal, format_table(verification)
+    # The replicator applies them: the snapshot's files appended (direct staging), each change
+    # file merged by key; the Delta table equals the source.
+    summary = replicator.run_once()
+    assert not summary.failed and summary.files == len(files) - snapshot_files
+    history = DeltaTable(DeltaTables(tables).uri(table)).history()
+    applied = {  # the commits that applied a file (others add the columns a file brings)
+        int(commit[SEQUENCE_KEY]): commit["operation"]
+        for commit in history
+        if SEQUENCE_KEY in commit
+    }
+    assert applied == {
+        number: "WRITE" if number <= snapshot_files else "MERGE" for number, _ in files
+    }
+    report = verify_delta(DeltaTables(tables), db, None)
+    assert report.equal, format_report(report)
 
 
 KILLED_DOCUMENTS = 24_000

@@ -207,6 +207,7 @@ def test_absent_and_stale_delta_tables_are_differences(
     database = mongo_client[mongo_db_name]
     database.orders.insert_many([{"_id": i} for i in range(3)])
     database.late.insert_one({"_id": 1})
+    database.create_collection("empty")
     tables = tmp_path / "Tables"
     write_table(tables, mongo_db_name, "orders", pa.table({"_id": ["~n:0", "~n:1", "~n:2"]}))
     write_table(tables, mongo_db_name, "gone", pa.table({"_id": ["~n:0"]}))
@@ -219,6 +220,10 @@ def test_absent_and_stale_delta_tables_are_differences(
     assert late.problems == [f"no Delta table at {mongo_db_name}/<table> in {tables}"]
     assert (gone.landing_rows, gone.source_rows) == (1, None)
     assert gone.problems == [f"no selected collection {mongo_db_name}.gone maps to it"]
+    # Fabric creates a mirrored table from its first data file; a snapshot of an empty
+    # collection publishes none, so no Delta table is what an empty collection mirrors to.
+    empty = only_table(report, "empty")
+    assert empty.equal and (empty.landing_rows, empty.source_rows) == (0, 0)
     assert not report.equal
 
 

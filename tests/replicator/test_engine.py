@@ -316,3 +316,22 @@ def test_status_has_the_shape_of_get_tables_mirroring_status(
 
 def _history(tables: DeltaTablesLocation, table: TableRef) -> list[dict[str, Any]]:
     return DeltaTable(tables.table_uri(f"{table.schema}/{table.name}")).history()
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["appended", "merged"])
+def test_new_columns_join_the_table_in_the_order_the_file_has_them(
+    landing: LocalStore, tables: DeltaTablesLocation, marked: bool
+) -> None:
+    """Delta's schema merge adds new columns in an order of its own (x__json, y, y__json, x for
+    the file's x, x__json, y, y__json): the columns must keep the landing zone's order, which is
+    how ``verify`` tells a twin from its column and a renamed field's column from another's."""
+    write_table_folder(landing, ORDERS)
+    write_file(landing, ORDERS, 1, [{"_id": "a"}, {"_id": "b"}])  # a snapshot of null fields
+    new = [{"_id": "a", "x": 5, "x__json": None, "y": "s", "y__json": None, "z": 1.5}]
+    if marked:
+        new = [{**row, "m": int(RowMarker.UPSERT)} for row in new]
+    write_file(landing, ORDERS, 2, new, x__json=pa.string(), y__json=pa.string())
+    write_file(landing, ORDERS, 3, [{"_id": "c", "w": True, "y": "t"}])
+    Replicator(landing, tables).run_once()
+    columns = read_delta_table(tables, ORDERS).column_names
+    assert columns == ["_id", "x", "x__json", "y", "y__json", "z", "w"]
