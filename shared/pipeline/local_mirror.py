@@ -20,7 +20,7 @@ from shared.config import Settings
 from shared.errors import ConfigError, MirrorError
 from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader, WindowResult
-from shared.pipeline.local_snapshot import ProgressDisplay, SnapshotPool
+from shared.pipeline.local_snapshot import REFRESH_SECONDS, ProgressDisplay, SnapshotPool
 from shared.pipeline.snapshot import pending_tasks, plan_selected
 from shared.pipeline.status import record_error
 from shared.pipeline.wiring import MirrorContext, open_context
@@ -43,6 +43,7 @@ class RunSummary:
     waiting: dict[str, str] = field(default_factory=dict)
     recheck_at: float | None = None  # time.time() seconds
     rereads: Counter[str] = field(default_factory=Counter)  # failed windows read again, by cause
+    snapshot_stopped: list[str] = field(default_factory=list)  # tables to resume on the next run
 
 
 @dataclass
@@ -100,6 +101,11 @@ def run_mirror(
                 _show(tally, out)
                 shown_at = time.monotonic()
             if stop.is_set():
+                if pool is not None:  # a requested stop: partitions stop at a safe point
+                    _stop_partitions(pool, display)
+                    summary.snapshot_stopped = sorted({str(t.table) for t in pool.stopped})
+                    pool.close()
+                    pool = None
                 break
             # A rebuilt or new table is planned (and snapshotted) before --once may stop, once
             # Fabric has dropped its old table.
@@ -125,6 +131,19 @@ def run_mirror(
             "stopped before publishing anything:\n  " + "\n  ".join(summary.stopped.values())
         )
     return summary
+
+
+def _stop_partitions(pool: SnapshotPool, display: ProgressDisplay | None) -> None:
+    """Stop the running partitions after the piece in hand and wait for them (seconds: a
+    piece and one file), so a stopped run leaves no partition cut short."""
+    pool.stop()
+    while pool.busy:
+        pool.wait(REFRESH_SECONDS)
+        if display is not None:
+            display.show()
+    if display is not None:
+        display.show(final=True)
+    pool.raise_failures()
 
 
 def _plan(

@@ -614,3 +614,38 @@ def test_a_failed_run_stops_its_workers_at_once(
             os.killpg(process.popen.pid, signal.SIGKILL)
     run_once(mongodb_uri, mongo_db_name, backend)
     assert_verified_in_process(mongodb_uri, mongo_db_name, backend)
+
+
+def test_sigterm_to_the_process_group_mid_snapshot_is_a_clean_stop(
+    tmp_path: Path, mongodb_uri: str, mongo_db_name: str, mongo_client: MongoClient
+):
+    """`systemctl stop` signals every process of the unit, snapshot workers included: the run
+    stops its partitions after the file in hand and exits 0; the next run resumes after the
+    last published `_id` and the mirror verifies."""
+    documents = 4_000
+    backend = local_backend(tmp_path)
+    mongo_client[mongo_db_name].items.insert_many([{"_id": i} for i in range(documents)])
+    table = TableRef(mongo_db_name, "items")
+    process = RunProcess(
+        tmp_path, mongodb_uri, mongo_db_name, backend, "--partitions", "1", "--file-rows", "1"
+    )
+    publisher = open_publisher(backend)
+
+    def published() -> int:
+        record = publisher.state.get(PARTITION_KIND, partition_key(PartitionTask(table, 0)))
+        return 0 if record is None else int(record.value.get("documents", 0))
+
+    try:
+        wait_for(lambda: published() >= 20, process, "a partition under way")
+        os.killpg(process.popen.pid, signal.SIGTERM)
+        returncode = process.popen.wait(timeout=60)
+        assert returncode == 0, process.stderr[-3000:]
+        assert "worker process died" not in process.stderr
+        assert "snapshot stopped by request" in process.stderr
+        assert not is_streaming(publisher, table)
+    finally:
+        publisher.state.close()
+        if process.running() or live_processes(process.popen.pid):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+    run_once(mongodb_uri, mongo_db_name, backend)
+    assert_verified_in_process(mongodb_uri, mongo_db_name, backend)
