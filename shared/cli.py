@@ -139,7 +139,7 @@ def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.pipeline.local_mirror import run_mirror
+    from shared.pipeline.local_mirror import count, run_mirror
 
     summary = run_mirror(settings, once=args.once, stop=_stop_on_signal("the window in hand"))
     rebuilt = f"; rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else ""
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     causes = "".join(f", {n:,} {cause}" for cause, n in summary.rereads.most_common())
     rereads = f"{summary.rereads.total():,} read again after a failure{causes}"
     print(
-        f"mirrored {summary.events:,} change events in {summary.windows:,} windows "
+        f"mirrored {count(summary.events, 'change event')} in {count(summary.windows, 'window')} "
         f"({rereads}){rebuilt}"
     )
     return 0
@@ -423,6 +423,7 @@ def _parser() -> argparse.ArgumentParser:
         "CHANGE_WINDOW_SECONDS",
         "CHANGE_AWAIT_MS",
         "CHANGE_LEASE_SECONDS",
+        "PROGRESS_SECONDS",
         "REPLICATOR_BACKLOG_FILES",
         "REPLICATOR_BACKLOG_CHECK_SECONDS",
     )
