@@ -132,19 +132,27 @@ def _print_inspection(store: LandingZoneStore, table: str | None) -> int:
 def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from shared.pipeline.local_snapshot import run_local_snapshot
 
-    _print_summary(run_local_snapshot(settings))
+    # A requested stop (systemctl stop, Ctrl-C) is a clean stop: exit 0, resumable.
+    stop = _stop_on_signal("the files being published")
+    _print_summary(run_local_snapshot(settings, stop=stop))
     return 0
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.pipeline.local_mirror import run_mirror
+    from shared.pipeline.local_mirror import count, run_mirror
 
     summary = run_mirror(settings, once=args.once, stop=_stop_on_signal("the window in hand"))
     rebuilt = f"; rebuilt {', '.join(summary.rebuilt)}" if summary.rebuilt else ""
+    if summary.snapshot_stopped:
+        print(
+            f"snapshot stopped by request for {', '.join(summary.snapshot_stopped)}: the next "
+            "run resumes it after the last published _id",
+            file=sys.stderr,
+        )
     causes = "".join(f", {n:,} {cause}" for cause, n in summary.rereads.most_common())
     rereads = f"{summary.rereads.total():,} read again after a failure{causes}"
     print(
-        f"mirrored {summary.events:,} change events in {summary.windows:,} windows "
+        f"mirrored {count(summary.events, 'change event')} in {count(summary.windows, 'window')} "
         f"({rereads}){rebuilt}"
     )
     return 0
@@ -164,9 +172,14 @@ def _stop_on_signal(work_in_hand: str) -> threading.Event:
 
 
 def _print_summary(summary: SnapshotSummary) -> None:
+    from shared.pipeline.plans import Phase
+
     rate = summary.documents / summary.seconds if summary.seconds else 0.0
     for plan in summary.tables:
-        print(f"{plan.table}: {plan.phase}, {len(plan.ranges)} partitions")
+        done = f"{len(plan.completed)} of " if plan.phase == Phase.SNAPSHOTTING else ""
+        print(f"{plan.table}: {plan.phase}, {done}{len(plan.ranges)} partitions")
+    if summary.stopped:
+        print("snapshot stopped by request: run again to resume after the last published _id")
     print(
         f"snapshot published {summary.documents:,} documents in {summary.files:,} files, "
         f"{summary.seconds:.1f}s ({rate:,.0f} docs/s), peak worker memory "
@@ -416,6 +429,7 @@ def _parser() -> argparse.ArgumentParser:
         "CHANGE_WINDOW_SECONDS",
         "CHANGE_AWAIT_MS",
         "CHANGE_LEASE_SECONDS",
+        "PROGRESS_SECONDS",
         "REPLICATOR_BACKLOG_FILES",
         "REPLICATOR_BACKLOG_CHECK_SECONDS",
     )

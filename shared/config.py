@@ -145,6 +145,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         default="60",
     ),
     SettingSpec(
+        "PROGRESS_SECONDS",
+        "run: how often it prints a line per table (change events so far, lag), or one "
+        "heartbeat line when nothing changed.",
+        default="10",
+    ),
+    SettingSpec(
         "CHANGE_BUDGET_SECONDS",
         "How long one timer invocation runs change windows back to back (Functions); keep it "
         "below the schedule's period and well inside functionTimeout.",
@@ -209,6 +215,7 @@ INTEGER_LIMITS = {
     "CHANGE_WINDOW_SECONDS": (1, 300),
     "CHANGE_AWAIT_MS": (1, 10_000),
     "CHANGE_LEASE_SECONDS": (5, 3600),
+    "PROGRESS_SECONDS": (1, 3600),
     "CHANGE_BUDGET_SECONDS": (1, 600),  # well inside host.json functionTimeout (30 min)
     "REPLICATOR_RETENTION_DAYS": (0, 365),
     "REPLICATOR_INTERVAL_SECONDS": (1, 3600),

@@ -20,7 +20,8 @@ from shared.config import Settings
 from shared.errors import ConfigError, MirrorError, describe_error
 from shared.landing_zone.publisher import LeaseHeld
 from shared.pipeline.changes import ChangeReader, WindowResult
-from shared.pipeline.local_snapshot import ProgressDisplay, SnapshotPool
+from shared.pipeline.local_snapshot import REFRESH_SECONDS, ProgressDisplay, SnapshotPool
+from shared.pipeline.plans import Phase, all_plans
 from shared.pipeline.snapshot import pending_tasks, plan_selected
 from shared.pipeline.status import record_error
 from shared.pipeline.wiring import MirrorContext, open_context
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 # With `all`, how often collections created since are looked for (events also reveal them).
 DISCOVERY_SECONDS = 30.0
-PROGRESS_SECONDS = 10.0
 
 
 @dataclass
@@ -43,12 +43,22 @@ class RunSummary:
     waiting: dict[str, str] = field(default_factory=dict)
     recheck_at: float | None = None  # time.time() seconds
     rereads: Counter[str] = field(default_factory=Counter)  # failed windows read again, by cause
+    snapshot_stopped: list[str] = field(default_factory=list)  # tables to resume on the next run
 
 
 @dataclass
 class _TableTally:
-    events: int = 0
-    lag: float = 0.0
+    events: int = 0  # since the run started
+    lag: float = 0.0  # of its last change event when read; 0 once a window found none left
+
+
+@dataclass
+class _Progress:
+    """What the progress lines report: running totals per table, and whether anything
+    changed since the last lines."""
+
+    tables: dict[str, _TableTally] = field(default_factory=dict)
+    changed: bool = False
 
 
 def run_mirror(
@@ -70,7 +80,8 @@ def run_mirror(
         reader.acquire()
         replan_at = 0.0
         display: ProgressDisplay | None = None
-        tally: dict[str, _TableTally] = {}
+        progress = _Progress()
+        progress_seconds = settings.integer("PROGRESS_SECONDS")
         shown_at = time.monotonic()
         while True:
             if time.monotonic() >= replan_at:
@@ -82,7 +93,7 @@ def run_mirror(
             result = retrier.call(reader.window)  # a failed window is re-read from its checkpoint
             summary.windows += 1
             summary.events += result.events
-            _count(tally, result)
+            _count(progress, result)
             if result.rebuilt or result.discovered:
                 summary.rebuilt += result.rebuilt
                 replan_at = 0.0  # plan rebuilt and new tables now, not at the next discovery
@@ -96,17 +107,23 @@ def run_mirror(
                 if not pool.busy:
                     pool.close()
                     pool, display = None, None
-            if time.monotonic() - shown_at >= PROGRESS_SECONDS:
-                _show(tally, out)
+            if time.monotonic() - shown_at >= progress_seconds:
+                _show(ctx, reader.database, progress, time.monotonic() - shown_at, out)
                 shown_at = time.monotonic()
             if stop.is_set():
+                if pool is not None:  # a requested stop: partitions stop at a safe point
+                    _stop_partitions(pool, display)
+                    summary.snapshot_stopped = sorted({str(t.table) for t in pool.stopped})
+                    pool.close()
+                    pool = None
                 break
             # A rebuilt or new table is planned (and snapshotted) before --once may stop, once
             # Fabric has dropped its old table.
             planning_due = replan_at == 0.0 or bool(summary.waiting)
             if once and result.idle and not planning_due and pool is None and reader.settled():
                 break
-        _show(tally, out)
+        if progress.changed:
+            _show(ctx, reader.database, progress, time.monotonic() - shown_at, out)
     except (LeaseHeld, ConfigError):
         raise  # nothing went wrong with the mirror itself
     except Exception as error:
@@ -125,6 +142,19 @@ def run_mirror(
             "stopped before publishing anything:\n  " + "\n  ".join(summary.stopped.values())
         )
     return summary
+
+
+def _stop_partitions(pool: SnapshotPool, display: ProgressDisplay | None) -> None:
+    """Stop the running partitions after the piece in hand and wait for them (seconds: a
+    piece and one file), so a stopped run leaves no partition cut short."""
+    pool.stop()
+    while pool.busy:
+        pool.wait(REFRESH_SECONDS)
+        if display is not None:
+            display.show()
+    if display is not None:
+        display.show(final=True)
+    pool.raise_failures()
 
 
 def _plan(
@@ -156,16 +186,41 @@ def _plan(
     return pool, ProgressDisplay(ctx, snapshotting, out)
 
 
-def _count(tally: dict[str, _TableTally], result: WindowResult) -> None:
+def _count(progress: _Progress, result: WindowResult) -> None:
     for name, activity in result.tables.items():
-        entry = tally.setdefault(name, _TableTally())
+        entry = progress.tables.setdefault(name, _TableTally())
         entry.events += activity.events
         entry.lag = activity.lag_seconds
+        progress.changed = progress.changed or activity.events > 0
+    if result.idle:  # read up to the present: no table is behind
+        for entry in progress.tables.values():
+            entry.lag = 0.0
 
 
-def _show(tally: dict[str, _TableTally], out: TextIO) -> None:
-    """One line per table that changed since the last lines: events and lag."""
-    for name, entry in sorted(tally.items()):
-        out.write(f"{name}: {entry.events:,} change events, lag {entry.lag:.1f}s\n")
+def _show(
+    ctx: MirrorContext, database: str, progress: _Progress, seconds: float, out: TextIO
+) -> None:
+    """A line per mirrored table (those without changes too): change events since the run
+    started and lag; or, when nothing changed since the last lines, one heartbeat line."""
+    plans = {str(plan.table): plan for plan in all_plans(ctx.state) if plan.database == database}
+    names = sorted(set(plans) | set(progress.tables))
+    total = sum(entry.events for entry in progress.tables.values())
+    if not progress.changed:
+        out.write(
+            f"idle for {seconds:.0f}s: {count(len(names), 'table')}, "
+            f"{count(total, 'change event')} mirrored since start\n"
+        )
+    for name in names if progress.changed else ():
+        plan = plans.get(name)
+        if plan is not None and plan.phase != Phase.STREAMING:  # changes held until published
+            out.write(f"{name}: {plan.phase}\n")
+            continue
+        entry = progress.tables.get(name, _TableTally())
+        out.write(f"{name}: {count(entry.events, 'change event')} mirrored, lag {entry.lag:.1f}s\n")
     out.flush()
-    tally.clear()
+    progress.changed = False
+
+
+def count(number: int, noun: str) -> str:
+    """``1 window``, ``2 windows``: a count and its noun, in the singular for one."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

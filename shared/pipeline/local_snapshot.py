@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import resource
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as ProcessEvent
 from typing import TextIO
 
 from shared.config import Settings, load_settings
@@ -40,10 +44,15 @@ class SnapshotSummary:
     files: int
     seconds: float
     peak_worker_mb: float  # the largest resident set any worker reached
+    stopped: bool = False  # stopped by request before every table was streaming; resumable
 
 
-def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> SnapshotSummary:
-    """Snapshot every selected collection; returns when all of them are streaming."""
+def run_local_snapshot(
+    settings: Settings, out: TextIO = sys.stderr, stop: threading.Event | None = None
+) -> SnapshotSummary:
+    """Snapshot every selected collection; returns when all of them are streaming, or, once
+    ``stop`` is set, when the workers have stopped at a safe point (``stopped``: resumable)."""
+    stop = stop or threading.Event()
     started = time.monotonic()
     ctx = open_context(settings, select_sources=True)
     try:
@@ -56,6 +65,8 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
             with SnapshotPool(ctx, settings, len(tasks)) as pool:
                 pool.submit(tasks)
                 while pool.busy:
+                    if stop.is_set():
+                        pool.stop()
                     results += pool.wait(REFRESH_SECONDS)
                     progress.show()
                 progress.show(final=True)
@@ -68,7 +79,7 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
             "stopped before publishing anything:\n  " + "\n  ".join(selection.stopped.values())
         )
     unfinished = [str(plan.table) for plan in final if plan.phase != Phase.STREAMING]
-    if unfinished:
+    if unfinished and not stop.is_set():
         raise MirrorError(f"snapshot incomplete for {', '.join(unfinished)}; run again to resume")
     return SnapshotSummary(
         final,
@@ -76,23 +87,36 @@ def run_local_snapshot(settings: Settings, out: TextIO = sys.stderr) -> Snapshot
         sum(result.files for result, _ in results),
         time.monotonic() - started,
         max((peak for _, peak in results), default=0.0),
+        stopped=bool(unfinished),
     )
 
 
 class SnapshotPool:
     """Partitions running in local worker processes, polled without blocking the caller (the
     `run` command reads change windows meanwhile). Each result comes with its worker's peak
-    memory (MB); failures are collected per partition, the others carry on."""
+    memory (MB); failures are collected per partition, the others carry on.
+
+    Stopping is the parent's decision: workers ignore SIGINT and SIGTERM, which reach them too
+    as members of the command's process group (`systemctl stop`, Ctrl-C), and stop after the
+    piece in hand once ``stop()`` is called, so a requested stop is never a dead worker.
+    """
 
     def __init__(self, ctx: MirrorContext, settings: Settings, expected_tasks: int) -> None:
         self._ctx = ctx
         self._settings: SettingValues = tuple(sorted(settings.values.items()))
+        processes = get_context("spawn")
+        self._stop = processes.Event()  # shared by inheritance, as multiprocessing requires
         # spawn, not fork: each worker opens its own MongoDB client, SQLite handle, SDK clients.
         self._pool = ProcessPoolExecutor(
-            max(1, min(settings.workers, expected_tasks)), mp_context=get_context("spawn")
+            max(1, min(settings.workers, expected_tasks)),
+            mp_context=processes,
+            initializer=_start_worker,
+            initargs=(self._stop,),
         )
         self._running: dict[Future[tuple[PartitionResult, float]], PartitionTask] = {}
         self.failures: list[str] = []
+        self.stopped: list[PartitionTask] = []  # stopped by request, to resume on a later run
+        self._workers: dict[int, BaseProcess] = {}
 
     def __enter__(self) -> SnapshotPool:
         return self
@@ -108,8 +132,27 @@ class SnapshotPool:
         return set(self._running.values())
 
     def submit(self, tasks: list[PartitionTask]) -> None:
-        for task in tasks:
-            self._running[self._pool.submit(_run_in_worker, self._settings, task)] = task
+        # The pool starts its workers in this thread, on the first submit. A stop signal that
+        # came before a worker's initializer ignores it would kill the worker (a broken pool):
+        # blocked here, the signals stay blocked in the worker (fork and exec keep the mask)
+        # until its initializer has ignored them, and reach this process once unblocked.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for task in tasks:
+                self._running[self._pool.submit(_run_in_worker, self._settings, task)] = task
+            # The process table, for close(wait=False) (Python 3.14 has kill_workers()).
+            self._workers.update(self._pool._processes or {})
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def stop(self) -> None:
+        """Ask every partition to stop at its next safe point; those not started yet never
+        start. ``wait`` then returns them as they stop (``stopped``)."""
+        self._stop.set()
+        for future, task in list(self._running.items()):
+            if future.cancel():  # still queued here: no worker has it
+                del self._running[future]
+                self.stopped.append(task)
 
     def wait(self, timeout: float) -> list[tuple[PartitionResult, float]]:
         """Results of the partitions that finished within ``timeout`` seconds."""
@@ -120,7 +163,10 @@ class SnapshotPool:
         for future in done:
             task = self._running.pop(future)
             try:
-                results.append(future.result())
+                result = future.result()
+                if result[0].stopped:
+                    self.stopped.append(task)
+                results.append(result)
             except BrokenProcessPool:
                 self.failures.append(f"{task.table} partition {task.index}: a worker process died")
             except Exception as error:  # reported per partition; the others carry on
@@ -143,11 +189,29 @@ class SnapshotPool:
         Left running, a worker would keep a failed or stopped command alive until its partition
         ends (hours on a big collection): the interpreter waits for pool processes at exit.
         """
-        # The process table, read before shutdown() drops it (Python 3.14 has kill_workers()).
-        workers = list((self._pool._processes or {}).values()) if not wait else []
+        if not wait:
+            # Killed, not terminated: workers ignore SIGTERM (the class docstring). First: a
+            # broken pool's manager joins its workers holding the lock shutdown() takes.
+            for worker in self._workers.values():
+                worker.kill()
         self._pool.shutdown(wait=wait, cancel_futures=True)
-        for worker in workers:
-            worker.kill()
+
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+_stop_requested: ProcessEvent | None = None  # the pool's stop event, in a worker process
+
+
+def _start_worker(stop: ProcessEvent) -> None:
+    """A worker's first step: stop signals are its parent's to act on (see SnapshotPool)."""
+    global _stop_requested
+    _stop_requested = stop
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _stopping() -> bool:
+    return _stop_requested is not None and _stop_requested.is_set()
 
 
 @functools.cache
@@ -161,7 +225,7 @@ def _worker_context(values: SettingValues) -> MirrorContext:
 
 
 def _run_in_worker(values: SettingValues, task: PartitionTask) -> tuple[PartitionResult, float]:
-    result = run_partition(_worker_context(values), task)
+    result = run_partition(_worker_context(values), task, _stopping)
     return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

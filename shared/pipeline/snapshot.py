@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -90,6 +91,7 @@ class PartitionResult:
     documents: int
     files: int
     table_finished: bool
+    stopped: bool = False  # stopped by request at a safe point; the next run resumes it
 
 
 def plan_table(ctx: MirrorContext, source: SourceCollection) -> TablePlan:
@@ -231,12 +233,20 @@ def pending_tasks(plans: list[TablePlan]) -> list[PartitionTask]:
     return [PartitionTask(plan.table, index) for plan in plans for index in plan.pending_partitions]
 
 
-def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
+def run_partition(
+    ctx: MirrorContext, task: PartitionTask, stopping: Callable[[], bool] | None = None
+) -> PartitionResult:
     """Publish one `_id` range, resuming after the last `_id` already published.
 
     Idempotent: a redelivered or restarted task publishes only what is missing, and the
     fan-in that finishes the table happens exactly once.
+
+    ``stopping`` (asked after each piece read) stops the partition at a safe point: what was
+    read is published as one file, and the next run resumes after its last `_id` (a requested
+    stop is not a failure).
     """
+    if stopping is not None and stopping():
+        return PartitionResult(task, 0, 0, False, stopped=True)
     plan = load_plan(ctx.state, task.table)
     if plan is None or not 0 <= task.index < len(plan.ranges):
         # Sent for a plan the table no longer has (rebuilt since): the new plan sends its own.
@@ -288,6 +298,11 @@ def run_partition(ctx: MirrorContext, task: PartitionTask) -> PartitionResult:
     )
     try:
         for piece in pieces:
+            if stopping is not None and stopping():
+                if pending:
+                    flush()  # what was read, published as one more file: a resume point
+                record_status(ctx, task, "stopped", documents, expected)
+                return PartitionResult(task, documents, files, False, stopped=True)
             if pending and (
                 pending_rows + piece.count > file_rows
                 or pending_bytes + len(piece.data) > file_bytes

@@ -150,3 +150,46 @@ def test_unknown_collection_is_an_error_not_a_skip(
     assert result.returncode == 2
     assert "configuration error: MONGODB_COLLECTIONS" in result.stderr and message in result.stderr
     assert not (tmp_path / "lz").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_the_process_group_is_a_clean_stop_then_rerun_resumes(
+    tmp_path: Path,
+    mongodb_uri: str,
+    mongo_db_name: str,
+    mongo_client: MongoClient,
+    signum: signal.Signals,
+):
+    """`systemctl stop` (SIGTERM to every process of the unit) or Ctrl-C (SIGINT to the
+    foreground group) mid-snapshot: the workers stop after the file in hand and the command
+    exits 0 saying how to resume; the rerun publishes the rest, every document exactly once."""
+    count = 4_000
+    load_orders(mongo_client, mongo_db_name, count)
+    command = snapshot_command(
+        tmp_path, mongodb_uri, mongo_db_name, "--workers", "2", "--partitions", "2"
+    )
+    first = subprocess.Popen(
+        [*command, "--file-rows", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=console_env(),
+        start_new_session=True,  # its own group, signalled as a whole as systemd and a terminal do
+    )
+    folder = tmp_path / "lz" / f"{mongo_db_name}.schema" / "orders"
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("*.parquet"))) < 6:  # both workers are publishing
+        assert first.poll() is None and time.monotonic() < deadline, "snapshot ended too early"
+        time.sleep(0.01)
+    os.killpg(first.pid, signum)
+    stdout, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stderr[-3000:]
+    assert "worker process died" not in stderr
+    assert "stopped by request" in stdout and "run again to resume" in stdout
+    assert rows_in_files(LocalStore(tmp_path / "lz"), TableRef(mongo_db_name, "orders")) < count
+
+    second = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, env=console_env()
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    check(tmp_path, mongo_client, mongo_db_name, count)
