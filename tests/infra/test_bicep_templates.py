@@ -68,6 +68,7 @@ LEFT_UNSET_ON_AZURE = {
     "is dropped; the wait applies only without them",
     "REPLICATOR_BACKLOG_FILES": "tuning: Settings' default applies",
     "REPLICATOR_BACKLOG_CHECK_SECONDS": "tuning: Settings' default applies",
+    "PROGRESS_SECONDS": "the command line's progress lines only; Functions log per tick",
 }
 # Settings the engine treats as secret because they may be connection strings with a key; the
 # template sets them to plain endpoint URLs read with the identity, so they need no Key Vault.
