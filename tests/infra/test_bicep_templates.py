@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from shared.config import AUTH_MODES, INTEGER_LIMITS, SETTINGS, SPECS, load_settings
-from shared.pipeline.fanout import QUEUE_NAME
+from shared.pipeline.fanout import QUEUE_NAME, queue_connection
 from shared.state import parse_state_location
 from tests.infra.templates import (
     BICEP,
@@ -131,6 +131,9 @@ def function_app_binding_settings() -> set[str]:
         for target in node.targets
         if isinstance(target, ast.Name)
     }
+    # The queue triggers' connection is chosen from the app settings when the worker indexes
+    # the functions: here, from the settings the template writes.
+    constants["QUEUE_CONNECTION"] = queue_connection(dict.fromkeys(app_settings(), "set"))
     names: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.keyword):
