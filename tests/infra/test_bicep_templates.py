@@ -430,3 +430,41 @@ def test_parameters_example_sets_every_parameter_and_no_secret():
         else:
             check_against_decorators(name, value, spec)
         assert not [text for text in string_leaves(value) if PLAIN_SECRET.search(text)], name
+
+
+def or_operands(expression: Expression) -> list[Expression]:
+    """The operands of a chain of ``||`` (the expression itself when it is not one)."""
+    operator = expression.get("operator", {}) if isinstance(expression, dict) else {}
+    if operator.get("type") != "or":
+        return [expression]
+    return [leaf for operand in operator["operands"].values() for leaf in or_operands(operand)]
+
+
+def test_a_nat_gateway_gives_the_app_subnet_one_static_outbound_ip():
+    # Issue 16 item 13: Flex Consumption has no fixed outbound address, so an Atlas IP access
+    # list needs one: a NAT gateway with a static public IP on the integrated subnet.
+    main = template(MAIN)
+    assert main.params["enableNatGateway"]["default"] is False  # opt-in: it costs per hour
+    assert "enableNatGateway" in or_operands(main.variables["deployNetwork"]["value"])
+    assert body(main.modules["network"])["params"]["enableNatGateway"] == "enableNatGateway"
+    assert "outboundIpAddress" in main.outputs
+
+    network = template(BICEP / "modules" / "network.bicep")
+    (ip_name,) = network.resources_of_type("Microsoft.Network/publicIPAddresses")
+    (nat_name,) = network.resources_of_type("Microsoft.Network/natGateways")
+    ip, nat = body(network.resources[ip_name]), body(network.resources[nat_name])
+    assert ip["sku"]["name"] == "Standard"  # NAT gateway takes Standard public IPs only
+    assert ip["properties"]["publicIPAllocationMethod"] == "Static"
+    assert nat["sku"]["name"] == "Standard"
+    (address,) = nat["properties"]["publicIpAddresses"]
+    assert accessor_chain(address["id"]) == [ip_name, "id"]
+
+    (app_subnet,) = [
+        subnet
+        for subnet in body(network.resources["vnet"])["properties"]["subnets"]
+        if subnet["name"] == "appSubnetName"
+    ]
+    choice = app_subnet["properties"]["natGateway"]["operator"]["operands"]
+    assert choice["condition"] == "enableNatGateway"
+    assert accessor_chain(choice["true_value"]["id"]) == [nat_name, "id"]
+    assert "outboundIpAddress" in network.outputs
