@@ -32,10 +32,10 @@ param logLevel = 'INFO'
 // 3-8 lower-case letters or digits, in every resource name (with a suffix unique to the group).
 param baseName = 'mfm'
 
-// A region that offers Flex Consumption with Python (az functionapp
+// FILL IN: a region that offers Flex Consumption with Python (az functionapp
 // list-flexconsumption-locations --runtime python -o table); with an Atlas private endpoint, the
-// Atlas cluster's region. FILL IN: this value wins over the resource group's region, so use the
-// same region you gave `az group create --location`.
+// Atlas cluster's region. This value wins over the resource group's region, so use the same
+// region you gave `az group create --location`.
 param location = 'westeurope'
 
 param tags = {

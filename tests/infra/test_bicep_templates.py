@@ -468,3 +468,12 @@ def test_a_nat_gateway_gives_the_app_subnet_one_static_outbound_ip():
     assert choice["condition"] == "enableNatGateway"
     assert accessor_chain(choice["true_value"]["id"]) == [nat_name, "id"]
     assert "outboundIpAddress" in network.outputs
+
+
+def test_the_parameters_file_counts_its_fill_in_markers_right():
+    # Issue 16 item 14: the header said "three marked FILL IN" over four markers.
+    text = (BICEP / "main.bicepparam").read_text()
+    said = re.search(r"fill in the (\w+) marked FILL IN", text)
+    assert said is not None
+    numbers = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+    assert numbers[said[1]] == len(re.findall(r"^// FILL IN", text, re.MULTILINE))
