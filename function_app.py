@@ -44,6 +44,7 @@ from shared.pipeline.fanout import (
     decode_task,
     open_queue,
     plan_page,
+    queue_connection,
     start_planning,
 )
 from shared.pipeline.inspect import (
@@ -62,7 +63,10 @@ from shared.pipeline.wiring import ContextCache, open_landing_zone_store, open_s
 app = func.FunctionApp()
 log = logging.getLogger("mongo_fabric_mirror")
 contexts = ContextCache()  # one engine context per worker process, reused by every trigger
-QUEUE_CONNECTION = "AzureWebJobsStorage"
+# The queue triggers listen through the connection open_queue sends through (QUEUE_STORAGE when
+# set, else the host storage): read from the app settings when the worker indexes the functions,
+# which it does again whenever an app setting changes (the app restarts).
+QUEUE_CONNECTION = queue_connection(os.environ)
 
 
 def _json(body: object, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:

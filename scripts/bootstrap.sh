@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
 # Creates .venv with Python 3.13 (or $PYTHON) and installs the project with requirements.txt's
 # pinned runtime packages; sourced by the other scripts.
+#   bash scripts/bootstrap.sh            the app, the CLI and the tests' tools (pytest, ruff, mypy)
+#   bash scripts/bootstrap.sh --runtime  the app and the CLI only: for a production VM
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+extras=".[dev]"
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then  # run, not sourced: test.sh's arguments are pytest's
+    case "${1:-}" in
+        "") ;;
+        --runtime) extras="." ;;
+        *)
+            echo "error: unknown option $1 (use --runtime for the app and the CLI only)" >&2
+            exit 2
+            ;;
+    esac
+fi
 PYTHON="${PYTHON:-python3.13}"
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     echo "error: $PYTHON not found; install Python 3.13 or set PYTHON=/path/to/python3.13" >&2
@@ -17,4 +30,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The runtime packages at requirements.txt's exact versions (what the Functions remote build
 # installs, so tests run with what is deployed); the dev tools within pyproject's ranges.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -e ".[dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -e "$extras"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError
@@ -88,7 +90,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"the mirrored tables are in {store.description} (<database>.schema/<collection>/, "
         f"parquet files as Fabric reads them); state in {settings.require('STATE_STORE')}. "
-        f"Look again: mongo-fabric-mirror inspect --landing-zone {landing_zone}"
+        f"Look again: {_program()} inspect --landing-zone {shlex.quote(landing_zone)}"
     )
     replicated = replicate_and_query(store, args.tables)
     summary = replicated.summary
@@ -101,11 +103,25 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     for row in replicated.rows:
         print("  " + " | ".join(str(value) for value in row))
     print(
-        f"Replicate again: mongo-fabric-mirror replicate --landing-zone {landing_zone} "
-        f"--tables {args.tables} --once"
+        f"Replicate again: {_program()} replicate --landing-zone {shlex.quote(landing_zone)} "
+        f"--tables {shlex.quote(args.tables)} --once"
     )
     verified = result.verify.equal and inspected == 0
     return 0 if verified and not summary.failed and replicated.rows else 1
+
+
+PROGRAM = "mongo-fabric-mirror"
+
+
+def _program() -> str:
+    """The command as a hint should print it, runnable from the current folder as shown: the
+    console script beside this interpreter (``.venv/bin/mongo-fabric-mirror`` from the checkout,
+    which works whether or not the venv is activated), else the bare name."""
+    script = Path(sys.executable).with_name(PROGRAM)
+    if not script.is_file():
+        return PROGRAM
+    shown = script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else script
+    return shlex.quote(str(shown))
 
 
 def _inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -366,7 +382,7 @@ SNAPSHOT_SETTINGS = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mongo-fabric-mirror",
+        prog=PROGRAM,
         description="Mirror MongoDB collections into a Fabric open-mirroring landing zone.",
     )
     _add_log_level(parser, default=None)

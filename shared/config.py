@@ -113,8 +113,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("FILE_BYTES", "Most BSON bytes in one parquet file.", default="134217728"),
     SettingSpec(
         "QUEUE_STORAGE",
-        "Storage for the snapshot-partitions queue (Functions): a connection string or "
-        "https://<account>.queue.core.windows.net (default: the host's AzureWebJobsStorage).",
+        "Storage for the snapshot-partitions queue (Functions): a connection string; for the "
+        "app's identity set QUEUE_STORAGE__queueServiceUri="
+        "https://<account>.queue.core.windows.net instead (default: the host's "
+        "AzureWebJobsStorage). The queue triggers bind to it too.",
         secret=True,
     ),
     SettingSpec(

@@ -351,10 +351,15 @@ def queue_storage(base: str) -> QueueClient:
     return open_queue(load_settings({"QUEUE_STORAGE": base}), {})
 
 
+def queue_storage_by_identity(base: str) -> QueueClient:
+    # An account URL goes under the connection, as the Functions host reads it (fanout.py).
+    return open_queue(load_settings({}), {"QUEUE_STORAGE__queueServiceUri": base})
+
+
 SETTINGS: dict[str, Callable[[str], Any]] = {
     "LANDING_ZONE": landing_zone,
     "STATE_STORE": state_store,
-    "QUEUE_STORAGE": queue_storage,
+    "QUEUE_STORAGE__queueServiceUri": queue_storage_by_identity,
 }
 """Each setting's parser, given an account URL and adding what the setting names below it."""
 
@@ -437,5 +442,8 @@ def test_queue_errors_name_the_setting_the_value_came_from() -> None:
     with pytest.raises(ConfigError) as raised:
         open_queue(settings, {"AzureWebJobsStorage__accountName": "Not_An_Account"})
     assert raised.value.setting == "AzureWebJobsStorage__accountName"
-    with pytest.raises(ConfigError, match=r"QUEUE_STORAGE: .*account URL"):
-        open_queue(load_settings({"QUEUE_STORAGE": "https://acct.queue.core.windows.net/q"}), {})
+    with pytest.raises(ConfigError, match=r"QUEUE_STORAGE__queueServiceUri: .*account URL"):
+        open_queue(
+            load_settings({}),
+            {"QUEUE_STORAGE__queueServiceUri": "https://acct.queue.core.windows.net/q"},
+        )

@@ -126,6 +126,9 @@ param atlasPrivateLinkServiceId string = ''
 @maxLength(64)
 param atlasPrivateEndpointName string = 'pe-${baseName}-atlas'
 
+@description('Give the app one static outbound public IP (a NAT gateway on its VNet subnet), for a MongoDB IP access list such as the one of Atlas. Flex Consumption has no fixed outbound address otherwise. Turning it on creates the VNet even when enableVnet is false.')
+param enableNatGateway bool = false
+
 // ---------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------
@@ -140,9 +143,10 @@ var names = {
   plan: 'plan-${baseName}-${suffix}'
   functionApp: 'func-${baseName}-${suffix}'
   vnet: 'vnet-${baseName}-${suffix}'
+  natGateway: 'ng-${baseName}-${suffix}'
 }
-// An Atlas private endpoint needs the VNet, so giving one turns the VNet on.
-var deployNetwork = enableVnet || !empty(atlasPrivateLinkServiceId)
+// An Atlas private endpoint and a NAT gateway need the VNet, so asking for one turns the VNet on.
+var deployNetwork = enableVnet || enableNatGateway || !empty(atlasPrivateLinkServiceId)
 var deploymentContainerName = 'app-package'
 var partitionQueueName = 'snapshot-partitions'
 var stateTableName = 'mirrorstate'
@@ -217,6 +221,8 @@ module network 'modules/network.bicep' = if (deployNetwork) {
     privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
     atlasPrivateLinkServiceId: atlasPrivateLinkServiceId
     atlasPrivateEndpointName: atlasPrivateEndpointName
+    enableNatGateway: enableNatGateway
+    natGatewayName: names.natGateway
   }
 }
 
@@ -287,3 +293,6 @@ output stateStore string = storage.outputs.stateStoreUrl
 @description('Atlas private endpoint resource id and private IP to register in Atlas; empty when none.')
 output atlasPrivateEndpointId string = deployNetwork ? network.outputs.atlasPrivateEndpointId : ''
 output atlasPrivateEndpointIp string = deployNetwork ? network.outputs.atlasPrivateEndpointIp : ''
+
+@description('Static outbound IP of the app for the Atlas IP access list (enableNatGateway); empty otherwise.')
+output outboundIpAddress string = deployNetwork ? network.outputs.outboundIpAddress : ''

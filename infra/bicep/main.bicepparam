@@ -1,4 +1,4 @@
-// Parameters of main.bicep: fill in the three marked FILL IN, review the rest (each shows the
+// Parameters of main.bicep: fill in the four marked FILL IN, review the rest (each shows the
 // template's default), then deploy as infra/README.md says:
 //   export MONGODB_URI='mongodb+srv://<user>:<password>@<cluster>.mongodb.net/'
 //   az deployment group create -g <rg> -n mongo-fabric-mirror --parameters infra/bicep/main.bicepparam
@@ -32,10 +32,10 @@ param logLevel = 'INFO'
 // 3-8 lower-case letters or digits, in every resource name (with a suffix unique to the group).
 param baseName = 'mfm'
 
-// A region that offers Flex Consumption with Python (az functionapp
+// FILL IN: a region that offers Flex Consumption with Python (az functionapp
 // list-flexconsumption-locations --runtime python -o table); with an Atlas private endpoint, the
-// Atlas cluster's region. FILL IN: this value wins over the resource group's region, so use the
-// same region you gave `az group create --location`.
+// Atlas cluster's region. This value wins over the resource group's region, so use the same
+// region you gave `az group create --location`.
 param location = 'westeurope'
 
 param tags = {
@@ -77,3 +77,7 @@ param appSubnetPrefix = '10.40.0.0/24'
 param privateEndpointSubnetPrefix = '10.40.1.0/24'
 param atlasPrivateLinkServiceId = ''
 param atlasPrivateEndpointName = 'pe-mfm-atlas'
+
+// Or, for an Atlas IP access list: true gives the app one static outbound IP (a NAT gateway on
+// its subnet; output outboundIpAddress, the address to admit). Turns the VNet on.
+param enableNatGateway = false

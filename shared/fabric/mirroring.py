@@ -169,6 +169,12 @@ def fabric_table_status(settings: Settings) -> list[dict[str, Any]] | None:
     ``lastSyncDateTime`` (ISO 8601 UTC text), ``lastSyncLatencyInSeconds`` and ``error``
     (``"errorCode: message"``); a value Fabric did not report is None. Raises ``FabricError``
     (a ``MirrorError``) when Fabric cannot be asked.
+
+    The metrics are the REST spec's ``TableMirroringMetrics`` (microsoft/fabric-rest-api-specs,
+    mirroredDatabase/definitions.json): ``processedBytes``, ``processedRows`` and
+    ``lastSyncDateTime`` are required; ``lastSyncLatencyInSeconds`` is defined but optional,
+    "not returned" for sources whose commit time Fabric does not know, which an open-mirroring
+    landing zone does not tell it: None there means "not reported", not a fault.
     """
     workspace_id = settings.get("FABRIC_WORKSPACE_ID")
     item_id = settings.get("FABRIC_ITEM_ID")

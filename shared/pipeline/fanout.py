@@ -94,28 +94,66 @@ def decode_task(text: str) -> PartitionTask | PlanTask:
     return PartitionTask(TableRef.from_folder(table), index)
 
 
+# The queue triggers' ``connection`` and open_queue both come from queue_connection(), so the
+# messages are sent where the host listens. The host reads a connection the Azure Storage
+# extension's way (Microsoft Learn, "Azure Queue storage trigger" > Connections, and "Identity-
+# based connections"): the app setting named ``connection`` is a connection string; otherwise the
+# settings under it, ``<connection>__queueServiceUri`` (alias ``__serviceUri``) or
+# ``__accountName``, give the account reached with an identity (``__credential``, ``__clientId``).
+QUEUE_STORAGE = "QUEUE_STORAGE"
+HOST_STORAGE = "AzureWebJobsStorage"
+IDENTITY_KEYS = ("queueServiceUri", "serviceUri", "accountName")
+
+
+def queue_connection(environ: Mapping[str, str]) -> str:
+    """The connection (app setting name) of the partition queue: QUEUE_STORAGE when it or an
+    identity-based ``QUEUE_STORAGE__*`` endpoint is set, else the host's AzureWebJobsStorage.
+
+    The queue triggers in function_app.py bind to this name and open_queue sends through it:
+    one setting decides both (a queue on another account would otherwise never be read).
+    """
+    if environ.get(QUEUE_STORAGE) or any(
+        environ.get(f"{QUEUE_STORAGE}__{key}") for key in IDENTITY_KEYS
+    ):
+        return QUEUE_STORAGE
+    return HOST_STORAGE
+
+
 def open_queue(
     settings: Settings, environ: Mapping[str, str], name: str = QUEUE_NAME
 ) -> QueueClient:
-    """The partition queue, on QUEUE_STORAGE or else the Functions host storage.
-
-    Both take :mod:`shared.storage_location`'s forms: a connection string, an account URL
-    ``https://<account>.queue.core.windows.net`` (token credential) or Azurite's
-    ``http://127.0.0.1:<port>/devstoreaccount1``; errors name the setting the value came from.
+    """The partition queue, through the connection queue_connection() names (as the host reads
+    it): a connection string in the setting itself, or an identity-based endpoint under it
+    (``__queueServiceUri``, ``__serviceUri`` or ``__accountName``; Azurite's
+    ``http://127.0.0.1:<port>/devstoreaccount1`` is read with its published key). Errors name the
+    setting the value came from.
     """
     policies: dict[str, Any] = {
         "message_encode_policy": TextBase64EncodePolicy(),
         "message_decode_policy": TextBase64DecodePolicy(),
         **QUEUE_OPTIONS,
     }
-    setting, location = "QUEUE_STORAGE", settings.get("QUEUE_STORAGE")
-    if not location and environ.get("AzureWebJobsStorage"):
-        setting, location = "AzureWebJobsStorage", environ["AzureWebJobsStorage"]
-    if location and is_connection_string(location):
-        connection_string = parse_connection_string(setting, location, "queue").sdk_text
+    values = dict(environ)
+    if settings.get(QUEUE_STORAGE):
+        values[QUEUE_STORAGE] = settings.require(QUEUE_STORAGE)
+    connection = queue_connection(values)
+    if location := values.get(connection):
+        if not is_connection_string(location):
+            # The host honours the plain setting first and only as a connection string.
+            raise config_error(
+                connection,
+                "the Functions host reads this setting as a connection string; for an account "
+                f"reached with the app's identity set {connection}__queueServiceUri instead",
+            )
+        connection_string = parse_connection_string(connection, location, "queue").sdk_text
         return QueueClient.from_connection_string(connection_string, name, **policies)
-    if location:
-        url = parse_storage_url(setting, location, ("queue",))
+    for key in IDENTITY_KEYS:
+        setting = f"{connection}__{key}"
+        if not (text := values.get(setting)):
+            continue
+        if key == "accountName":
+            text = f"https://{text}.queue.core.windows.net"
+        url = parse_storage_url(setting, text, ("queue",))
         if url.path:
             raise config_error(setting, f"{url.safe_text}: give the account URL {url.account_url}")
         if url.connection_string is not None:  # Azurite, with its published key
@@ -123,16 +161,10 @@ def open_queue(
         return QueueClient(
             url.account_url, name, credential=checked_credential(settings), **policies
         )
-    if account := environ.get("AzureWebJobsStorage__accountName"):
-        url = parse_storage_url(
-            "AzureWebJobsStorage__accountName",
-            f"https://{account}.queue.core.windows.net",
-            ("queue",),
-        )
-        return QueueClient(
-            url.account_url, name, credential=checked_credential(settings), **policies
-        )
-    raise ConfigError("QUEUE_STORAGE", "is required (or AzureWebJobsStorage) to fan out partitions")
+    raise ConfigError(
+        QUEUE_STORAGE,
+        f"is required (or {HOST_STORAGE}, or {HOST_STORAGE}__accountName) to fan out partitions",
+    )
 
 
 def enqueue(queue: QueueClient, tasks: Iterable[PartitionTask | PlanTask]) -> int:

@@ -20,6 +20,7 @@ from shared.cli import main
 from shared.config import AzureAuth, load_settings
 from shared.delta_tables import parse_tables_to_write
 from shared.fabric import fabric_table_status
+from shared.fabric.mirroring import flatten_table_status
 from shared.landing_zone.stores import LocalStore, parse_landing_zone
 from shared.landing_zone.tables import TableRef
 from shared.replicator.engine import Replicator
@@ -214,3 +215,24 @@ def _table(name: str, n: int) -> dict[str, object]:
             "lastSyncLatencyInSeconds": n,
         },
     }
+
+
+def test_table_status_reads_the_metrics_the_rest_spec_defines():
+    # microsoft/fabric-rest-api-specs, mirroredDatabase/examples/GetTablesMirroringStatus.json:
+    # lastSyncLatencyInSeconds is optional (not returned when Fabric has no source commit time).
+    example = {
+        "sourceSchemaName": "dbo",
+        "sourceTableName": "test",
+        "status": "Replicating",
+        "metrics": {
+            "processedBytes": 1247,
+            "processedRows": 6,
+            "lastSyncDateTime": "2024-10-08T05:07:11.0663362Z",
+        },
+    }
+    flat = flatten_table_status(example)
+    assert (flat["processedRows"], flat["processedBytes"]) == (6, 1247)
+    assert flat["lastSyncDateTime"] == "2024-10-08T05:07:11.0663362Z"
+    assert flat["lastSyncLatencyInSeconds"] is None  # not reported, not a fault
+    with_latency = {**example, "metrics": {**example["metrics"], "lastSyncLatencyInSeconds": 15}}
+    assert flatten_table_status(with_latency)["lastSyncLatencyInSeconds"] == 15

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from shared.config import AUTH_MODES, INTEGER_LIMITS, SETTINGS, SPECS, load_settings
-from shared.pipeline.fanout import QUEUE_NAME
+from shared.pipeline.fanout import QUEUE_NAME, queue_connection
 from shared.state import parse_state_location
 from tests.infra.templates import (
     BICEP,
@@ -132,6 +132,9 @@ def function_app_binding_settings() -> set[str]:
         for target in node.targets
         if isinstance(target, ast.Name)
     }
+    # The queue triggers' connection is chosen from the app settings when the worker indexes
+    # the functions: here, from the settings the template writes.
+    constants["QUEUE_CONNECTION"] = queue_connection(dict.fromkeys(app_settings(), "set"))
     names: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.keyword):
@@ -428,3 +431,50 @@ def test_parameters_example_sets_every_parameter_and_no_secret():
         else:
             check_against_decorators(name, value, spec)
         assert not [text for text in string_leaves(value) if PLAIN_SECRET.search(text)], name
+
+
+def or_operands(expression: Expression) -> list[Expression]:
+    """The operands of a chain of ``||`` (the expression itself when it is not one)."""
+    operator = expression.get("operator", {}) if isinstance(expression, dict) else {}
+    if operator.get("type") != "or":
+        return [expression]
+    return [leaf for operand in operator["operands"].values() for leaf in or_operands(operand)]
+
+
+def test_a_nat_gateway_gives_the_app_subnet_one_static_outbound_ip():
+    # Issue 16 item 13: Flex Consumption has no fixed outbound address, so an Atlas IP access
+    # list needs one: a NAT gateway with a static public IP on the integrated subnet.
+    main = template(MAIN)
+    assert main.params["enableNatGateway"]["default"] is False  # opt-in: it costs per hour
+    assert "enableNatGateway" in or_operands(main.variables["deployNetwork"]["value"])
+    assert body(main.modules["network"])["params"]["enableNatGateway"] == "enableNatGateway"
+    assert "outboundIpAddress" in main.outputs
+
+    network = template(BICEP / "modules" / "network.bicep")
+    (ip_name,) = network.resources_of_type("Microsoft.Network/publicIPAddresses")
+    (nat_name,) = network.resources_of_type("Microsoft.Network/natGateways")
+    ip, nat = body(network.resources[ip_name]), body(network.resources[nat_name])
+    assert ip["sku"]["name"] == "Standard"  # NAT gateway takes Standard public IPs only
+    assert ip["properties"]["publicIPAllocationMethod"] == "Static"
+    assert nat["sku"]["name"] == "Standard"
+    (address,) = nat["properties"]["publicIpAddresses"]
+    assert accessor_chain(address["id"]) == [ip_name, "id"]
+
+    (app_subnet,) = [
+        subnet
+        for subnet in body(network.resources["vnet"])["properties"]["subnets"]
+        if subnet["name"] == "appSubnetName"
+    ]
+    choice = app_subnet["properties"]["natGateway"]["operator"]["operands"]
+    assert choice["condition"] == "enableNatGateway"
+    assert accessor_chain(choice["true_value"]["id"]) == [nat_name, "id"]
+    assert "outboundIpAddress" in network.outputs
+
+
+def test_the_parameters_file_counts_its_fill_in_markers_right():
+    # Issue 16 item 14: the header said "three marked FILL IN" over four markers.
+    text = (BICEP / "main.bicepparam").read_text()
+    said = re.search(r"fill in the (\w+) marked FILL IN", text)
+    assert said is not None
+    numbers = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+    assert numbers[said[1]] == len(re.findall(r"^// FILL IN", text, re.MULTILINE))

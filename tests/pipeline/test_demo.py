@@ -80,6 +80,17 @@ def test_demo_mirrors_live_changes_then_verify_passes_and_inspect_conforms(tmp_p
     # The rebuilt folders replace the previous Delta tables: a new table of the new sandbox.
     assert delta_orders(again.stdout) == replayed_orders(again.stdout)
 
+    # The hints run as printed, from the folder the demo ran in, in a shell whose PATH does not
+    # hold the venv (issue 16: "mongo-fabric-mirror" alone is not found there).
+    for hint in ("Look again: ", "Replicate again: "):
+        (line,) = [text for text in again.stdout.splitlines() if hint in text]
+        command = line.split(hint, 1)[1]
+        shell = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+        hinted = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=shell, capture_output=True, text=True
+        )
+        assert hinted.returncode == 0, f"{command}\n{hinted.stdout}{hinted.stderr}"
+
 
 def test_demo_rejects_a_nonsense_size_before_starting(tmp_path: Path):
     result = demo("--rate", "0", cwd=tmp_path)

@@ -1,6 +1,7 @@
 // Optional networking: a VNet with a subnet delegated to Microsoft.App/environments (Flex Consumption
 // VNet integration) and a subnet for private endpoints, plus an optional private endpoint to a
-// MongoDB Atlas private link service.
+// MongoDB Atlas private link service and an optional NAT gateway with a static public IP on the
+// app's subnet (one fixed outbound address, for an Atlas IP access list).
 
 @description('Azure region of the resources.')
 param location string
@@ -30,9 +31,51 @@ param atlasPrivateLinkServiceId string
 @maxLength(64)
 param atlasPrivateEndpointName string
 
+@description('Give the app subnet a NAT gateway with a static public IP: the one outbound address of the app to the internet (for an IP access list).')
+param enableNatGateway bool
+
+@description('Name of the NAT gateway (its public IP is named after it).')
+@minLength(2)
+@maxLength(64)
+param natGatewayName string
+
 var appSubnetName = 'snet-functions'
 var privateEndpointSubnetName = 'snet-private-endpoints'
 var atlasNicName = '${atlasPrivateEndpointName}-nic'
+
+// A Flex Consumption app integrated with a VNet sends its outbound traffic through the VNet, so a
+// NAT gateway on the integrated subnet gives every instance one static public address ("Azure
+// Functions networking options", NAT gateway; "Tutorial: Control Azure Functions outbound IP with
+// an Azure NAT gateway"). The address is a Standard static public IP, as NAT gateway requires.
+resource natPublicIp 'Microsoft.Network/publicIPAddresses@2024-05-01' = if (enableNatGateway) {
+  name: '${natGatewayName}-ip'
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    publicIPAllocationMethod: 'Static'
+    publicIPAddressVersion: 'IPv4'
+  }
+}
+
+resource natGateway 'Microsoft.Network/natGateways@2024-05-01' = if (enableNatGateway) {
+  name: natGatewayName
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    idleTimeoutInMinutes: 4
+    publicIpAddresses: [
+      {
+        id: natPublicIp.id
+      }
+    ]
+  }
+}
 
 resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
   name: vnetName
@@ -61,6 +104,7 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
           ]
           privateEndpointNetworkPolicies: 'Disabled'
           privateLinkServiceNetworkPolicies: 'Enabled'
+          natGateway: enableNatGateway ? { id: natGateway.id } : null
         }
       }
       {
@@ -127,3 +171,6 @@ output atlasPrivateEndpointId string = empty(atlasPrivateLinkServiceId) ? '' : a
 
 @description('Private IP of the Atlas private endpoint (give it to Atlas); empty when none.')
 output atlasPrivateEndpointIp string = empty(atlasPrivateLinkServiceId) ? '' : atlasNic.properties.ipConfigurations[0].properties.privateIPAddress
+
+@description('Static outbound public IP of the app (add it to the Atlas IP access list); empty without the NAT gateway.')
+output outboundIpAddress string = enableNatGateway ? natPublicIp.properties.ipAddress : ''
