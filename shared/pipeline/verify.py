@@ -18,8 +18,8 @@ are compared by value, as ``/work/shared/spec/type-mapping.md`` documents the ma
 - Decimal128 compares by its exact representation (``1.10`` differs from ``1.1``); all NaNs are
   alike (the text form has no payload);
 - dates compare as milliseconds over their whole range (decoded as ``DatetimeMS``, never as
-  ``datetime``, whose years stop at 9999); one that a timestamp[us] column cannot hold belongs
-  in the twin column;
+  ``datetime``, whose years stop at 9999); one outside years 1 to 9999, which the timestamp
+  column does not take, belongs in the twin column;
 - embedded documents compare field by field in order, arrays item by item, both recursively
   with these same rules;
 - a field whose value does not fit its column's type belongs in the column's twin
@@ -135,9 +135,11 @@ SOURCE_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
 JSON_OPTIONS: JSONOptions = RELAXED_JSON_OPTIONS.with_options(
     datetime_conversion=DatetimeConversion.DATETIME_MS
 )
-# A timestamp[us] column holds int64 microseconds: the dates it can hold, in milliseconds.
-_FIRST_MS = -(2**63 // 1000)  # ceil(-2**63 / 1000)
-_LAST_MS = (2**63 - 1) // 1000
+# The dates a timestamp column holds, in milliseconds, as the mapping documents them: years 1 to
+# 9999, the range of Spark's TimestampType and T-SQL's datetime2 (README, "Dates: years 1 to
+# 9999").
+_FIRST_MS = (dt.datetime.min - dt.datetime(1970, 1, 1)) // dt.timedelta(milliseconds=1)
+_LAST_MS = (dt.datetime.max - dt.datetime(1970, 1, 1)) // dt.timedelta(milliseconds=1)
 _INTEGERS = (int, Int64)
 _NUMBERS = (int, Int64, float, Decimal128)
 
