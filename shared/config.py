@@ -112,6 +112,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("FILE_ROWS", "Most rows in one parquet file.", default="100000"),
     SettingSpec("FILE_BYTES", "Most BSON bytes in one parquet file.", default="134217728"),
     SettingSpec(
+        "COLUMN_BUDGET",
+        "Most columns in one table (_id, __overflow__ and __rowMarker__ included). Fields "
+        "beyond it, first come first served, go to one string column __overflow__: per row, "
+        "the Extended JSON object of its fields without a column. Once a table's overflow "
+        "column opens, the table gets no new column (a larger budget applies on its next "
+        "rebuild). The default keeps a table under T-SQL's 1,024 columns per table (the SQL "
+        "analytics endpoint).",
+        default="1000",
+    ),
+    SettingSpec(
         "QUEUE_STORAGE",
         "Storage for the snapshot-partitions queue (Functions): a connection string; for the "
         "app's identity set QUEUE_STORAGE__queueServiceUri="
@@ -212,6 +222,7 @@ INTEGER_LIMITS = {
     "STORAGE_RETRY_SECONDS": (0, 3600),
     "FILE_ROWS": (1, 10_000_000),
     "FILE_BYTES": (1024, 4 * 1024**3),
+    "COLUMN_BUDGET": (8, 100_000),
     "CHANGE_WINDOW_EVENTS": (1, 1_000_000),
     "CHANGE_WINDOW_BYTES": (1024, 1024**3),
     "CHANGE_WINDOW_SECONDS": (1, 300),
@@ -301,6 +312,11 @@ class Settings:
     def file_bytes(self) -> int:
         """FILE_BYTES: most BSON bytes in one parquet file."""
         return self.integer("FILE_BYTES")
+
+    @property
+    def column_budget(self) -> int:
+        """COLUMN_BUDGET: most columns in one table; fields beyond go to ``__overflow__``."""
+        return self.integer("COLUMN_BUDGET")
 
     def collections(self) -> list[str] | None:
         """None means every collection of the database."""

@@ -34,6 +34,11 @@ def test_file_sizes_have_their_defaults_and_take_values():
     assert (chosen.file_rows, chosen.file_bytes) == (500, 4096)
 
 
+def test_the_column_budget_defaults_under_the_sql_endpoint_limit_and_takes_values():
+    assert load_settings({}).column_budget == 1000  # T-SQL tables stop at 1,024 columns
+    assert load_settings({"COLUMN_BUDGET": "64"}).column_budget == 64
+
+
 @pytest.mark.parametrize(("cores", "workers"), [(3, 3), (None, 1)])
 def test_auto_workers_are_one_per_core(
     monkeypatch: pytest.MonkeyPatch, cores: int | None, workers: int
@@ -76,6 +81,7 @@ def test_cli_values_override_environment():
         ({"MONGODB_COLLECTIONS": "[1, 2]"}, "MONGODB_COLLECTIONS"),
         ({"MONGODB_COLLECTIONS": "a,,b"}, "MONGODB_COLLECTIONS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"COLUMN_BUDGET": "3"}, "COLUMN_BUDGET"),  # no room for a single field
     ],
 )
 def test_invalid_values_name_the_setting(env: dict[str, str], setting: str):

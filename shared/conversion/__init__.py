@@ -4,12 +4,13 @@ from shared.landing_zone.parquet_files import RowMarker
 
 from .converter import BatchConverter, json_texts, key_only, split_documents
 from .id_text import id_text, parse_id_text
-from .names import KEY_COLUMN, ROW_MARKER, TWIN_SUFFIX
+from .names import KEY_COLUMN, OVERFLOW_COLUMN, ROW_MARKER, TWIN_SUFFIX
 from .recover import recover_document
 from .schema import FieldSpec, TableSchema
 
 __all__ = [
     "KEY_COLUMN",
+    "OVERFLOW_COLUMN",
     "ROW_MARKER",
     "TWIN_SUFFIX",
     "BatchConverter",

@@ -23,7 +23,7 @@ from shared.landing_zone.parquet_files import RowMarker
 
 from . import _libbson, _scan
 from .id_text import id_text
-from .names import KEY_COLUMN
+from .names import KEY_COLUMN, OVERFLOW_COLUMN
 from .schema import FieldSpec, TableSchema
 from .values import (
     ACCEPTS,
@@ -254,13 +254,19 @@ class BatchConverter:
             for pos, key in enumerate(d):
                 if key not in first or (row, pos) < first[key]:
                     first[key] = (row, pos)
+        # Past the column budget: per row, the fields whose values go to the overflow column.
+        overflow: dict[int, set[str]] = {}
         for field in sorted(first, key=first.__getitem__):
             if field == KEY_COLUMN:
                 continue
             slow_values = [d.get(field) for d in slow]
             spec = self.schema.get(field) or self._new_field(field, groups, slow_index, slow_values)
             if spec is None:
-                continue  # null everywhere: same as missing until a typed value appears
+                # Null everywhere (same as missing until a typed value appears), or no room.
+                if self.schema.overflow:
+                    for row in self._rows_with(field, groups, slow_index, slow_values):
+                        overflow.setdefault(row, set()).add(field)
+                continue
             mains: list[Piece] = []
             twins: list[Piece] = []
             for g in groups:
@@ -277,8 +283,18 @@ class BatchConverter:
             twins.append(twin)
             arrays[spec.column] = combine(mains, ARROW_TYPES[spec.kind])
             if any(t is not None for t in twins):
-                spec = self.schema.add_twin(field)
-                arrays[spec.twin] = combine(twins, pa.string())
+                if spec.has_twin or self.schema.has_room():
+                    spec = self.schema.add_twin(field)
+                    arrays[spec.twin] = combine(twins, pa.string())
+                else:  # no room for a twin: the values that do not fit overflow
+                    self.schema.open_overflow()
+                    misfits = combine(twins, pa.string()).is_valid()
+                    for row in np.flatnonzero(misfits.to_numpy(zero_copy_only=False)).tolist():
+                        overflow.setdefault(row, set()).add(field)
+        if self.schema.overflow:
+            arrays[OVERFLOW_COLUMN] = _overflow_column(
+                buf, starts, ends, slow_index, slow, overflow
+            )
         columns = [arrays[KEY_COLUMN]]
         for name, arrow_type in self.schema.column_types().items():
             arr = arrays.get(name)
@@ -299,6 +315,20 @@ class BatchConverter:
             return texts
         return pa.array([id_text(t) for t in texts.to_pylist()], pa.string())
 
+    @staticmethod
+    def _rows_with(
+        field: str, groups: list[_scan.Group], slow_index: list[int], slow_values: list[Any]
+    ) -> list[int]:
+        """The rows (batch indices) where ``field`` holds a non-null value."""
+        rows = [
+            int(row)
+            for g in groups
+            if (f := g.fields.get(field)) is not None and f.type != _scan.NULL
+            for row in g.rows
+        ]
+        rows += [row for row, v in zip(slow_index, slow_values, strict=True) if v is not None]
+        return rows
+
     def _new_field(
         self,
         field: str,
@@ -306,7 +336,9 @@ class BatchConverter:
         slow_index: list[int],
         slow_values: list[Any],
     ) -> FieldSpec | None:
-        """Adds the field with the kind its first non-null value (in document order) founds."""
+        """Adds the field with the kind its first non-null value (in document order) founds;
+        None if it has no such value, or if the column budget leaves no room (the overflow
+        column is then open)."""
         best: tuple[int, str, int | None] | None = None
         for g in groups:
             f = g.fields.get(field)
@@ -321,7 +353,38 @@ class BatchConverter:
                 break
         if best is None:
             return None
+        if not self.schema.has_room():
+            self.schema.open_overflow()
+            return None
         return self.schema.add_field(field, best[1], best[2])
+
+
+def _overflow_column(
+    buf: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    slow_index: list[int],
+    slow: list[Any],
+    overflow: dict[int, set[str]],
+) -> pa.Array:
+    """Per row, the relaxed Extended JSON object of its overflowing fields in the document's
+    order (NULL when none); null values are left out, as null and missing are alike at the top
+    level. Only tables past their column budget get here, so rows are decoded one by one."""
+    if not overflow:
+        return pa.nulls(len(starts), pa.string())
+    slow_of = dict(zip(slow_index, slow, strict=True))
+    rows = sorted(overflow)
+    objects = []
+    for row in rows:
+        document = slow_of.get(row)
+        if document is None:
+            document = _inflate_bson(buf[int(starts[row]) : int(ends[row])], DECODE_OPTIONS)
+        keys = overflow[row]
+        objects.append({k: v for k, v in document.items() if k in keys and v is not None})
+    texts: list[str | None] = [None] * len(starts)
+    for row, text in zip(rows, json_texts(objects), strict=True):
+        texts[row] = text
+    return pa.array(texts, pa.string())
 
 
 def key_only(document_key: bytes | RawBSONDocument | dict[str, Any]) -> bytes:

@@ -14,9 +14,12 @@ from shared.landing_zone.parquet_files import KEY_COLUMN, ROW_MARKER
 
 TWIN_SUFFIX = "__json"
 EMPTY_NAME = "_empty_"
+# The one string column of a table past its column budget (COLUMN_BUDGET): per row, the relaxed
+# Extended JSON object of the fields that have no column of their own (see schema.py).
+OVERFLOW_COLUMN = "__overflow__"
 
 _UNSAFE = re.compile(r"[.$\x00-\x1f\x7f]")
-_RESERVED = {KEY_COLUMN.casefold(), ROW_MARKER.casefold()}
+_RESERVED = {KEY_COLUMN.casefold(), ROW_MARKER.casefold(), OVERFLOW_COLUMN.casefold()}
 
 
 def twin_name(column: str) -> str:

@@ -13,7 +13,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.json_util import RELAXED_JSON_OPTIONS, JSONOptions
 
 from .id_text import parse_id_text
-from .names import KEY_COLUMN
+from .names import KEY_COLUMN, OVERFLOW_COLUMN
 from .schema import FieldSpec, TableSchema
 from .values import BINARY, DECIMAL, JSON, OBJECTID, TIMESTAMP, UUID
 
@@ -62,4 +62,9 @@ def recover_document(table: pa.Table, schema: TableSchema) -> list[dict[str, Any
                 row[spec.field] = decode(main[i])
             elif twin is not None and twin[i] is not None:
                 row[spec.field] = load_json(twin[i])
+    overflow = cols.get(OVERFLOW_COLUMN)
+    if overflow is not None:
+        for row, text in zip(rows, overflow, strict=True):
+            if text is not None:
+                row.update(load_json(text))  # the fields without a column of their own
     return rows

@@ -8,10 +8,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from .names import KEY_COLUMN, ROW_MARKER, column_name, twin_name
+from .names import KEY_COLUMN, OVERFLOW_COLUMN, ROW_MARKER, column_name, twin_name
 from .values import ARROW_TYPES, BINARY, JSON
 
 _FORMAT = 1
+# Columns of every table past its budget that hold no field of their own: _id, the overflow
+# column and __rowMarker__.
+FIXED_COLUMNS = 3
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,28 @@ class TableSchema:
 
     ``version`` increments on every change; ``changed`` stays true until the caller persists
     :meth:`to_json` and calls :meth:`mark_saved`.
+
+    The column budget (COLUMN_BUDGET, ``column_budget``; None: unbounded) caps how many columns
+    a table's files have, ``_id``, :data:`OVERFLOW_COLUMN` and ``__rowMarker__`` included. When a
+    new field or twin finds no room, the table's overflow column opens (``overflow``, saved with
+    the schema) and from then on the table gets no new column, whatever the budget later says:
+    every field without a column of its own, and every value that fits neither its column nor a
+    twin, goes to the overflow column. So which fields overflow is settled by the saved schema,
+    the same in every file, process and worker; a larger budget takes effect on a rebuild.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, column_budget: int | None = None) -> None:
         self._fields: dict[str, FieldSpec] = {}
-        self._order: list[str] = []  # output column names (values and twins), creation order
-        self._taken: set[str] = {KEY_COLUMN.casefold(), ROW_MARKER.casefold()}
+        self._order: list[str] = []  # output column names (values, twins, overflow), in order
+        self._taken: set[str] = {
+            KEY_COLUMN.casefold(),
+            ROW_MARKER.casefold(),
+            OVERFLOW_COLUMN.casefold(),
+        }
         self.version = 0
         self._saved_version = 0
+        self.column_budget = column_budget
+        self.overflow = False
 
     @property
     def changed(self) -> bool:
@@ -60,6 +77,22 @@ class TableSchema:
 
     def get(self, field: str) -> FieldSpec | None:
         return self._fields.get(field)
+
+    def has_room(self) -> bool:
+        """Whether one more column (a field's or a twin) stays within the column budget."""
+        if self.overflow:
+            return False
+        if self.column_budget is None:
+            return True
+        return len(self._order) + 1 <= self.column_budget - FIXED_COLUMNS
+
+    def open_overflow(self) -> None:
+        """Add the overflow column; from now on the table gets no other new column."""
+        if self.overflow:
+            return
+        self.overflow = True
+        self._order.append(OVERFLOW_COLUMN)
+        self.version += 1
 
     def add_field(self, field: str, kind: str, binary_subtype: int | None = None) -> FieldSpec:
         if field in self._fields:
@@ -91,6 +124,8 @@ class TableSchema:
             types[spec.column] = ARROW_TYPES[spec.kind]
             if spec.has_twin:
                 types[spec.twin] = ARROW_TYPES[JSON]
+        if self.overflow:
+            types[OVERFLOW_COLUMN] = ARROW_TYPES[JSON]
         return {name: types[name] for name in self._order}
 
     def arrow_schema(self) -> pa.Schema:
@@ -111,15 +146,23 @@ class TableSchema:
             }
             for s in self._fields.values()
         ]
-        doc = {"format": _FORMAT, "version": self.version, "fields": fields, "order": self._order}
+        doc = {
+            "format": _FORMAT,
+            "version": self.version,
+            "fields": fields,
+            "order": self._order,
+            "overflow": self.overflow,
+        }
         return json.dumps(doc, ensure_ascii=False, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> TableSchema:
+    def from_json(cls, text: str, column_budget: int | None = None) -> TableSchema:
         doc = json.loads(text)
         if doc.get("format") != _FORMAT:
             raise ValueError(f"unknown table schema format {doc.get('format')!r}")
-        schema = cls()
+        schema = cls(column_budget)
+        # Schemas saved before the column budget existed have no "overflow": never opened.
+        schema.overflow = doc.get("overflow", False) is True
         for f in doc["fields"]:
             spec = FieldSpec(f["field"], f["column"], f["kind"], f["binary_subtype"], f["twin"])
             if spec.kind not in ARROW_TYPES or spec.field in schema._fields:
@@ -131,6 +174,8 @@ class TableSchema:
         schema._order = list(doc["order"])
         expected = {s.column for s in schema._fields.values()}
         expected |= {s.twin for s in schema._fields.values() if s.has_twin}
+        if schema.overflow:
+            expected.add(OVERFLOW_COLUMN)
         if set(schema._order) != expected or len(schema._order) != len(expected):
             raise ValueError("table schema order does not match its fields")
         schema.version = schema._saved_version = int(doc["version"])

@@ -62,9 +62,14 @@ ACCEPTS: dict[str, frozenset[type]] = {
     for kind in ARROW_TYPES
 }
 
-# timestamp[us] holds int64 microseconds; BSON dates are int64 milliseconds.
-MIN_MS = -(2**63) // 1000 + 1
-MAX_MS = (2**63 - 1) // 1000
+# The dates the timestamp column holds, in BSON's int64 milliseconds: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999Z. timestamp[us] itself reaches ±292,000 years, but the readers of the
+# table do not: Spark's TimestampType (Fabric's lakehouse, Delta) is documented for
+# [0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z], T-SQL's datetime2 (the SQL analytics
+# endpoint) for years 1 to 9999, and pyarrow's to_pylist and to_pandas fail on any other year
+# (Python's datetime stops at 9999). A date outside goes to the twin column, losslessly.
+MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def kind_of(value: Any) -> tuple[str, int | None]:

@@ -536,7 +536,9 @@ class ChangeReader:
         registry = self._registries.get(table.folder)
         if registry is None:
             generation = self._ctx.publisher.generation(table)
-            registry = SchemaRegistry(self._ctx.state, table, generation)
+            registry = SchemaRegistry(
+                self._ctx.state, table, generation, self._ctx.settings.column_budget
+            )
             self._registries[table.folder] = registry
         documents = [event.document or b"" for event in rows]
         batch = registry.convert(documents, [_marker(event) for event in rows])

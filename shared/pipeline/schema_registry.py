@@ -4,6 +4,9 @@ Workers convert concurrently; if two of them meet a new field at once with diffe
 first to save its schema wins and the other re-converts its batch against the saved schema (its
 values then land in the twin column). So a column's type is the same in every file.
 
+The schema also records whether the table's overflow column is open (its column budget reached,
+shared/conversion/schema.py): every worker and process then sends the same fields to it.
+
 The record names the table's generation, so a rebuild removes only the schema of the generation
 it retires (shared/pipeline/rebuild.py).
 """
@@ -24,10 +27,17 @@ SCHEMA_KIND = "schema"
 
 
 class SchemaRegistry:
-    def __init__(self, state: StateStore, table: TableRef, generation: str) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        table: TableRef,
+        generation: str,
+        column_budget: int | None = None,
+    ) -> None:
         self._state = state
         self._table = table
         self._generation = generation
+        self._column_budget = column_budget  # COLUMN_BUDGET; None: no cap
         self._etag: str | None = None
         self._converter = self._load()
 
@@ -55,10 +65,10 @@ class SchemaRegistry:
         record = self._state.get(SCHEMA_KIND, self._table.folder)
         if record is None:
             self._etag = None
-            return BatchConverter(TableSchema())
+            return BatchConverter(TableSchema(self._column_budget))
         self._etag = record.etag
         try:
-            schema = TableSchema.from_json(str(record.value["schema"]))
+            schema = TableSchema.from_json(str(record.value["schema"]), self._column_budget)
         except (KeyError, TypeError, ValueError) as error:
             raise MirrorError(
                 f"the stored schema of {self._table} is malformed: {error!r}"

@@ -264,7 +264,7 @@ def run_partition(
     after = id_from_json(progress["after"]) if "after" in progress else None
     documents = int(progress.get("documents", 0))
     collection = ctx.collection(plan.database, plan.collection)
-    registry = SchemaRegistry(ctx.state, task.table, plan.generation)
+    registry = SchemaRegistry(ctx.state, task.table, plan.generation, ctx.settings.column_budget)
     expected = plan.estimated_documents // max(1, len(plan.ranges))
     record_status(ctx, task, "running", documents, expected)
 

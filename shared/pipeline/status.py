@@ -8,16 +8,19 @@ when it is needed most.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from typing import Any
 
 from shared.config import Settings
+from shared.conversion.names import OVERFLOW_COLUMN
 from shared.errors import MirrorError
 from shared.landing_zone.publisher import DROP_KIND, SEQUENCE_KIND
 from shared.landing_zone.tables import TableRef
 from shared.pipeline.backpressure import BACKLOG_KEY, GROWTH_KEY, TableBacklog
 from shared.pipeline.changes import CHANGES_WRITER
 from shared.pipeline.plans import REBUILD_KIND, all_plans
+from shared.pipeline.schema_registry import SCHEMA_KIND
 from shared.pipeline.snapshot import PARTITION_KIND
 from shared.pipeline.stream_checkpoint import STREAM_KIND
 from shared.state.base import JsonObject, StateStore, update
@@ -50,6 +53,7 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
     sequences = {key: record.value for key, record in state.list(SEQUENCE_KIND)}
     rebuilds = {key: record.value for key, record in state.list(REBUILD_KIND)}
     streams = {key: record.value for key, record in state.list(STREAM_KIND)}
+    schemas = {key: _columns(record.value) for key, record in state.list(SCHEMA_KIND)}
     replicator = {entry.get("table"): entry for entry in fabric or []}
     tables = []
     for plan in all_plans(state):
@@ -86,6 +90,8 @@ def status_report(state: StateStore, fabric: list[JsonObject] | None = None) -> 
             "last_error": errors[-1] if errors else None,
             "failed_partitions": failed,
             "replicator_backlog": _backlog(streams.get(plan.database, {}), folder, sequence),
+            # Columns of its files, and the overflow column once it reached COLUMN_BUDGET.
+            **schemas.get(folder, {"columns": None, "overflow_column": None}),
         }
         if fabric is not None:
             table["replicator"] = replicator.get(str(plan.table))
@@ -154,6 +160,8 @@ def _awaiting_drop(
         "last_error": drop.get("error"),
         "failed_partitions": [],
         "replicator_backlog": None,  # its folder is deleted: nothing left for the replicator
+        "columns": None,
+        "overflow_column": None,
     }
 
 
@@ -220,6 +228,12 @@ def format_status(report: JsonObject) -> str:
         if table["rebuild_causes"]:
             last = table["rebuild_causes"][-1]
             lines.append(f"{table['label']} last rebuilt {last['at']}: {last['cause']}")
+        if table.get("overflow_column"):
+            lines.append(
+                f"{table['label']} reached its column budget ({table['columns']:,} columns, "
+                "COLUMN_BUDGET): fields without a column of their own are in "
+                f"{table['overflow_column']}, as one JSON object per row"
+            )
         waiting = table.get("awaiting_drop")
         if waiting:
             lines.append(
@@ -240,6 +254,18 @@ def format_status(report: JsonObject) -> str:
                 f"{replicator.get('lastSyncDateTime')}"
             )
     return "\n".join(lines)
+
+
+def _columns(value: JsonObject) -> JsonObject:
+    """A table's column count and overflow column, from its saved schema
+    (shared/pipeline/schema_registry.py): _id and __rowMarker__ counted, as in its files."""
+    try:
+        schema = json.loads(str(value["schema"]))
+        columns = len(schema["order"]) + 2
+        overflow = OVERFLOW_COLUMN if schema.get("overflow") is True else None
+    except (KeyError, TypeError, ValueError):
+        return {"columns": None, "overflow_column": None}
+    return {"columns": columns, "overflow_column": overflow}
 
 
 def _backlog(stream: JsonObject, folder: str, sequence: JsonObject) -> JsonObject | None:

@@ -18,13 +18,17 @@ are compared by value, as ``/work/shared/spec/type-mapping.md`` documents the ma
 - Decimal128 compares by its exact representation (``1.10`` differs from ``1.1``); all NaNs are
   alike (the text form has no payload);
 - dates compare as milliseconds over their whole range (decoded as ``DatetimeMS``, never as
-  ``datetime``, whose years stop at 9999); one that a timestamp[us] column cannot hold belongs
-  in the twin column;
+  ``datetime``, whose years stop at 9999); one outside years 1 to 9999, which the timestamp
+  column does not take, belongs in the twin column;
 - embedded documents compare field by field in order, arrays item by item, both recursively
   with these same rules;
 - a field whose value does not fit its column's type belongs in the column's twin
   (``<column>__json``), as its Extended JSON; null and a missing field are alike at the top level
-  (the mapping stores both as NULL) but not inside a document.
+  (the mapping stores both as NULL) but not inside a document;
+- in a table past its column budget (it has the column ``__overflow__``), every non-null value
+  that has no column or twin to go to belongs in the row's overflow object, under its field
+  name, compared with these same rules (the object's key order is not compared: top-level field
+  order is not kept by columns either).
 
 The rows are matched on the ``_id`` text (the documented key form); the row's ``_id`` text is
 then read back with :func:`parse_id_text` and compared with the document's ``_id`` by value.
@@ -74,7 +78,7 @@ from shared.conversion import (
     id_text,
     parse_id_text,
 )
-from shared.conversion.names import column_name
+from shared.conversion.names import OVERFLOW_COLUMN, column_name
 from shared.conversion.values import (
     ARROW_TYPES,
     BINARY,
@@ -135,9 +139,11 @@ SOURCE_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
 JSON_OPTIONS: JSONOptions = RELAXED_JSON_OPTIONS.with_options(
     datetime_conversion=DatetimeConversion.DATETIME_MS
 )
-# A timestamp[us] column holds int64 microseconds: the dates it can hold, in milliseconds.
-_FIRST_MS = -(2**63 // 1000)  # ceil(-2**63 / 1000)
-_LAST_MS = (2**63 - 1) // 1000
+# The dates a timestamp column holds, in milliseconds, as the mapping documents them: years 1 to
+# 9999, the range of Spark's TimestampType and T-SQL's datetime2 (README, "Dates: years 1 to
+# 9999").
+_FIRST_MS = (dt.datetime.min - dt.datetime(1970, 1, 1)) // dt.timedelta(milliseconds=1)
+_LAST_MS = (dt.datetime.max - dt.datetime(1970, 1, 1)) // dt.timedelta(milliseconds=1)
 _INTEGERS = (int, Int64)
 _NUMBERS = (int, Int64, float, Decimal128)
 
@@ -414,7 +420,11 @@ def rebuild_schema(
         name = column.name
         if name == KEY_COLUMN:
             continue
-        if name.endswith(TWIN_SUFFIX):
+        if name == OVERFLOW_COLUMN:
+            if column.type != pa.string():
+                raise _Unverifiable(f"column {name} is not the overflow column the mirror writes")
+            schema.open_overflow()
+        elif name.endswith(TWIN_SUFFIX):
             main = name[: -len(TWIN_SUFFIX)]
             if main not in field_of or column.type != pa.string():
                 raise _Unverifiable(f"column {name} is not a twin the mirror writes")
@@ -435,7 +445,9 @@ def _evidence(
     """Per main column, the source documents of a few rows that hold a value in it."""
     ids: dict[str, list[str]] = {}
     for column in landing:
-        if column.name != KEY_COLUMN and not column.name.endswith(TWIN_SUFFIX):
+        if column.name not in (KEY_COLUMN, OVERFLOW_COLUMN) and not column.name.endswith(
+            TWIN_SUFFIX
+        ):
             ids[column.name] = [
                 row[0]
                 for row in connection.sql(
@@ -623,6 +635,8 @@ class _Judge:
             )
         ]
         self._known = {spec.field for spec in schema.fields.values()} | {KEY_COLUMN}
+        # Past its column budget: the overflow column's position (None: the table has none).
+        self._overflow = position.get(OVERFLOW_COLUMN) if schema.overflow else None
         self._taken = {name.casefold() for name in landing.names} | {ROW_MARKER.casefold()}
         self._would_be: dict[str, str] = {}  # column names of fields the table never received
 
@@ -665,14 +679,23 @@ class _Judge:
             stored_id = _parsed_id(text)
             if not _same(stored_id, document.get(KEY_COLUMN), numbers_by_value=True):
                 differs(row, KEY_COLUMN, text, document.get(KEY_COLUMN), None)
+        # Per row, what its overflow object should hold: {field: value}.
+        overflow: list[dict[str, Any]] | None = (
+            [{} for _ in documents] if self._overflow is not None else None
+        )
         for column in self._columns:
-            self._compare_column(matched, column, documents, differs)
+            self._compare_column(matched, column, documents, differs, overflow)
         for row, document in enumerate(documents):
             if self._known.issuperset(document):
                 continue
             for name, value in document.items():
                 if value is not None and name not in self._known:
-                    differs(row, self._column_for(name), None, value, name)
+                    if overflow is not None:
+                        overflow[row][name] = value
+                    else:
+                        differs(row, self._column_for(name), None, value, name)
+        if overflow is not None:
+            self._compare_overflow(matched, overflow, differs)
         for row in sorted(found):
             yield VALUE, found[row]
 
@@ -683,13 +706,40 @@ class _Judge:
             self._would_be[name] = column_name(name, self._taken)
         return self._would_be[name]
 
+    def _compare_overflow(
+        self,
+        batch: pa.RecordBatch,
+        expected: list[dict[str, Any]],
+        differs: Callable[[int, str, Any, Any, str | None], None],
+    ) -> None:
+        """Each row's overflow object against the fields that belong in it, field by field."""
+        cells = _cells(batch, self._overflow)
+        assert cells is not None
+        for row, (cell, wanted) in enumerate(zip(cells, expected, strict=True)):
+            if cell is None:
+                for name, value in wanted.items():
+                    differs(row, OVERFLOW_COLUMN, None, value, name)
+                continue
+            stored = _loaded(cell)
+            if type(stored) is not dict or not stored:  # the mirror writes NULL, never {}
+                differs(row, OVERFLOW_COLUMN, _Unreadable(cell), wanted or None, None)
+                continue
+            for name in dict.fromkeys([*stored, *wanted]):
+                if name not in wanted or name not in stored:
+                    differs(row, OVERFLOW_COLUMN, stored.get(name), wanted.get(name), name)
+                elif not _same_value(stored[name], wanted[name]):
+                    differs(row, OVERFLOW_COLUMN, stored[name], wanted[name], name)
+
     def _compare_column(
         self,
         batch: pa.RecordBatch,
         column: _Column,
         documents: list[dict[str, Any]],
         differs: Callable[[int, str, Any, Any, str | None], None],
+        overflow: list[dict[str, Any]] | None = None,
     ) -> None:
+        """Main column and twin against the field's values; with ``overflow`` (a table past its
+        column budget), a value that fits neither the column nor a twin is noted there."""
         spec = column.spec
         name = spec.field
         values = [document.get(name) for document in documents]
@@ -708,6 +758,9 @@ class _Judge:
                 in_main = in_twin = None
             elif fits(value, subtype):
                 in_main, in_twin = value, None
+            elif column.twin is None and overflow is not None:
+                in_main = in_twin = None
+                overflow[row][name] = value  # no twin to go to: the overflow object's
             else:
                 in_main, in_twin = None, value
             if main is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import uuid
 from typing import Any
@@ -74,16 +75,28 @@ def test_nan_kept() -> None:
     roundtrip(math.nan)
 
 
-@pytest.mark.parametrize("ms", [0, -(10**13), 10**13, 9 * 10**15, -9 * 10**15])
+FIRST_DAY_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+@pytest.mark.parametrize("ms", [0, -(10**13), 10**13, FIRST_DAY_MS, LAST_MS])
 def test_dates_in_timestamp_range(ms: int) -> None:
     table, _ = convert(DatetimeMS(ms))
     assert table.schema.field("v").type == pa.timestamp("us", tz="UTC")
     assert table.column("v").cast(pa.int64()).to_pylist() == [ms * 1000]
+    # Common readers take every date the column holds (issue #16 item 20).
+    moment = table.column("v").to_pylist()[0]
+    assert moment == dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)
+    assert table.to_pandas()["v"][0].to_pydatetime() == moment
     roundtrip(DatetimeMS(ms))
 
 
-@pytest.mark.parametrize("ms", [2**63 - 1, -(2**63), 10**16, -(10**16)])
-def test_dates_beyond_microseconds_go_to_twin(ms: int) -> None:
+@pytest.mark.parametrize(
+    "ms",
+    [LAST_MS + 1, FIRST_DAY_MS - 1, 9 * 10**15, -9 * 10**15, 2**63 - 1, -(2**63), 10**16],
+    ids=["year 10000", "year 0", "year 287,000", "year -283,000", "max", "min", "10^16"],
+)
+def test_dates_beyond_years_1_to_9999_go_to_twin(ms: int) -> None:
     conv = BatchConverter()
     table = conv.convert(
         [bson.encode({"_id": 1, "v": DatetimeMS(0)}), bson.encode({"_id": 2, "v": DatetimeMS(ms)})]
@@ -91,6 +104,9 @@ def test_dates_beyond_microseconds_go_to_twin(ms: int) -> None:
     assert table.column("v").to_pylist()[1] is None
     assert table.column("v__json").to_pylist()[1] == f'{{ "$date" : {{ "$numberLong" : "{ms}" }} }}'
     assert recover_document(table, conv.schema)[1]["v"] == DatetimeMS(ms)
+    # Python and pandas read the table (a year-10000 timestamp would make them raise).
+    assert table.column("v").to_pylist()[0] is not None
+    assert table.to_pandas()["v"].isna().tolist() == [False, True]
 
 
 @pytest.mark.parametrize(

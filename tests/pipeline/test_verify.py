@@ -299,6 +299,7 @@ def test_duplicate_rows_in_the_landing_zone_are_differences(
 
 
 def test_missing_database_is_a_configuration_error(tmp_path: Path, mongodb_uri: str, capsys):
+    (tmp_path / "lz").mkdir()  # a landing zone that exists: only the database is missing
     code = main(["verify", "--mongodb-uri", mongodb_uri, "--landing-zone", str(tmp_path / "lz")])
     assert code == 2
     assert capsys.readouterr().err.startswith("configuration error: MONGODB_DATABASE")

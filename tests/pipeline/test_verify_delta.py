@@ -157,6 +157,9 @@ def test_wrong_cells_are_found_by_value_and_other_texts_of_the_same_value_are_no
     )
 
 
+FIRST_DAY_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z: the timestamp column's first
+
+
 def rows_of(columns: dict[str, pa.Array]) -> pa.Table:
     return pa.table(columns)
 
@@ -167,7 +170,7 @@ def test_exact_numbers_dates_and_nested_values(
     """Hand-written rows, as the type mapping documents them, for values at their limits."""
     far = DatetimeMS(2**62)  # year ~146 million: beyond datetime, beyond timestamp[us]
     documents = [
-        {"_id": 1, "i": Int64(2**62 + 1), "f": 2.0**53 + 2, "d": DatetimeMS(-(10**15))},
+        {"_id": 1, "i": Int64(2**62 + 1), "f": 2.0**53 + 2, "d": DatetimeMS(FIRST_DAY_MS)},
         {"_id": 2, "i": -(2**31), "f": math.nan, "d": far, "x": {"n": Int64(2**53 + 1)}},
         {"_id": 3, "i": 0, "f": 5e-324, "x": [True, 1, 1.0, "1"]},
     ]
@@ -177,7 +180,7 @@ def test_exact_numbers_dates_and_nested_values(
         "_id": pa.array(["~n:1", "~n:2", "~n:3"]),
         "i": pa.array([2**62 + 1, -(2**31), 0], pa.int64()),
         "f": pa.array([2.0**53 + 2, math.nan, 5e-324]),
-        "d": pa.array([-(10**18), None, None], pa.int64()).cast(timestamps),
+        "d": pa.array([FIRST_DAY_MS * 1000, None, None], pa.int64()).cast(timestamps),
         "d__json": pa.array([None, '{"$date": {"$numberLong": "4611686018427387904"}}', None]),
         "x": pa.array([None, '{"n": 9007199254740993}', '[true, 1, 1.0, "1"]']),
     }
