@@ -417,12 +417,12 @@ def test_log_lines_never_run_on_after_the_progress_line_on_a_terminal(
     os.close(master)
     assert process.returncode == 0
     assert "snapshot published 4,000 documents" in out
-    assert "docs/s ETA" not in out and " DEBUG " not in out
+    assert " docs (" not in out and " DEBUG " not in out
     # What a terminal shows on each line: the text after the line's last carriage return.
     visible = [line.rsplit("\r", 1)[-1] for line in shown.decode().split("\n")]
     assert any(" DEBUG " in line for line in visible)
-    assert any("docs/s ETA" in line for line in visible)
-    glued = [line for line in visible if "docs/s ETA" in line and LOG_LINE.search(line)]
+    assert any(" docs (" in line for line in visible)  # running, or done at the end
+    glued = [line for line in visible if " docs (" in line and LOG_LINE.search(line)]
     assert glued == []
 
 
@@ -449,3 +449,56 @@ def test_status_of_a_state_file_that_does_not_exist_creates_nothing(tmp_path: Pa
     assert result.returncode == 2
     assert "STATE_STORE" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+PROGRESS = re.compile(r"orders: ([\d,]+)/([\d,]+) docs \(\d+%\)")
+
+
+def test_snapshot_progress_moves_while_a_partition_reads_and_never_says_0_docs_per_second(
+    tmp_path: Path, mongodb_uri: str, mongo_client: MongoClient, mongo_db_name: str
+):
+    """#16 item 10: with the default FILE_ROWS a partition publishes one file at its end, so
+    progress from published files alone sat at 0 until it jumped to 100%; documents read show
+    in between (cursor batches of 10,000). A finished table shows no "0 docs/s"."""
+    import pty
+    import threading
+
+    total = 90_001  # under FILE_ROWS (100,000): one file, at the end
+    mongo_client[mongo_db_name].orders.insert_many(
+        [{"_id": i, "n": "x" * 1000} for i in range(total)]
+    )
+    master, terminal = pty.openpty()  # a terminal: progress redrawn every second
+    arguments = [mongo_db_name, "--landing-zone", "lz", "--partitions", "1", "--workers", "1"]
+    process = subprocess.Popen(
+        console_command("snapshot", "--mongodb-uri", mongodb_uri, "--database", *arguments),
+        cwd=tmp_path,
+        env=console_env(),
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    shown = bytearray()
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    out, _ = process.communicate(timeout=300)
+    reader.join(timeout=30)
+    os.close(master)
+    assert process.returncode == 0, shown.decode()
+    assert f"snapshot published {total:,} documents" in out
+    lines = [line for line in re.split(r"[\r\n]", shown.decode()) if PROGRESS.search(line)]
+    counts = [int(PROGRESS.search(line)[1].replace(",", "")) for line in lines]  # type: ignore[index]
+    assert any(0 < count < total for count in counts), lines
+    assert counts[-1] == total and "done" in lines[-1], lines
+    assert not [line for line in lines if " 0 docs/s" in line or " 0.0 docs/s" in line], lines

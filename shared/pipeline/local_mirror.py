@@ -183,7 +183,7 @@ def _plan(
         pool = SnapshotPool(ctx, settings, len(tasks))
     pool.submit(tasks)
     snapshotting = [plan for plan in selection.plans if plan.pending_partitions]
-    return pool, ProgressDisplay(ctx, snapshotting, out)
+    return pool, ProgressDisplay(ctx, snapshotting, out, pool.documents_read)
 
 
 def _count(progress: _Progress, result: WindowResult) -> None:

@@ -234,7 +234,10 @@ def pending_tasks(plans: list[TablePlan]) -> list[PartitionTask]:
 
 
 def run_partition(
-    ctx: MirrorContext, task: PartitionTask, stopping: Callable[[], bool] | None = None
+    ctx: MirrorContext,
+    task: PartitionTask,
+    stopping: Callable[[], bool] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> PartitionResult:
     """Publish one `_id` range, resuming after the last `_id` already published.
 
@@ -244,6 +247,10 @@ def run_partition(
     ``stopping`` (asked after each piece read) stops the partition at a safe point: what was
     read is published as one file, and the next run resumes after its last `_id` (a requested
     stop is not a failure).
+
+    ``on_read`` is told, as each cursor batch arrives, the partition's documents read so far
+    (those published before included): progress between files, which are published only every
+    FILE_ROWS documents, without a state-store write per batch.
     """
     if stopping is not None and stopping():
         return PartitionResult(task, 0, 0, False, stopped=True)
@@ -288,11 +295,16 @@ def run_partition(
         pending, pending_rows, pending_bytes = [], 0, 0
         record_status(ctx, task, "running", documents, expected)
 
+    def read(ahead: int) -> None:
+        if on_read is not None:  # `ahead`: read, not yet yielded as a piece
+            on_read(documents + pending_rows + ahead)
+
     pieces = read_chunks_resuming(
         collection,
         plan.ranges[task.index],
         after,
         Retrier.for_settings(ctx.settings, "MongoDB read"),  # the caller names the partition
+        on_batch=read if on_read is not None else None,
         max_rows=piece_rows,
         max_bytes=file_bytes,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -111,11 +111,14 @@ def read_chunks(
     max_rows: int = 100_000,
     max_bytes: int = 128 * 1024**2,
     batch_size: int = 10_000,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[RawChunk]:
     """The range in `_id` order as chunks of at most ``max_rows`` documents and ``max_bytes``
     (a single larger document still makes a chunk), starting after ``after`` when resuming.
 
     Raw batches straight from the wire: no per-document objects, only their lengths are read.
+    ``on_batch`` is told, as each batch arrives, how many documents were read past the last
+    chunk yielded (for progress: a chunk may take several batches to fill).
     """
     cursor = collection.find_raw_batches({}, sort=ID_INDEX, batch_size=batch_size).hint(ID_INDEX)
     lower = id_range.lower if after is None else after
@@ -135,6 +138,8 @@ def read_chunks(
             resuming = False
             if _same_id(_id_of(buffer[: starts[1]], collection), after):
                 index = 1  # min is inclusive; the resume point itself was published already
+        if on_batch is not None:
+            on_batch(rows + len(starts) - 1 - index)
         while index < len(starts) - 1:
             end = min(len(starts) - 1, index + max_rows - rows)
             while end > index + 1 and size + starts[end] - starts[index] > max_bytes:
@@ -159,6 +164,7 @@ def read_chunks_resuming(
     id_range: IdRange,
     after: Any,
     retrier: Retrier,
+    on_batch: Callable[[int], None] | None = None,
     **sizes: int,
 ) -> Iterator[RawChunk]:
     """`read_chunks` through transient faults: a failed read is opened again after the last
@@ -166,7 +172,7 @@ def read_chunks_resuming(
     last = after
     while True:
         try:
-            for chunk in read_chunks(collection, id_range, last, **sizes):
+            for chunk in read_chunks(collection, id_range, last, on_batch=on_batch, **sizes):
                 yield chunk
                 last = chunk.last_id  # asked for the next one: the caller has this chunk
                 retrier.progressed()
