@@ -36,6 +36,11 @@ ADVICE = {
 }
 
 
+# What a credential chain's error says when no credential of it gave a token (azure.identity's
+# chained.py: "<class> failed to retrieve a token from the included credentials.").
+CHAIN_FAILED = "failed to retrieve a token from the included credentials"
+
+
 def checked_credential(auth: AzureAuth, scope: str) -> TokenCredential:
     """``auth``'s credential, proven by taking one token for ``scope`` now; a ConfigError naming
     AZURE_AUTH when it cannot."""
@@ -53,10 +58,11 @@ def checked_credential(auth: AzureAuth, scope: str) -> TokenCredential:
 def credential_error(mode: str, error: ClientAuthenticationError) -> ConfigError:
     """One line for a credential that gave no token: the mode, the reason when it is not the
     chain's list of everything tried, and what to do."""
-    if mode == "default":  # the reason is the list of the nine credentials tried
+    reason = getattr(error, "message", None) or str(error)
+    if mode == "default" and CHAIN_FAILED in reason:
+        # The reason is the list of every credential the chain tried: said in a few words.
         problem = "no usable Azure credential (mode default: DefaultAzureCredential found none)"
-    else:
-        reason = getattr(error, "message", None) or str(error)
+    else:  # one credential's own refusal (an Entra AADSTS code says why): kept
         problem = f"no usable Azure credential for mode {mode}: {redact(one_line(reason))}"
     advice = ADVICE.get(mode, ADVICE["default"])
     return ConfigError("AZURE_AUTH", f"{problem}; {advice}; LOG_LEVEL=DEBUG shows what was tried")

@@ -123,8 +123,8 @@ def test_a_storage_fault_outlasting_the_budget_ends_the_run_with_one_line(
     (line,) = [line for line in result.stderr.splitlines() if "STORAGE_RETRY_SECONDS=1" in line]
     assert re.search(
         r": blob container http://127\.0\.0\.1:\d+/devstoreaccount1/run\w+/?: writing \S+: "
-        r"HttpResponseError \(503\): Service Unavailable \(still failing after \d+ attempts in "
-        r"\d+s; STORAGE_RETRY_SECONDS=1\)$",
+        r"HttpResponseError \(HTTP 503\): Service Unavailable "
+        r"\(still failing after \d+ attempts in \d+s; STORAGE_RETRY_SECONDS=1\)$",
         line,
     ), line
     assert "Traceback" not in result.stderr and ACCOUNT_KEY not in result.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -67,13 +68,21 @@ def test_hello_answers_as_a_mongos_and_the_driver_sees_a_sharded_cluster(
             assert status["process"] == "mongos" and "repl" not in status
     with MongoClient(server.uri) as client:
         client.admin.command("ping")
-        topology = client.topology_description
+        # The driver's monitors check each router on their own threads: wait until every
+        # one has answered once (a router not yet checked is Unknown).
+        deadline = time.monotonic() + 10
+        while True:
+            topology = client.topology_description
+            servers = topology.server_descriptions()
+            kinds = {description.server_type for description in servers.values()}
+            if SERVER_TYPE.Unknown not in kinds or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert topology.topology_type == TOPOLOGY_TYPE.Sharded
-        servers = topology.server_descriptions()
         assert {f"{host}:{port}" for host, port in servers} == {
             f"127.0.0.1:{port}" for port in server.ports
         }
-        assert {description.server_type for description in servers.values()} == {SERVER_TYPE.Mongos}
+        assert kinds == {SERVER_TYPE.Mongos}
 
 
 def test_routers_share_one_shard_and_its_change_stream(sandbox_factory: SandboxFactory):
