@@ -69,6 +69,7 @@ LEFT_UNSET_ON_AZURE = {
     "REPLICATOR_BACKLOG_FILES": "tuning: Settings' default applies",
     "REPLICATOR_BACKLOG_CHECK_SECONDS": "tuning: Settings' default applies",
     "PROGRESS_SECONDS": "the command line's progress lines only; Functions log per tick",
+    "COLUMN_BUDGET": "tuning: Settings' default applies (under T-SQL's 1,024 columns)",
 }
 # Settings the engine treats as secret because they may be connection strings with a key; the
 # template sets them to plain endpoint URLs read with the identity, so they need no Key Vault.
